@@ -1,0 +1,176 @@
+// Package storage persists tenants, integrations and the audit trail.
+// Every integration read or write takes a tenant id: the bbolt backend keeps
+// one top-level bucket per tenant, so a lookup cannot cross tenants by
+// construction. Only ListTenants (operator level) and the audit trail
+// (platform level, filtered by tenant in the audit package) span tenants.
+package storage
+
+import (
+	"context"
+	"errors"
+	"io"
+	"regexp"
+	"time"
+)
+
+// Sentinel errors.
+var (
+	ErrNotFound       = errors.New("storage: not found")
+	ErrTenantNotFound = errors.New("storage: tenant not found")
+	ErrExists         = errors.New("storage: already exists")
+	// ErrConflict: a compare-and-swap saw a different revision.
+	ErrConflict = errors.New("storage: revision conflict")
+	ErrInvalidID = errors.New("storage: invalid id")
+	// ErrLocked: another process holds the database file.
+	ErrLocked = errors.New("storage: database is locked by another process")
+	ErrClosed = errors.New("storage: closed")
+	// ErrSchema: the file's schema is newer than this binary understands.
+	ErrSchema = errors.New("storage: unsupported schema version")
+)
+
+var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// ValidID reports whether id is usable as a tenant or integration id:
+// 1-128 chars of [A-Za-z0-9._-], starting alphanumeric.
+func ValidID(id string) bool { return idRE.MatchString(id) }
+
+// Tenant status values.
+const (
+	TenantActive   = "active"
+	TenantDisabled = "disabled"
+)
+
+// WrappedDEK is one version of a tenant's data key, wrapped by an HSM KEK.
+type WrappedDEK struct {
+	Version    uint32    `json:"version"`
+	KEKVersion uint32    `json:"kek_version"`
+	Nonce      []byte    `json:"nonce"`
+	Ciphertext []byte    `json:"ciphertext"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// Tenant is a tenant record. DEKs holds every DEK version still needed to
+// open records; DEKVersion names the one new seals use.
+type Tenant struct {
+	ID         string       `json:"id"`
+	CreatedAt  time.Time    `json:"created_at"`
+	Status     string       `json:"status"`
+	KEKVersion uint32       `json:"kek_version"`
+	DEKVersion uint32       `json:"dek_version"`
+	DEKs       []WrappedDEK `json:"deks"`
+	Revision   uint64       `json:"revision"`
+}
+
+// CurrentDEK returns the wrapped DEK that new seals use.
+func (t Tenant) CurrentDEK() (WrappedDEK, bool) { return t.DEK(t.DEKVersion) }
+
+// DEK returns the wrapped DEK of version v.
+func (t Tenant) DEK(v uint32) (WrappedDEK, bool) {
+	for _, d := range t.DEKs {
+		if d.Version == v {
+			return d, true
+		}
+	}
+	return WrappedDEK{}, false
+}
+
+// Integration status values (CONTRACT §4).
+const (
+	StatusActive                  = "active"
+	StatusDegraded                = "degraded"
+	StatusReauthorizationRequired = "reauthorization_required"
+)
+
+// Integration is one tenant's connection to one provider. AccessToken and
+// RefreshToken hold envelope ciphertext (vaultd/envelope), never plaintext.
+type Integration struct {
+	ID                  string    `json:"id"`
+	TenantID            string    `json:"tenant_id"`
+	Provider            string    `json:"provider"`
+	Scopes              []string  `json:"scopes"`
+	Status              string    `json:"status"`
+	TokenType           string    `json:"token_type"`
+	ExpiresAt           time.Time `json:"expires_at"`
+	CreatedAt           time.Time `json:"created_at"`
+	UpdatedAt           time.Time `json:"updated_at"`
+	LastRefreshAt       time.Time `json:"last_refresh_at"`
+	LastUsedAt          time.Time `json:"last_used_at"`
+	RefreshCount        uint64    `json:"refresh_count"`
+	ConsecutiveFailures uint32    `json:"consecutive_failures"`
+	LastError           string    `json:"last_error"`
+	// NextRefreshAt is the earliest time a refresh may be retried after a
+	// transient failure (backoff).
+	NextRefreshAt time.Time `json:"next_refresh_at"`
+
+	AccessToken  []byte `json:"access_token_ct"`
+	RefreshToken []byte `json:"refresh_token_ct"`
+
+	// Revision increments on every write; CompareAndSwapIntegration
+	// checks it.
+	Revision uint64 `json:"revision"`
+}
+
+// AuditHead is the tail of the audit chain.
+type AuditHead struct {
+	Seq  uint64 // 0 when the chain is empty
+	Hash string // 64 hex zeros when the chain is empty
+}
+
+// AuditRecord is one stored audit event: its sequence number, its hash and
+// the full event JSON (one line, including seq, prev_hash and hash).
+type AuditRecord struct {
+	Seq  uint64
+	Hash string
+	Data []byte
+}
+
+// GenesisHash is the prev_hash of the first audit event.
+const GenesisHash = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// Store is the persistence interface. All methods take a context first,
+// return copies (never memory owned by a transaction), and are safe for
+// concurrent use. storagetest.Run is the suite every backend must pass.
+type Store interface {
+	// CreateTenant stores a new tenant; ErrExists if the id is taken.
+	CreateTenant(ctx context.Context, t Tenant) (Tenant, error)
+	// GetTenant returns ErrTenantNotFound for an unknown id.
+	GetTenant(ctx context.Context, id string) (Tenant, error)
+	// ListTenants lists every tenant (operator level), sorted by id.
+	ListTenants(ctx context.Context) ([]Tenant, error)
+	// UpdateTenant replaces t if t.Revision matches the stored revision
+	// (ErrConflict otherwise) and returns it with the new revision.
+	UpdateTenant(ctx context.Context, t Tenant) (Tenant, error)
+
+	// PutIntegration creates or replaces an integration unconditionally
+	// (store_token), returning it with its new revision. ErrTenantNotFound
+	// if the tenant does not exist.
+	PutIntegration(ctx context.Context, tenantID string, in Integration) (Integration, error)
+	// GetIntegration returns ErrNotFound for an unknown id in that tenant
+	// (and for an unknown tenant: both look the same to callers).
+	GetIntegration(ctx context.Context, tenantID, id string) (Integration, error)
+	// ListIntegrations lists a tenant's integrations, sorted by id.
+	ListIntegrations(ctx context.Context, tenantID string) ([]Integration, error)
+	// CompareAndSwapIntegration replaces the record if in.Revision equals
+	// the stored revision; ErrConflict if not, ErrNotFound if gone.
+	CompareAndSwapIntegration(ctx context.Context, tenantID string, in Integration) (Integration, error)
+	// DeleteIntegration removes it; ErrNotFound if absent.
+	DeleteIntegration(ctx context.Context, tenantID, id string) error
+
+	// AppendAudit appends one event atomically at the end of the chain.
+	// build gets the current head and returns the record to store, whose
+	// Seq must be head.Seq+1. build may be called more than once (batched
+	// writes retry), so it must be pure.
+	AppendAudit(ctx context.Context, build func(head AuditHead) (AuditRecord, error)) (AuditRecord, error)
+	// ScanAudit calls fn for every record with Seq > afterSeq in order,
+	// until fn returns false or an error.
+	ScanAudit(ctx context.Context, afterSeq uint64, fn func(AuditRecord) (bool, error)) error
+	// AuditHead returns the current tail of the chain.
+	AuditHead(ctx context.Context) (AuditHead, error)
+
+	// Backup writes a consistent snapshot of the whole database to w
+	// while the store stays online.
+	Backup(ctx context.Context, w io.Writer) (int64, error)
+	// Ping checks that the store can serve a read.
+	Ping(ctx context.Context) error
+	Close() error
+}
