@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what building and testing vaultd needs on a fresh Debian 12 host (run as root).
+# Idempotent: installs only what is missing.
+set -euo pipefail
+
+export PATH="$PATH:/usr/local/go/bin"
+need=()
+command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
+command -v pkcs11-tool   >/dev/null 2>&1 || need+=(opensc)
+command -v gcc           >/dev/null 2>&1 || need+=(gcc libc6-dev)   # cgo: miekg/pkcs11, -race
+command -v openssl       >/dev/null 2>&1 || need+=(openssl)
+command -v curl          >/dev/null 2>&1 || need+=(curl)
+command -v git           >/dev/null 2>&1 || need+=(git)
+[ -e /usr/share/ca-certificates ] || need+=(ca-certificates)
+if ((${#need[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/deps.sh: missing ${need[*]}; run as root or install them" >&2
+    exit 1
+  fi
+  echo "installing: ${need[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+  # Debian 12's golang package is too old for this module (go.mod needs 1.26).
+  if apt-cache policy golang-1.26-go 2>/dev/null | grep -q Candidate; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-1.26-go >/dev/null
+    export PATH="$PATH:/usr/lib/go-1.26/bin"
+  else
+    echo "scripts/deps.sh: Go >= 1.26 is required (expected at /usr/local/go/bin/go)" >&2
+    exit 1
+  fi
+fi
