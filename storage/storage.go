@@ -19,13 +19,22 @@ var (
 	ErrTenantNotFound = errors.New("storage: tenant not found")
 	ErrExists         = errors.New("storage: already exists")
 	// ErrConflict: a compare-and-swap saw a different revision.
-	ErrConflict = errors.New("storage: revision conflict")
+	ErrConflict  = errors.New("storage: revision conflict")
 	ErrInvalidID = errors.New("storage: invalid id")
 	// ErrLocked: another process holds the database file.
 	ErrLocked = errors.New("storage: database is locked by another process")
 	ErrClosed = errors.New("storage: closed")
 	// ErrSchema: the file's schema is newer than this binary understands.
 	ErrSchema = errors.New("storage: unsupported schema version")
+	// ErrCorrupt: a stored record (or the file) cannot be decoded or is
+	// inconsistent. Never retried: the operator must restore or repair.
+	ErrCorrupt = errors.New("storage: corrupt record")
+	// ErrReadOnly: a write on a store opened read-only.
+	ErrReadOnly = errors.New("storage: store is read-only")
+	// ErrInvalidRecord: the caller passed a record the store refuses (an
+	// audit record out of sequence, an integration whose TenantID names
+	// another tenant). A caller bug, not a data problem.
+	ErrInvalidRecord = errors.New("storage: invalid record")
 )
 
 var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
