@@ -82,6 +82,7 @@ const (
 	reasonNoIat         = "iat missing"
 	reasonIatFuture     = "iat in the future"
 	reasonLifetime      = "lifetime exceeds maximum"
+	reasonExpBeforeIat  = "exp not after iat"
 	reasonNotYetValid   = "not yet valid"
 	reasonTenantMissing = "tenant claim missing"
 	reasonTenantType    = "tenant claim not a string"
@@ -492,7 +493,10 @@ func (v *Verifier) checkClaims(payload []byte) (Claims, error) {
 	if iat.After(now.Add(v.skew)) {
 		return Claims{}, invalid(reasonIatFuture)
 	}
-	if !exp.After(iat) || exp.Sub(iat) > v.maxLifetime {
+	if !exp.After(iat) {
+		return Claims{}, invalid(reasonExpBeforeIat)
+	}
+	if exp.Sub(iat) > v.maxLifetime {
 		return Claims{}, invalid(reasonLifetime)
 	}
 	nbf, ok, err := numericDate(cl, "nbf")
@@ -504,7 +508,7 @@ func (v *Verifier) checkClaims(payload []byte) (Claims, error) {
 	}
 
 	raw, ok := cl[v.tenantClaim]
-	if !ok || bytes.Equal(raw, []byte("null")) {
+	if !ok || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
 		return Claims{}, invalid(reasonTenantMissing)
 	}
 	if err := json.Unmarshal(raw, &c.Tenant); err != nil {
@@ -609,7 +613,8 @@ func numericDate(m map[string]json.RawMessage, name string) (time.Time, bool, er
 		return time.Time{}, false, nil
 	}
 	var f float64
-	if err := json.Unmarshal(raw, &f); err != nil {
+	// null would decode as 0 (1970) without error.
+	if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) || json.Unmarshal(raw, &f) != nil {
 		return time.Time{}, true, fmt.Errorf("%s: not a number", name)
 	}
 	if math.IsNaN(f) || f < 0 || f > maxNumericDate {
