@@ -1,0 +1,218 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vaultd/vaultd/storage"
+)
+
+// Options configure a Log.
+type Options struct {
+	// MirrorPath is the optional audit mirror file ([audit] file); "" for
+	// none.
+	MirrorPath string
+	// Logger receives mirror problems; nil discards.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now. Tests inject a fixed clock.
+	Now func() time.Time
+}
+
+// mirrorRetry is how long Record waits, after the mirror file was lost,
+// before trying to reopen and repair it, so a full disk costs one attempt
+// per interval rather than one per event.
+const mirrorRetry = 10 * time.Second
+
+// Log records audit events in the store and mirrors them to a file.
+// It is safe for concurrent use.
+type Log struct {
+	store  storage.Store
+	logger *slog.Logger
+	now    func() time.Time
+	path   string
+
+	closed atomic.Bool
+
+	mu      sync.Mutex // serialises the mirror: lines go out in seq order
+	f       *os.File   // nil: no mirror configured, or lost until retryAt
+	written uint64     // last seq in the current mirror file
+	retryAt time.Time
+	synced  bool // the mirror has been opened at least once
+
+	mirrorFailures atomic.Uint64
+}
+
+// New returns a Log writing to store. With a mirror path it opens (0600,
+// append) the mirror file, checks it line by line against the store, and
+// brings it up to date: a missing or empty file is filled from seq 1; a
+// file whose lines all match the store gets the missing tail appended (a
+// torn last line, as left by a crash, is cut off first); a file holding a
+// line the store lacks or differs from is renamed to
+// "<path>.corrupt-<UTC time>", logged at error level, and rewritten from the
+// store. New fails if the mirror cannot be opened at all (a configuration
+// error the operator must see at start-up); after New, mirror failures are
+// only logged and counted.
+func New(ctx context.Context, store storage.Store, opts Options) (*Log, error) {
+	if store == nil {
+		return nil, fmt.Errorf("audit: nil store")
+	}
+	l := &Log{
+		store:  store,
+		logger: opts.Logger,
+		now:    opts.Now,
+		path:   opts.MirrorPath,
+	}
+	if l.logger == nil {
+		l.logger = slog.New(slog.DiscardHandler)
+	}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	if l.path == "" {
+		return l, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.syncMirrorLocked(ctx); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Record appends ev to the audit chain and returns it as stored (seq, time,
+// prev_hash and hash filled; strings bounded, see sanitize). The write is
+// synchronous and durable as far as the store is: a nil error means the
+// event is committed. A non-nil error means it is not, and the caller must
+// fail the audited operation (fail closed). Seq, Time, PrevHash and Hash in
+// ev are ignored. The mirror file is written after the commit; its
+// failures never fail Record (see MirrorFailures).
+func (l *Log) Record(ctx context.Context, ev Event) (Event, error) {
+	if l.closed.Load() {
+		return Event{}, ErrClosed
+	}
+	ev, err := sanitize(ev)
+	if err != nil {
+		return Event{}, err
+	}
+	rec, err := l.store.AppendAudit(ctx, func(head storage.AuditHead) (storage.AuditRecord, error) {
+		// Pure apart from reading the clock: the store may call this
+		// again on a retried batch, and only the committed call counts.
+		if head.Seq >= maxSafeSeq {
+			return storage.AuditRecord{}, ErrChainFull
+		}
+		e := ev
+		e.Seq = head.Seq + 1
+		e.Time = NewTimestamp(l.now())
+		e.PrevHash = head.Hash
+		line, hash, err := seal(e)
+		if err != nil {
+			return storage.AuditRecord{}, err
+		}
+		return storage.AuditRecord{Seq: e.Seq, Hash: hash, Data: line}, nil
+	})
+	if err != nil {
+		return Event{}, fmt.Errorf("audit: record %s: %w", ev.Action, err)
+	}
+	var out Event
+	if err := json.Unmarshal(rec.Data, &out); err != nil {
+		// Committed but unreadable: cannot happen with our own encoder.
+		return Event{}, fmt.Errorf("audit: decode committed seq %d: %w", rec.Seq, err)
+	}
+	if l.path != "" {
+		// The commit happened; a cancelled caller must not leave the
+		// mirror behind.
+		l.mirror(context.WithoutCancel(ctx), rec)
+	}
+	return out, nil
+}
+
+// seal returns the stored line and hash of e (whose Hash is ignored).
+func seal(e Event) ([]byte, string, error) {
+	e.Hash = ""
+	h, err := ComputeHash(e)
+	if err != nil {
+		return nil, "", err
+	}
+	e.Hash = h
+	line, err := marshalLine(e)
+	if err != nil {
+		return nil, "", err
+	}
+	return line, h, nil
+}
+
+// MirrorFailures counts failed mirror writes, opens and repairs since New
+// (for metrics).
+func (l *Log) MirrorFailures() uint64 { return l.mirrorFailures.Load() }
+
+// Reopen closes and reopens the mirror file (SIGHUP after logrotate with
+// "create", not "copytruncate"). A new, empty file continues at the next seq
+// (the rotated file holds the earlier lines, and each file verifies on its
+// own as a segment); a non-empty one is checked and repaired as in New. An
+// error leaves the mirror closed; Record retries later.
+func (l *Log) Reopen(ctx context.Context) error {
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	if l.path == "" {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closeMirrorLocked()
+	return l.syncMirrorLocked(ctx)
+}
+
+// Close syncs and closes the mirror. Record fails with ErrClosed afterwards.
+// It does not close the store, which the caller owns.
+func (l *Log) Close() error {
+	if l.closed.Swap(true) {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closeMirrorLocked()
+}
+
+// VerifyStore checks the whole chain held in the store, as Verify checks a
+// file (for start-up or an operator check; it reads every event).
+func (l *Log) VerifyStore(ctx context.Context) (VerifyResult, error) {
+	var v Verifier
+	var prev uint64
+	err := l.store.ScanAudit(ctx, 0, func(rec storage.AuditRecord) (bool, error) {
+		if err := v.Add(rec.Data, 0); err != nil {
+			return false, err
+		}
+		if rec.Seq != v.Result().LastSeq || rec.Hash != v.Result().LastHash {
+			return false, &ChainError{Seq: rec.Seq, Reason: "stored key or hash disagrees with the event"}
+		}
+		prev = rec.Seq
+		return true, nil
+	})
+	if err != nil {
+		return v.Result(), err
+	}
+	res := v.Result()
+	if res.Events > 0 && !res.Anchored {
+		return res, &ChainError{Seq: res.FirstSeq, Reason: "the store's chain does not start at seq 1"}
+	}
+	head, err := l.store.AuditHead(ctx)
+	if err != nil {
+		return res, fmt.Errorf("audit: head: %w", err)
+	}
+	// A head behind the scan means events appended meanwhile: fine. A
+	// head disagreeing with a record we read is not.
+	if head.Seq == prev && head.Seq > 0 && head.Hash != res.LastHash {
+		return res, &ChainError{Seq: head.Seq, Reason: "stored head hash disagrees with the last event"}
+	}
+	if head.Seq < prev {
+		return res, &ChainError{Seq: head.Seq + 1, Reason: "stored head is behind the last event"}
+	}
+	return res, nil
+}
