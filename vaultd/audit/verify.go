@@ -3,6 +3,7 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -75,14 +76,14 @@ func (v *Verifier) add(line []byte, lineNo int) error {
 	p, err := parseLine(line)
 	if err != nil {
 		seq := p.seq
-		if seq == 0 || (expected != 0 && seq != expected) {
-			seq = expected
+		if seq == 0 {
+			seq = looseSeq(line)
 		}
-		return &ChainError{Seq: seq, Line: lineNo, Reason: reasonOf(err)}
+		return &ChainError{Seq: v.brokenAt(seq), Line: lineNo, Reason: reasonOf(err)}
 	}
 	if expected != 0 && p.seq != expected {
 		reason := fmt.Sprintf("seq %d follows seq %d (line deleted, inserted or reordered)", p.seq, v.res.LastSeq)
-		return &ChainError{Seq: expected, Line: lineNo, Reason: reason}
+		return &ChainError{Seq: v.brokenAt(p.seq), Line: lineNo, Reason: reason}
 	}
 	if p.computed != p.hash {
 		return &ChainError{Seq: p.seq, Line: lineNo, Reason: "hash does not match the event's content"}
@@ -105,6 +106,32 @@ func (v *Verifier) add(line []byte, lineNo int) error {
 	v.res.LastSeq = p.seq
 	v.res.LastHash = p.hash
 	return nil
+}
+
+// brokenAt names the first broken seq for a line claiming seq (0 if
+// unreadable): on the first line, the line's own seq; later, the seq
+// expected there, unless the line's seq lies before the segment's first
+// (a line moved down from earlier), which is then the earliest break.
+func (v *Verifier) brokenAt(seq uint64) uint64 {
+	if v.res.Events == 0 {
+		return seq
+	}
+	if seq != 0 && seq < v.res.FirstSeq {
+		return seq
+	}
+	return v.res.LastSeq + 1
+}
+
+// looseSeq reads a seq from a line that failed strict parsing, only to
+// name it in the error; 0 if there is none.
+func looseSeq(line []byte) uint64 {
+	var h struct {
+		Seq uint64 `json:"seq"`
+	}
+	if json.Unmarshal(line, &h) != nil {
+		return 0
+	}
+	return h.Seq
 }
 
 // reasonOf strips the package prefix from a parse error for ChainError.
