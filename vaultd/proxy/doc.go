@@ -1,0 +1,35 @@
+// Package proxy holds the mechanics of vaultd's outbound calls (CONTRACT §4,
+// "Outbound (proxy/execute) rules"): the egress check that confines a
+// caller-chosen path to a provider's api_base_url, header filtering in both
+// directions, streaming redaction of the access token from upstream
+// answers, the Forwarder that injects the token and never follows
+// redirects, and the JSON codec of the execute endpoint.
+//
+// Decisions an operator may want to know:
+//
+//   - The path a caller gives is judged in its escaped form (the server
+//     passes the part of r.URL.EscapedPath() after ".../proxy/"). Dot
+//     segments, encoded slashes and backslashes, encoded control characters
+//     and dot segments hidden behind repeated percent-encoding (%252e) or
+//     Unicode look-alikes (U+FF0E) are refused, as are a raw "@", "?", "#",
+//     empty segments ("//"), a leading "scheme:" and over-long input. A
+//     percent-encoded "@" (%40) is data and allowed; so is a ":" after the
+//     first segment (Google-style "v1/users:batchGet").
+//   - Outbound, the caller's Authorization, Cookie, X-Tenant-Context,
+//     Proxy-Authorization, Host, Forwarded/X-Forwarded-*/Via/X-Real-Ip,
+//     Alt-Used and hop-by-hop headers are dropped. Accept-Encoding, Range and
+//     If-Range are dropped too: a compressed or partial echo of the token
+//     would slip past redaction (the Forwarder asks for gzip itself and
+//     decompresses it, so the redactor always sees plaintext).
+//   - Inbound, hop-by-hop headers, Set-Cookie (upstream cookies belong to
+//     the vault's session with the provider, not to the app), origin-scoped
+//     policy headers (Alt-Svc, Strict-Transport-Security) and Content-Length
+//     (redaction may change the length) are dropped; every remaining header
+//     and trailer value has the token replaced by [REDACTED]. An answer in a
+//     content coding the vault cannot read (e.g. br sent although only gzip
+//     was offered) is refused rather than passed on unverified.
+//   - The token is redacted in its raw form and the forms an echo is likely
+//     to use (percent-encoded, JSON "\/"-escaped). An upstream that
+//     transforms the token otherwise (base64, substrings) can still reveal
+//     it; that is outside what a proxy can detect.
+package proxy
