@@ -37,12 +37,12 @@ func (s String) Equal(o String) bool {
 	return subtle.ConstantTimeCompare([]byte(s.v), []byte(o.v)) == 1
 }
 
-func (String) String() string                 { return Redacted }
-func (String) GoString() string               { return Redacted }
-func (String) LogValue() slog.Value           { return slog.StringValue(Redacted) }
-func (String) MarshalText() ([]byte, error)   { return []byte(Redacted), nil }
-func (String) MarshalJSON() ([]byte, error)   { return []byte(`"` + Redacted + `"`), nil }
-func (String) Format(f fmt.State, verb rune)  { _, _ = f.Write([]byte(Redacted)) }
+func (String) String() string                { return Redacted }
+func (String) GoString() string              { return Redacted }
+func (String) LogValue() slog.Value          { return slog.StringValue(Redacted) }
+func (String) MarshalText() ([]byte, error)  { return []byte(Redacted), nil }
+func (String) MarshalJSON() ([]byte, error)  { return []byte(`"` + Redacted + `"`), nil }
+func (String) Format(f fmt.State, verb rune) { _, _ = f.Write([]byte(Redacted)) }
 
 // Bytes is secret binary material (a plaintext DEK, a decrypted token in
 // flight). Wipe zeroes it when it is no longer needed.
@@ -62,12 +62,12 @@ func (s Bytes) Len() int { return len(s.b) }
 // Wipe zeroes the bytes in place.
 func (s Bytes) Wipe() { Zero(s.b) }
 
-func (Bytes) String() string                 { return Redacted }
-func (Bytes) GoString() string               { return Redacted }
-func (Bytes) LogValue() slog.Value           { return slog.StringValue(Redacted) }
-func (Bytes) MarshalText() ([]byte, error)   { return []byte(Redacted), nil }
-func (Bytes) MarshalJSON() ([]byte, error)   { return []byte(`"` + Redacted + `"`), nil }
-func (Bytes) Format(f fmt.State, verb rune)  { _, _ = f.Write([]byte(Redacted)) }
+func (Bytes) String() string                { return Redacted }
+func (Bytes) GoString() string              { return Redacted }
+func (Bytes) LogValue() slog.Value          { return slog.StringValue(Redacted) }
+func (Bytes) MarshalText() ([]byte, error)  { return []byte(Redacted), nil }
+func (Bytes) MarshalJSON() ([]byte, error)  { return []byte(`"` + Redacted + `"`), nil }
+func (Bytes) Format(f fmt.State, verb rune) { _, _ = f.Write([]byte(Redacted)) }
 
 // Zero overwrites b with zeros. clear() is not elided by the compiler for
 // heap slices, which is all we pass here.

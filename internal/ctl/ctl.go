@@ -1,0 +1,380 @@
+// Package ctl is vaultctl: the admin CLI. `init` works on the HSM and the
+// database directly; every other command is an mTLS client of the API
+// (vaultd/client), except `audit verify`, which checks a file offline.
+package ctl
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/vaultd/vaultd/hsm"
+	"github.com/vaultd/vaultd/internal/devpki"
+	"github.com/vaultd/vaultd/storage/bolt"
+	"github.com/vaultd/vaultd/vaultd/audit"
+	"github.com/vaultd/vaultd/vaultd/client"
+	"github.com/vaultd/vaultd/vaultd/config"
+)
+
+// Version is set at build time.
+var Version = "dev"
+
+const usage = `usage: vaultctl <command> [flags]
+
+Set-up (local, needs the HSM PIN and the database path):
+  init -config FILE                  create the KEK in the HSM if absent, and the database
+  kek-info -config FILE              show KEK versions and their protection attributes
+
+API commands (mTLS; flags or VAULTCTL_SERVER/_CERT/_KEY/_CA/_TENANT_CONTEXT):
+  tenant create ID | get ID | list | rotate-dek ID          (operator)
+  providers                                                  (operator)
+  integration list | get ID | delete ID                      (app)
+  integration store ID -provider NAME -token-file FILE       (app; FILE holds the OAuth token response JSON)
+  audit export [-tenant T] [-integration I] [-action A] [-since RFC3339] [-until RFC3339] [-limit N]   (auditor)
+
+Offline:
+  audit verify FILE                  check the hash chain of an NDJSON export or the audit mirror
+  dev-pki DIR                        write a throwaway dev PKI (CA, server, clients); not for production
+  version
+`
+
+// Run is vaultctl's main.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command")
+	}
+	switch args[0] {
+	case "init":
+		return cmdInit(ctx, args[1:], stdout, stderr)
+	case "kek-info":
+		return cmdKEKInfo(ctx, args[1:], stdout, stderr)
+	case "tenant", "tenants":
+		return cmdTenant(ctx, args[1:], stdout, stderr)
+	case "integration", "integrations":
+		return cmdIntegration(ctx, args[1:], stdout, stderr)
+	case "providers":
+		c, _, err := apiClient(args[1:], stderr)
+		if err != nil {
+			return err
+		}
+		raw, err := c.Providers(ctx)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, raw)
+	case "audit":
+		return cmdAudit(ctx, args[1:], stdout, stderr)
+	case "dev-pki":
+		if len(args) != 2 {
+			return errors.New("usage: vaultctl dev-pki DIR")
+		}
+		return devpki.Generate(args[1], []devpki.Client{
+			{Name: "app", CN: "app", URI: "spiffe://vaultd.dev/app/demo"},
+			{Name: "operator", CN: "ops-admin"},
+			{Name: "auditor", CN: "auditor"},
+		})
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "vaultctl", Version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("init", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", config.DefaultPath, "config file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*cfgPath, config.ModeInit)
+	if err != nil {
+		return err
+	}
+	pin, err := cfg.HSM.LoadPIN()
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	version, created, err := hsm.InitKEK(ctx, cfg.HSM.KeyringConfig(pin), log)
+	if err != nil {
+		return err
+	}
+	if created {
+		fmt.Fprintf(stdout, "KEK %q version %d created in token %q (AES-256, sensitive, non-extractable)\n", cfg.HSM.KEKLabel, version, cfg.HSM.TokenLabel)
+	} else {
+		fmt.Fprintf(stdout, "KEK %q present (current version %d); unchanged\n", cfg.HSM.KEKLabel, version)
+	}
+	_, statErr := os.Stat(cfg.Storage.Path)
+	st, err := bolt.Open(ctx, cfg.Storage.Path, bolt.Options{LockTimeout: cfg.Storage.LockTimeout.Duration(), Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := st.Close(); err != nil {
+		return err
+	}
+	if statErr != nil {
+		fmt.Fprintf(stdout, "database %s created\n", cfg.Storage.Path)
+	} else {
+		fmt.Fprintf(stdout, "database %s present; unchanged\n", cfg.Storage.Path)
+	}
+	return nil
+}
+
+func cmdKEKInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("kek-info", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", config.DefaultPath, "config file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*cfgPath, config.ModeInit)
+	if err != nil {
+		return err
+	}
+	pin, err := cfg.HSM.LoadPIN()
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	kr, err := hsm.Open(ctx, cfg.HSM.KeyringConfig(pin), log)
+	if err != nil {
+		return err
+	}
+	defer kr.Close()
+	info, err := kr.KEKInfo(ctx)
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, info)
+}
+
+// apiFlags are the connection flags of API commands.
+type apiFlags struct {
+	server, cert, key, ca, tenantContext string
+	timeout                              time.Duration
+}
+
+func (a *apiFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&a.server, "server", envOr("VAULTCTL_SERVER", "https://127.0.0.1:8443"), "vaultd API URL")
+	fs.StringVar(&a.cert, "cert", os.Getenv("VAULTCTL_CERT"), "client certificate (PEM)")
+	fs.StringVar(&a.key, "key", os.Getenv("VAULTCTL_KEY"), "client key (PEM)")
+	fs.StringVar(&a.ca, "ca", os.Getenv("VAULTCTL_CA"), "CA of vaultd's server certificate (PEM)")
+	fs.StringVar(&a.tenantContext, "tenant-context", os.Getenv("VAULTCTL_TENANT_CONTEXT"), "tenant-context JWT (for principals without a fixed tenant)")
+	fs.DurationVar(&a.timeout, "timeout", 60*time.Second, "request timeout")
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// apiClient parses connection flags (anywhere in args) and returns the
+// client and the remaining positional args.
+func apiClient(args []string, stderr io.Writer) (*client.Client, []string, error) {
+	return apiClientWith(args, stderr, nil)
+}
+
+func apiClientWith(args []string, stderr io.Writer, extra func(fs *flag.FlagSet)) (*client.Client, []string, error) {
+	fs := flag.NewFlagSet("vaultctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var a apiFlags
+	a.register(fs)
+	if extra != nil {
+		extra(fs)
+	}
+	// Allow flags after positionals: parse repeatedly.
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	c, err := client.New(a.server, client.Options{CertFile: a.cert, KeyFile: a.key, CAFile: a.ca, TenantContext: a.tenantContext, Timeout: a.timeout})
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, pos, nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	if raw, ok := v.(json.RawMessage); ok {
+		var x any
+		if err := json.Unmarshal(raw, &x); err != nil {
+			return err
+		}
+		v = x
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func cmdTenant(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, pos, err := apiClient(args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		return errors.New("usage: vaultctl tenant create ID | get ID | list | rotate-dek ID")
+	}
+	switch {
+	case pos[0] == "list" && len(pos) == 1:
+		ts, err := c.ListTenants(ctx)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, ts)
+	case len(pos) == 2 && pos[0] == "create":
+		t, err := c.CreateTenant(ctx, pos[1])
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, t)
+	case len(pos) == 2 && pos[0] == "get":
+		t, err := c.GetTenant(ctx, pos[1])
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, t)
+	case len(pos) == 2 && pos[0] == "rotate-dek":
+		t, err := c.RotateDEK(ctx, pos[1])
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, t)
+	}
+	return errors.New("usage: vaultctl tenant create ID | get ID | list | rotate-dek ID")
+}
+
+func cmdIntegration(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var provider, tokenFile string
+	c, pos, err := apiClientWith(args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&provider, "provider", "", "provider name (store)")
+		fs.StringVar(&tokenFile, "token-file", "", "file with the OAuth token response JSON (store); - for stdin")
+	})
+	if err != nil {
+		return err
+	}
+	const u = "usage: vaultctl integration list | get ID | delete ID | store ID -provider NAME -token-file FILE"
+	if len(pos) == 0 {
+		return errors.New(u)
+	}
+	switch {
+	case pos[0] == "list" && len(pos) == 1:
+		ins, err := c.ListIntegrations(ctx)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, ins)
+	case pos[0] == "get" && len(pos) == 2:
+		in, err := c.GetIntegration(ctx, pos[1])
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, in)
+	case pos[0] == "delete" && len(pos) == 2:
+		revoked, err := c.DeleteIntegration(ctx, pos[1])
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, map[string]bool{"revoked_at_provider": revoked})
+	case pos[0] == "store" && len(pos) == 2:
+		if provider == "" || tokenFile == "" {
+			return errors.New(u)
+		}
+		var data []byte
+		if tokenFile == "-" {
+			data, err = io.ReadAll(io.LimitReader(os.Stdin, 1<<20))
+		} else {
+			data, err = os.ReadFile(tokenFile)
+		}
+		if err != nil {
+			return fmt.Errorf("read token file: %w", err)
+		}
+		in, err := c.StoreToken(ctx, pos[1], provider, json.RawMessage(data))
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, in)
+	}
+	return errors.New(u)
+}
+
+func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("usage: vaultctl audit export [filters] | verify FILE")
+	}
+	switch args[0] {
+	case "verify":
+		if len(args) != 2 {
+			return errors.New("usage: vaultctl audit verify FILE")
+		}
+		var r io.Reader
+		if args[1] == "-" {
+			r = os.Stdin
+		} else {
+			f, err := os.Open(args[1])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			r = f
+		}
+		res, err := audit.Verify(bufio.NewReaderSize(r, 1<<16))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "ok: %d events chain (last seq %d)\n", res.Events, res.LastSeq)
+		return nil
+	case "export":
+		var q client.AuditQuery
+		var since, until string
+		c, pos, err := apiClientWith(args[1:], stderr, func(fs *flag.FlagSet) {
+			fs.StringVar(&q.TenantID, "tenant", "", "tenant id filter")
+			fs.StringVar(&q.IntegrationID, "integration", "", "integration id filter")
+			fs.StringVar(&q.Action, "action", "", "action filter")
+			fs.StringVar(&since, "since", "", "RFC 3339 lower bound")
+			fs.StringVar(&until, "until", "", "RFC 3339 upper bound")
+			fs.IntVar(&q.Limit, "limit", 0, "maximum events")
+		})
+		if err != nil {
+			return err
+		}
+		if len(pos) != 0 {
+			return fmt.Errorf("unexpected argument %q", strings.Join(pos, " "))
+		}
+		if since != "" {
+			if q.Since, err = time.Parse(time.RFC3339Nano, since); err != nil {
+				return fmt.Errorf("-since: %w", err)
+			}
+		}
+		if until != "" {
+			if q.Until, err = time.Parse(time.RFC3339Nano, until); err != nil {
+				return fmt.Errorf("-until: %w", err)
+			}
+		}
+		return c.Audit(ctx, q, stdout)
+	}
+	return errors.New("usage: vaultctl audit export [filters] | verify FILE")
+}

@@ -1,0 +1,410 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/vaultd/vaultd/policy"
+	"github.com/vaultd/vaultd/storage"
+	"github.com/vaultd/vaultd/vaultd/audit"
+	"github.com/vaultd/vaultd/vaultd/oauth"
+	"github.com/vaultd/vaultd/vaultd/vault"
+)
+
+// vaultError maps a vault error to the contract. notFoundMsg is the one
+// message used for every missing-or-foreign case of the route.
+func (s *Server) vaultError(w http.ResponseWriter, r *http.Request, err error, notFoundMsg string) {
+	switch {
+	case errors.Is(err, vault.ErrNotFound), errors.Is(err, vault.ErrTenantNotFound):
+		writeError(w, r, CodeNotFound, notFoundMsg)
+	case errors.Is(err, vault.ErrBadRequest):
+		writeError(w, r, CodeBadRequest, publicReason(err))
+	case errors.Is(err, vault.ErrReauthorizationRequired):
+		writeError(w, r, CodeReauthorizationRequired, msgReauth)
+	case errors.Is(err, vault.ErrTenantExists), errors.Is(err, vault.ErrConflict):
+		writeError(w, r, CodeConflict, "already exists or changed concurrently")
+	default:
+		s.log.ErrorContext(r.Context(), "request failed", "request_id", requestID(r.Context()), "err", err)
+		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
+	}
+}
+
+// publicReason returns the message of a vault.ErrBadRequest error: those
+// are written for callers ("invalid integration id") and carry no secrets.
+func publicReason(err error) string {
+	msg := err.Error()
+	const p = "vault: bad request: "
+	if len(msg) > len(p) && msg[:len(p)] == p {
+		return msg[len(p):]
+	}
+	return "bad request"
+}
+
+// readBody reads a bounded JSON body; it writes the error itself.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, r, CodePayloadTooLarge, fmt.Sprintf("body exceeds %d bytes", s.maxBody))
+		} else {
+			writeError(w, r, CodeBadRequest, "cannot read body")
+		}
+		return nil, false
+	}
+	return body, true
+}
+
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after JSON value")
+	}
+	return nil
+}
+
+// record writes an audit event; a failure fails the call (CONTRACT: audit
+// is synchronous), so the caller must stop and answer 503.
+func (s *Server) record(ctx context.Context, ev audit.Event) error {
+	ev.RequestID = requestID(ctx)
+	if _, err := s.audit.Record(ctx, ev); err != nil {
+		s.log.ErrorContext(ctx, "audit write failed", "request_id", ev.RequestID, "action", ev.Action, "err", err)
+		return err
+	}
+	return nil
+}
+
+// ---- tenants (operator) ----
+
+type tenantView struct {
+	ID         string    `json:"id"`
+	CreatedAt  time.Time `json:"created_at"`
+	KEKVersion uint32    `json:"kek_version"`
+	DEKVersion uint32    `json:"dek_version"`
+	Status     string    `json:"status"`
+}
+
+func viewTenant(t storage.Tenant) tenantView {
+	return tenantView{ID: t.ID, CreatedAt: t.CreatedAt.UTC(), KEKVersion: t.KEKVersion, DEKVersion: t.DEKVersion, Status: t.Status}
+}
+
+func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) {
+	sub, ok := s.subject(w, r, policy.ActTenantCreate, false)
+	if !ok || !s.authorize(w, r, sub, policy.ActTenantCreate, policy.Resource{}) {
+		return
+	}
+	body, ok := s.readBody(w, r)
+	if !ok {
+		return
+	}
+	var req struct {
+		ID string `json:"id"`
+	}
+	if err := decodeStrict(body, &req); err != nil {
+		writeError(w, r, CodeBadRequest, "body must be {\"id\":\"...\"}")
+		return
+	}
+	if !storage.ValidID(req.ID) {
+		writeError(w, r, CodeBadRequest, "invalid tenant id: 1-128 of [A-Za-z0-9._-], starting alphanumeric")
+		return
+	}
+	ctx := r.Context()
+	t, err := s.vault.CreateTenant(ctx, s.caller(r, sub), req.ID)
+	ev := audit.Event{TenantID: req.ID, Actor: sub.Principal, Action: audit.ActionTenantCreate}
+	if err != nil {
+		ev.Outcome, ev.HTTPStatus, ev.Detail = audit.OutcomeFailure, statusForVaultErr(err), errKind(err)
+		_ = s.record(ctx, ev)
+		s.vaultError(w, r, err, msgTenantNotFound)
+		return
+	}
+	ev.Outcome, ev.HTTPStatus, ev.Detail = audit.OutcomeSuccess, http.StatusCreated, fmt.Sprintf("kek_version=%d dek_version=%d", t.KEKVersion, t.DEKVersion)
+	if s.record(ctx, ev) != nil {
+		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
+		return
+	}
+	writeJSON(w, http.StatusCreated, viewTenant(t))
+}
+
+func (s *Server) getTenant(w http.ResponseWriter, r *http.Request, id string) {
+	sub, ok := s.subject(w, r, policy.ActTenantRead, false)
+	if !ok || !s.authorize(w, r, sub, policy.ActTenantRead, policy.Resource{Tenant: id}) {
+		return
+	}
+	t, err := s.vault.GetTenant(r.Context(), id)
+	if err != nil {
+		s.vaultError(w, r, err, msgTenantNotFound)
+		return
+	}
+	writeJSON(w, http.StatusOK, viewTenant(t))
+}
+
+func (s *Server) listTenants(w http.ResponseWriter, r *http.Request) {
+	sub, ok := s.subject(w, r, policy.ActTenantList, false)
+	if !ok || !s.authorize(w, r, sub, policy.ActTenantList, policy.Resource{}) {
+		return
+	}
+	ts, err := s.vault.ListTenants(r.Context())
+	if err != nil {
+		s.vaultError(w, r, err, msgTenantNotFound)
+		return
+	}
+	out := make([]tenantView, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, viewTenant(t))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tenants": out})
+}
+
+func (s *Server) rotateDEK(w http.ResponseWriter, r *http.Request, id string) {
+	sub, ok := s.subject(w, r, policy.ActKeyRotate, false)
+	if !ok || !s.authorize(w, r, sub, policy.ActKeyRotate, policy.Resource{Tenant: id}) {
+		return
+	}
+	ctx := r.Context()
+	t, err := s.vault.RotateDEK(ctx, id)
+	ev := audit.Event{TenantID: id, Actor: sub.Principal, Action: audit.ActionKeyRotate}
+	if err != nil {
+		if !errors.Is(err, vault.ErrTenantNotFound) {
+			ev.Outcome, ev.HTTPStatus, ev.Detail = audit.OutcomeFailure, statusForVaultErr(err), errKind(err)
+			_ = s.record(ctx, ev)
+		}
+		s.vaultError(w, r, err, msgTenantNotFound)
+		return
+	}
+	ev.Outcome, ev.HTTPStatus, ev.Detail = audit.OutcomeSuccess, http.StatusOK, fmt.Sprintf("dek_version=%d kek_version=%d", t.DEKVersion, t.KEKVersion)
+	if s.record(ctx, ev) != nil {
+		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
+		return
+	}
+	writeJSON(w, http.StatusOK, viewTenant(t))
+}
+
+func (s *Server) listProviders(w http.ResponseWriter, r *http.Request) {
+	sub, ok := s.subject(w, r, policy.ActProviderList, false)
+	if !ok || !s.authorize(w, r, sub, policy.ActProviderList, policy.Resource{}) {
+		return
+	}
+	type pv struct {
+		Name       string   `json:"name"`
+		APIBaseURL string   `json:"api_base_url"`
+		Scopes     []string `json:"scopes"`
+		Revocation bool     `json:"revocation"`
+	}
+	out := []pv{}
+	for _, n := range s.vault.ProviderNames() {
+		p, _ := s.vault.Provider(n)
+		out = append(out, pv{Name: n, APIBaseURL: p.APIBase.String(), Scopes: p.Scopes, Revocation: p.Endpoint.RevocationURL != ""})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"providers": out})
+}
+
+// ---- integrations (app) ----
+
+func (s *Server) appSubject(w http.ResponseWriter, r *http.Request, action policy.Action) (policy.Subject, bool) {
+	sub, ok := s.subject(w, r, action, true)
+	if !ok {
+		return sub, false
+	}
+	// The resource's tenant is the caller's own: a tenant never comes from
+	// the request. Decide still checks the role and that a tenant exists.
+	if !s.authorize(w, r, sub, action, policy.Resource{Tenant: sub.Tenant}) {
+		return sub, false
+	}
+	return sub, true
+}
+
+func (s *Server) storeToken(w http.ResponseWriter, r *http.Request, id string) {
+	sub, ok := s.appSubject(w, r, policy.ActIntegrationWrite)
+	if !ok {
+		return
+	}
+	body, ok := s.readBody(w, r)
+	if !ok {
+		return
+	}
+	var req struct {
+		Provider string          `json:"provider"`
+		Token    json.RawMessage `json:"token"`
+	}
+	if err := decodeStrict(body, &req); err != nil || req.Provider == "" || len(req.Token) == 0 {
+		writeError(w, r, CodeBadRequest, `body must be {"provider":"...","token":{...OAuth token response...}}`)
+		return
+	}
+	tok, err := oauth.ParseTokenJSON(req.Token)
+	if err != nil {
+		writeError(w, r, CodeBadRequest, "token must be an OAuth token response with a string access_token")
+		return
+	}
+	if !storage.ValidID(id) {
+		writeError(w, r, CodeBadRequest, "invalid integration id: 1-128 of [A-Za-z0-9._-], starting alphanumeric")
+		return
+	}
+	ctx := r.Context()
+	md, err := s.vault.StoreToken(ctx, sub.Tenant, id, req.Provider, tok)
+	ev := audit.Event{TenantID: sub.Tenant, IntegrationID: id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf, Action: audit.ActionTokenStore, Detail: "provider=" + safeName(req.Provider)}
+	if err != nil {
+		ev.Outcome, ev.HTTPStatus = audit.OutcomeFailure, statusForVaultErr(err)
+		_ = s.record(ctx, ev)
+		s.vaultError(w, r, err, msgIntegrationNotFound)
+		return
+	}
+	ev.Outcome, ev.HTTPStatus = audit.OutcomeSuccess, http.StatusOK
+	if s.record(ctx, ev) != nil {
+		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
+		return
+	}
+	writeJSON(w, http.StatusOK, md)
+}
+
+func (s *Server) getIntegration(w http.ResponseWriter, r *http.Request, id string) {
+	sub, ok := s.appSubject(w, r, policy.ActIntegrationRead)
+	if !ok {
+		return
+	}
+	md, err := s.vault.GetIntegration(r.Context(), sub.Tenant, id)
+	if err != nil {
+		s.vaultError(w, r, err, msgIntegrationNotFound)
+		return
+	}
+	writeJSON(w, http.StatusOK, md)
+}
+
+func (s *Server) listIntegrations(w http.ResponseWriter, r *http.Request) {
+	sub, ok := s.appSubject(w, r, policy.ActIntegrationList)
+	if !ok {
+		return
+	}
+	mds, err := s.vault.ListIntegrations(r.Context(), sub.Tenant)
+	if err != nil {
+		s.vaultError(w, r, err, msgIntegrationNotFound)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"integrations": mds})
+}
+
+func (s *Server) deleteIntegration(w http.ResponseWriter, r *http.Request, id string) {
+	sub, ok := s.appSubject(w, r, policy.ActIntegrationDelete)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	revoked, err := s.vault.Disconnect(ctx, s.caller(r, sub), sub.Tenant, id)
+	if err != nil {
+		if !errors.Is(err, vault.ErrNotFound) {
+			_ = s.record(ctx, audit.Event{TenantID: sub.Tenant, IntegrationID: id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
+				Action: audit.ActionIntegrationDelete, Outcome: audit.OutcomeFailure, HTTPStatus: statusForVaultErr(err), Detail: errKind(err)})
+		}
+		s.vaultError(w, r, err, msgIntegrationNotFound)
+		return
+	}
+	if s.record(ctx, audit.Event{TenantID: sub.Tenant, IntegrationID: id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
+		Action: audit.ActionIntegrationDelete, Outcome: audit.OutcomeSuccess, HTTPStatus: http.StatusOK,
+		Detail: fmt.Sprintf("revoked_at_provider=%t", revoked)}) != nil {
+		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"revoked_at_provider": revoked})
+}
+
+// ---- audit (auditor) ----
+
+func (s *Server) queryAudit(w http.ResponseWriter, r *http.Request) {
+	sub, ok := s.subject(w, r, policy.ActAuditRead, true)
+	if !ok {
+		return
+	}
+	f, err := audit.ParseFilter(r.URL.Query())
+	if err != nil {
+		writeError(w, r, CodeBadRequest, "invalid audit filter: "+err.Error())
+		return
+	}
+	// A tenant-bound auditor sees only its tenant: the filter is forced to
+	// it, and asking for another tenant is refused by Decide.
+	if sub.Tenant != "" {
+		if f.TenantID != "" && f.TenantID != sub.Tenant {
+			s.authorize(w, r, sub, policy.ActAuditRead, policy.Resource{Tenant: f.TenantID})
+			return
+		}
+		f.TenantID = sub.Tenant
+	}
+	if !s.authorize(w, r, sub, policy.ActAuditRead, policy.Resource{Tenant: f.TenantID}) {
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	wrote := false
+	err = s.audit.Query(r.Context(), f, func(line []byte) error {
+		if !wrote {
+			w.WriteHeader(http.StatusOK)
+			wrote = true
+		}
+		if _, err := w.Write(line); err != nil {
+			return err
+		}
+		if len(line) == 0 || line[len(line)-1] != '\n' {
+			_, err := w.Write([]byte{'\n'})
+			return err
+		}
+		return nil
+	})
+	if err != nil && !wrote {
+		s.log.ErrorContext(r.Context(), "audit query failed", "request_id", requestID(r.Context()), "err", err)
+		writeError(w, r, CodeIntegrationUnavailable, "audit store unavailable")
+		return
+	}
+	if !wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+func statusForVaultErr(err error) int {
+	switch {
+	case errors.Is(err, vault.ErrNotFound), errors.Is(err, vault.ErrTenantNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, vault.ErrBadRequest):
+		return http.StatusBadRequest
+	case errors.Is(err, vault.ErrReauthorizationRequired), errors.Is(err, vault.ErrTenantExists), errors.Is(err, vault.ErrConflict):
+		return http.StatusConflict
+	default:
+		return http.StatusServiceUnavailable
+	}
+}
+
+// errKind is a short, secret-free label of an error for audit details.
+func errKind(err error) string {
+	switch {
+	case errors.Is(err, vault.ErrNotFound):
+		return "not_found"
+	case errors.Is(err, vault.ErrTenantNotFound):
+		return "tenant_not_found"
+	case errors.Is(err, vault.ErrTenantExists):
+		return "exists"
+	case errors.Is(err, vault.ErrBadRequest):
+		return "bad_request"
+	case errors.Is(err, vault.ErrReauthorizationRequired):
+		return "reauthorization_required"
+	case errors.Is(err, vault.ErrConflict):
+		return "conflict"
+	default:
+		return "unavailable"
+	}
+}
+
+// safeName keeps caller-supplied names out of audit when they are not
+// plausible identifiers (they could be anything, including a pasted token).
+func safeName(n string) string {
+	if storage.ValidID(n) && len(n) <= 64 {
+		return n
+	}
+	return "(invalid)"
+}

@@ -1,0 +1,274 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/vaultd/vaultd/policy"
+	"github.com/vaultd/vaultd/vaultd/audit"
+	"github.com/vaultd/vaultd/vaultd/proxy"
+	"github.com/vaultd/vaultd/vaultd/vault"
+)
+
+// errRedirectEgress: the upstream redirected outside the provider's API.
+var errRedirectEgress = errors.New("redirect outside the provider's API")
+
+type outbound struct {
+	method  string
+	target  *url.URL
+	header  http.Header
+	body    io.Reader
+	length  int64
+	replay  func() io.Reader // non-nil when the request can be sent again
+	via     string           // "proxy" | "execute"
+	base    *url.URL
+	tenant  string
+	id      string
+	caller  vault.Caller
+	subject policy.Subject
+}
+
+// call resolves a token and makes the outbound request: the single path
+// both proxy and execute take. An upstream 401 on a token the vault
+// thought valid triggers one forced refresh and one retry when the request
+// can be replayed safely.
+func (s *Server) call(ctx context.Context, o outbound) (*http.Response, error) {
+	fwd := s.fwd.Load()
+	lease, err := s.vault.AccessToken(ctx, o.caller, o.tenant, o.id)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := fwd.Do(ctx, proxy.OutboundRequest{Method: o.method, URL: o.target, Header: o.header, Body: o.body, ContentLength: o.length}, lease.Token)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized && o.replay != nil && proxy.Replayable(o.method) {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		s.metrics.forcedRefresh.Inc()
+		lease2, rerr := s.vault.ForceRefresh(ctx, o.caller, o.tenant, o.id, lease.Revision)
+		if rerr != nil {
+			return nil, rerr
+		}
+		resp, err = fwd.Do(ctx, proxy.OutboundRequest{Method: o.method, URL: o.target, Header: o.header, Body: o.replay(), ContentLength: o.length}, lease2.Token)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if isRedirect(resp.StatusCode) {
+		if loc := resp.Header.Get("Location"); loc != "" && !withinBase(o.target, o.base, loc) {
+			resp.Body.Close()
+			return nil, errRedirectEgress
+		}
+	}
+	s.vault.MarkUsed(o.tenant, o.id)
+	return resp, nil
+}
+
+func isRedirect(code int) bool { return code >= 300 && code < 400 && code != http.StatusNotModified }
+
+// withinBase reports whether a Location (relative to the request URL)
+// stays on the base's origin and under its path.
+func withinBase(reqURL, base *url.URL, loc string) bool {
+	u, err := reqURL.Parse(loc)
+	if err != nil {
+		return false
+	}
+	if u.Scheme != base.Scheme || u.Host != base.Host || u.User != nil {
+		return false
+	}
+	prefix := strings.TrimSuffix(base.EscapedPath(), "/") + "/"
+	p := u.EscapedPath()
+	return p == strings.TrimSuffix(prefix, "/") || strings.HasPrefix(p, prefix)
+}
+
+// outboundError maps call errors to the contract; it also audits.
+func (s *Server) outboundError(w http.ResponseWriter, r *http.Request, o outbound, err error) {
+	ev := audit.Event{TenantID: o.tenant, IntegrationID: o.id, Actor: o.subject.Principal, OnBehalfOf: o.subject.OnBehalfOf,
+		Action: audit.ActionProxyRequest, TargetHost: o.target.Host, Detail: o.via + " " + o.method}
+	var code, msg string
+	switch {
+	case errors.Is(err, errRedirectEgress):
+		code, msg = CodeEgressDenied, "upstream redirected outside the provider's API; not followed"
+		ev.Outcome = audit.OutcomeDenied
+	case errors.Is(err, proxy.ErrUpstreamTimeout):
+		code, msg = CodeUpstreamTimeout, "upstream did not answer in time"
+		ev.Outcome = audit.OutcomeFailure
+	case errors.Is(err, proxy.ErrUpstreamUnreachable):
+		code, msg = CodeUpstreamUnreachable, "upstream unreachable"
+		ev.Outcome = audit.OutcomeFailure
+	case errors.Is(err, vault.ErrNotFound):
+		// Vanished between the metadata read and the token read.
+		writeError(w, r, CodeNotFound, msgIntegrationNotFound)
+		return
+	case errors.Is(err, vault.ErrReauthorizationRequired):
+		code, msg = CodeReauthorizationRequired, msgReauth
+		ev.Outcome = audit.OutcomeFailure
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The caller went away; nothing to answer.
+		code, msg = CodeUpstreamUnreachable, "request cancelled"
+		ev.Outcome = audit.OutcomeFailure
+	default:
+		s.log.ErrorContext(r.Context(), "outbound call failed", "request_id", requestID(r.Context()), "err", err)
+		code, msg = CodeIntegrationUnavailable, msgUnavailable
+		ev.Outcome = audit.OutcomeFailure
+	}
+	ev.HTTPStatus = StatusOf(code)
+	ev.Detail += ": " + code
+	_ = s.record(r.Context(), ev)
+	writeError(w, r, code, msg)
+}
+
+// prepare runs the gates common to proxy and execute: the integration
+// must exist in the caller's tenant (else not_found, identical for a
+// foreign one), then the target must stay inside the provider's API.
+func (s *Server) prepare(w http.ResponseWriter, r *http.Request, sub policy.Subject, id, rawPath, rawQuery, method, via string) (outbound, bool) {
+	ctx := r.Context()
+	md, err := s.vault.GetIntegration(ctx, sub.Tenant, id)
+	if err != nil {
+		s.vaultError(w, r, err, msgIntegrationNotFound)
+		return outbound{}, false
+	}
+	p, ok := s.vault.Provider(md.Provider)
+	if !ok {
+		s.log.ErrorContext(ctx, "integration's provider is not configured", "request_id", requestID(ctx), "provider", md.Provider)
+		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
+		return outbound{}, false
+	}
+	target, err := proxy.Target(p.APIBase, rawPath, rawQuery)
+	if err != nil {
+		_ = s.record(ctx, audit.Event{TenantID: sub.Tenant, IntegrationID: id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
+			Action: audit.ActionProxyRequest, Outcome: audit.OutcomeDenied, TargetHost: p.APIBase.Host,
+			HTTPStatus: http.StatusForbidden, Detail: via + " " + method + ": egress_denied"})
+		writeError(w, r, CodeEgressDenied, msgEgress)
+		return outbound{}, false
+	}
+	return outbound{method: method, target: target, via: via, base: p.APIBase, tenant: sub.Tenant, id: id,
+		caller: s.caller(r, sub), subject: sub}, true
+}
+
+func (s *Server) auditCall(ctx context.Context, o outbound, status int) error {
+	return s.record(ctx, audit.Event{TenantID: o.tenant, IntegrationID: o.id, Actor: o.subject.Principal, OnBehalfOf: o.subject.OnBehalfOf,
+		Action: audit.ActionProxyRequest, Outcome: audit.OutcomeSuccess, TargetHost: o.target.Host,
+		HTTPStatus: status, Detail: o.via + " " + o.method})
+}
+
+// proxy streams the caller's request to the provider and the answer back.
+func (s *Server) proxy(w http.ResponseWriter, r *http.Request, id, rawPath string) {
+	sub, ok := s.appSubject(w, r, policy.ActIntegrationUse)
+	if !ok {
+		return
+	}
+	o, ok := s.prepare(w, r, sub, id, rawPath, r.URL.RawQuery, r.Method, "proxy")
+	if !ok {
+		return
+	}
+	o.header = r.Header.Clone()
+	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	if hasBody {
+		o.body, o.length = r.Body, r.ContentLength
+	} else {
+		o.body, o.length = http.NoBody, 0
+		o.replay = func() io.Reader { return http.NoBody }
+	}
+	ctx := r.Context()
+	resp, err := s.call(ctx, o)
+	if err != nil {
+		s.outboundError(w, r, o, err)
+		return
+	}
+	defer resp.Body.Close()
+	if s.auditCall(ctx, o, resp.StatusCode) != nil {
+		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
+		return
+	}
+	h := w.Header()
+	for k, vs := range resp.Header {
+		h[k] = vs
+	}
+	h.Del("X-Vaultd-Error") // an upstream must not pass for vaultd
+	w.WriteHeader(resp.StatusCode)
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 32<<10)
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			_ = rc.Flush()
+		}
+		if rerr != nil {
+			if rerr != io.EOF {
+				s.log.WarnContext(ctx, "upstream body ended with error", "request_id", requestID(ctx), "err", rerr)
+				// Abort so the caller sees a broken response, not a
+				// silently truncated one.
+				panic(http.ErrAbortHandler)
+			}
+			return
+		}
+	}
+}
+
+// execute is the JSON form of proxy: bounded both ways.
+func (s *Server) execute(w http.ResponseWriter, r *http.Request, id string) {
+	sub, ok := s.appSubject(w, r, policy.ActIntegrationUse)
+	if !ok {
+		return
+	}
+	req, err := proxy.DecodeExecuteRequest(http.MaxBytesReader(w, r.Body, s.maxBody), s.maxBody)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.Is(err, proxy.ErrTooLarge) || errors.As(err, &mbe) {
+			writeError(w, r, CodePayloadTooLarge, "execute request too large")
+		} else {
+			writeError(w, r, CodeBadRequest, "invalid execute request: "+proxy.SafeReason(err))
+		}
+		return
+	}
+	rawPath := strings.TrimPrefix(req.Path, "/")
+	q := url.Values{}
+	for k, v := range req.Query {
+		q.Set(k, v)
+	}
+	o, ok := s.prepare(w, r, sub, id, rawPath, q.Encode(), req.Method, "execute")
+	if !ok {
+		return
+	}
+	o.header = http.Header{}
+	for k, v := range req.Headers {
+		o.header.Set(k, v)
+	}
+	body := req.Body
+	o.body, o.length = bytes.NewReader(body), int64(len(body))
+	o.replay = func() io.Reader { return bytes.NewReader(body) }
+	ctx := r.Context()
+	resp, err := s.call(ctx, o)
+	if err != nil {
+		s.outboundError(w, r, o, err)
+		return
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(io.LimitReader(resp.Body, s.maxBody+1))
+	if err != nil {
+		s.outboundError(w, r, o, errors.Join(proxy.ErrUpstreamUnreachable, err))
+		return
+	}
+	if int64(len(rb)) > s.maxBody {
+		_ = s.record(ctx, audit.Event{TenantID: o.tenant, IntegrationID: o.id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
+			Action: audit.ActionProxyRequest, Outcome: audit.OutcomeFailure, TargetHost: o.target.Host,
+			HTTPStatus: http.StatusBadGateway, Detail: "execute " + o.method + ": response too large"})
+		writeError(w, r, CodeUpstreamUnreachable, "upstream response exceeds the execute size limit")
+		return
+	}
+	if s.auditCall(ctx, o, resp.StatusCode) != nil {
+		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_ = proxy.EncodeExecuteResponse(w, resp.StatusCode, resp.Header, rb)
+}

@@ -1,0 +1,353 @@
+// Package server is vaultd's HTTP edge: the mTLS API (CONTRACT §4) and the
+// plain ops listener. It is the only place that maps errors to status codes.
+//
+// Every API request goes through the same gates, in order, each failing
+// closed: a verified client certificate (the TLS layer) -> a known principal
+// -> the tenant from the principal or a verified tenant-context JWT ->
+// policy.Decide -> the handler. Routing is done on the escaped path by hand
+// rather than with http.ServeMux, because ServeMux "cleans" `..` and `//`
+// with a redirect, and the proxy route must see those to refuse them.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/vaultd/vaultd/policy"
+	"github.com/vaultd/vaultd/vaultd/audit"
+	"github.com/vaultd/vaultd/vaultd/proxy"
+	"github.com/vaultd/vaultd/vaultd/vault"
+)
+
+// Identity is the reloadable part of authentication.
+type Identity struct {
+	Directory *policy.Directory
+	Verifier  *policy.Verifier // nil when [tenant_context] is not configured
+}
+
+// Options configures a Server.
+type Options struct {
+	Logger    *slog.Logger
+	Vault     *vault.Service
+	Audit     *audit.Log
+	Forwarder *proxy.Forwarder
+	Metrics   *Metrics
+	Identity  Identity
+	// Ready reports whether the HSM session and the store work.
+	Ready func(ctx context.Context) error
+	// MaxBodyBytes bounds buffered bodies (store_token, execute).
+	MaxBodyBytes int64
+	// AltSvc, when set, is sent on TCP responses to advertise HTTP/3.
+	AltSvc string
+}
+
+// Server serves the API and ops handlers.
+type Server struct {
+	log      *slog.Logger
+	vault    *vault.Service
+	audit    *audit.Log
+	fwd      atomic.Pointer[proxy.Forwarder]
+	metrics  *Metrics
+	identity atomic.Pointer[Identity]
+	ready    func(ctx context.Context) error
+	maxBody  int64
+	altSvc   string
+	inflight atomic.Int64
+	draining atomic.Bool
+}
+
+// New builds a Server.
+func New(o Options) *Server {
+	s := &Server{
+		log: o.Logger, vault: o.Vault, audit: o.Audit, metrics: o.Metrics,
+		ready: o.Ready, maxBody: o.MaxBodyBytes, altSvc: o.AltSvc,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.metrics == nil {
+		s.metrics = NewMetrics(nil)
+	}
+	if s.maxBody <= 0 {
+		s.maxBody = 10 << 20
+	}
+	id := o.Identity
+	s.identity.Store(&id)
+	s.fwd.Store(o.Forwarder)
+	return s
+}
+
+// SetIdentity swaps principals and tenant-context keys (SIGHUP reload).
+func (s *Server) SetIdentity(id Identity) { s.identity.Store(&id) }
+
+// SetForwarder swaps the outbound client (SIGHUP reload of provider CAs).
+func (s *Server) SetForwarder(f *proxy.Forwarder) { s.fwd.Store(f) }
+
+// SetDraining makes /readyz answer 503 while shutting down.
+func (s *Server) SetDraining() { s.draining.Store(true) }
+
+// InFlight is the number of API requests being served.
+func (s *Server) InFlight() int64 { return s.inflight.Load() }
+
+type ctxKey int
+
+const requestIDKey ctxKey = 1
+
+func requestID(ctx context.Context) string {
+	v, _ := ctx.Value(requestIDKey).(string)
+	return v
+}
+
+func newRequestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// statusRecorder remembers the status for logs and metrics and passes
+// Flush through so proxied bodies stream.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if !r.wrote {
+		r.status, r.wrote = http.StatusOK, true
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// APIHandler is the mTLS API.
+func (s *Server) APIHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		s.inflight.Add(1)
+		defer s.inflight.Add(-1)
+		rid := newRequestID()
+		ctx := context.WithValue(r.Context(), requestIDKey, rid)
+		r = r.WithContext(ctx)
+		w.Header().Set("X-Request-Id", rid)
+		if s.altSvc != "" && r.ProtoMajor < 3 {
+			w.Header().Set("Alt-Svc", s.altSvc)
+		}
+		rec := &statusRecorder{ResponseWriter: w}
+		route := "unknown"
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				// The panic value and stack may hold request data; log
+				// the stack only, which carries code locations, not values.
+				s.log.ErrorContext(ctx, "panic serving request", "request_id", rid, "route", route, "stack", string(debug.Stack()))
+				if !rec.wrote {
+					writeError(rec, r, CodeInternal, msgInternal)
+				}
+			}
+			s.metrics.observeRequest(route, rec.status, time.Since(start))
+			s.log.InfoContext(ctx, "request", "request_id", rid, "method", r.Method, "route", route,
+				"status", rec.status, "duration_ms", time.Since(start).Milliseconds(), "proto", r.Proto)
+		}()
+		route = s.route(rec, r)
+	})
+}
+
+// route dispatches on the escaped path and returns a route label.
+func (s *Server) route(w http.ResponseWriter, r *http.Request) string {
+	ep := r.URL.EscapedPath()
+	if !strings.HasPrefix(ep, "/v1/") {
+		writeError(w, r, CodeNotFound, msgNotFound)
+		return "notfound"
+	}
+	rest := strings.TrimPrefix(ep, "/v1/")
+	seg := strings.SplitN(rest, "/", 4)
+	method := r.Method
+	switch seg[0] {
+	case "tenants":
+		switch {
+		case len(seg) == 1:
+			switch method {
+			case http.MethodPost:
+				s.createTenant(w, r)
+			case http.MethodGet:
+				s.listTenants(w, r)
+			default:
+				methodNotAllowed(w, r, "GET, POST")
+			}
+			return "tenants"
+		case len(seg) == 2:
+			if method != http.MethodGet {
+				methodNotAllowed(w, r, "GET")
+				return "tenant"
+			}
+			s.getTenant(w, r, unescape(seg[1]))
+			return "tenant"
+		case len(seg) == 3 && seg[2] == "rotate-dek":
+			if method != http.MethodPost {
+				methodNotAllowed(w, r, "POST")
+				return "tenant.rotate"
+			}
+			s.rotateDEK(w, r, unescape(seg[1]))
+			return "tenant.rotate"
+		}
+	case "integrations":
+		switch {
+		case len(seg) == 1:
+			if method != http.MethodGet {
+				methodNotAllowed(w, r, "GET")
+				return "integrations"
+			}
+			s.listIntegrations(w, r)
+			return "integrations"
+		case len(seg) == 2:
+			id := unescape(seg[1])
+			switch method {
+			case http.MethodPut:
+				s.storeToken(w, r, id)
+			case http.MethodGet:
+				s.getIntegration(w, r, id)
+			case http.MethodDelete:
+				s.deleteIntegration(w, r, id)
+			default:
+				methodNotAllowed(w, r, "GET, PUT, DELETE")
+			}
+			return "integration"
+		case len(seg) == 3 && seg[2] == "execute":
+			if method != http.MethodPost {
+				methodNotAllowed(w, r, "POST")
+				return "execute"
+			}
+			s.execute(w, r, unescape(seg[1]))
+			return "execute"
+		case len(seg) >= 3 && seg[2] == "proxy":
+			// Everything after ".../proxy/" stays escaped: proxy.Target
+			// judges it, including encoded slashes and dots.
+			raw := ""
+			if len(seg) == 4 {
+				raw = seg[3]
+			}
+			s.proxy(w, r, unescape(seg[1]), raw)
+			return "proxy"
+		}
+	case "audit":
+		if len(seg) == 1 {
+			if method != http.MethodGet {
+				methodNotAllowed(w, r, "GET")
+				return "audit"
+			}
+			s.queryAudit(w, r)
+			return "audit"
+		}
+	case "providers":
+		if len(seg) == 1 && method == http.MethodGet {
+			s.listProviders(w, r)
+			return "providers"
+		}
+	}
+	writeError(w, r, CodeNotFound, msgNotFound)
+	return "notfound"
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
+	w.Header().Set("Allow", allow)
+	writeError(w, r, CodeMethodNotAllowed, "method not allowed")
+}
+
+// unescape decodes one path segment; an undecodable segment becomes ""
+// which no id validates, so it answers like a missing id.
+func unescape(seg string) string {
+	v, err := url.PathUnescape(seg)
+	if err != nil {
+		return ""
+	}
+	return v
+}
+
+// subject authenticates the request and resolves its tenant. needTenant
+// says whether the action is tenant-scoped (app and auditor actions). On
+// failure it writes the error (and audits the denial) and returns false.
+func (s *Server) subject(w http.ResponseWriter, r *http.Request, action policy.Action, needTenant bool) (policy.Subject, bool) {
+	ctx := r.Context()
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		// The TLS config requires and verifies a client certificate, so
+		// this only happens on a misconfigured listener: fail closed.
+		writeError(w, r, CodeUnauthenticated, "client certificate required")
+		return policy.Subject{}, false
+	}
+	id := s.identity.Load()
+	p, ok := id.Directory.Lookup(r.TLS.PeerCertificates[0])
+	if !ok {
+		name, _ := policy.PrincipalName(r.TLS.PeerCertificates[0])
+		s.deny(ctx, name, "", string(action), "unknown principal")
+		writeError(w, r, CodeForbidden, msgForbidden)
+		return policy.Subject{}, false
+	}
+	sub := policy.Subject{Principal: p.Name, Roles: p.Roles}
+	if needTenant && (p.HasRole(policy.RoleApp) || p.HasRole(policy.RoleAuditor)) {
+		tenant, obo, err := policy.ResolveTenant(p, r.Header.Get("X-Tenant-Context"), id.Verifier)
+		if err != nil {
+			s.log.InfoContext(ctx, "tenant assertion refused", "request_id", requestID(ctx), "principal", p.Name, "reason", err.Error())
+			s.deny(ctx, p.Name, "", string(action), "tenant assertion refused")
+			writeError(w, r, CodeUnauthenticated, msgUnauthenticated)
+			return policy.Subject{}, false
+		}
+		sub.Tenant, sub.OnBehalfOf = tenant, obo
+	}
+	return sub, true
+}
+
+// authorize runs policy.Decide; on deny it audits and writes 403.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, sub policy.Subject, action policy.Action, res policy.Resource) bool {
+	d := policy.Decide(sub, action, res)
+	if d.Allow {
+		return true
+	}
+	s.denyObo(r.Context(), sub.Principal, sub.OnBehalfOf, sub.Tenant, string(action), d.Reason)
+	writeError(w, r, CodeForbidden, msgForbidden)
+	return false
+}
+
+func (s *Server) deny(ctx context.Context, principal, tenant, action, reason string) {
+	s.denyObo(ctx, principal, "", tenant, action, reason)
+}
+
+func (s *Server) denyObo(ctx context.Context, principal, obo, tenant, action, reason string) {
+	s.metrics.authDenied.Inc()
+	if _, err := s.audit.Record(ctx, audit.Event{
+		TenantID: tenant, Actor: principal, OnBehalfOf: obo, Action: audit.ActionAuthDenied,
+		Outcome: audit.OutcomeDenied, RequestID: requestID(ctx), HTTPStatus: 0,
+		Detail: fmt.Sprintf("%s: %s", action, reason),
+	}); err != nil {
+		s.log.ErrorContext(ctx, "audit write failed", "request_id", requestID(ctx), "err", err)
+	}
+}
+
+func (s *Server) caller(r *http.Request, sub policy.Subject) vault.Caller {
+	return vault.Caller{Principal: sub.Principal, OnBehalfOf: sub.OnBehalfOf, RequestID: requestID(r.Context())}
+}

@@ -1,0 +1,137 @@
+package vault
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/vaultd/vaultd/storage"
+)
+
+// Metadata is what the API answers about an integration (CONTRACT §4). It
+// has no field that could hold a token.
+type Metadata struct {
+	ID                  string     `json:"id"`
+	TenantID            string     `json:"tenant_id"`
+	Provider            string     `json:"provider"`
+	Scopes              []string   `json:"scopes"`
+	Status              string     `json:"status"`
+	ExpiresAt           *time.Time `json:"expires_at"`
+	CreatedAt           *time.Time `json:"created_at"`
+	UpdatedAt           *time.Time `json:"updated_at"`
+	LastRefreshAt       *time.Time `json:"last_refresh_at"`
+	LastUsedAt          *time.Time `json:"last_used_at"`
+	RefreshCount        uint64     `json:"refresh_count"`
+	ConsecutiveFailures uint32     `json:"consecutive_failures"`
+	LastError           string     `json:"last_error"`
+}
+
+func tp(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+func (s *Service) metadata(in storage.Integration) Metadata {
+	used := in.LastUsedAt
+	if u, ok := s.usage.get(in.TenantID, in.ID); ok && u.After(used) {
+		used = u
+	}
+	scopes := in.Scopes
+	if scopes == nil {
+		scopes = []string{}
+	}
+	return Metadata{
+		ID: in.ID, TenantID: in.TenantID, Provider: in.Provider, Scopes: scopes,
+		Status: in.Status, ExpiresAt: tp(in.ExpiresAt), CreatedAt: tp(in.CreatedAt),
+		UpdatedAt: tp(in.UpdatedAt), LastRefreshAt: tp(in.LastRefreshAt), LastUsedAt: tp(used),
+		RefreshCount: in.RefreshCount, ConsecutiveFailures: in.ConsecutiveFailures,
+		LastError: in.LastError,
+	}
+}
+
+// usageTracker keeps last-use times in memory so that a proxied call does
+// not cost a store write; flushUsage persists them periodically.
+type usageTracker struct {
+	mu    sync.Mutex
+	dirty map[[2]string]time.Time
+	seen  map[[2]string]time.Time
+}
+
+func newUsageTracker() *usageTracker {
+	return &usageTracker{dirty: map[[2]string]time.Time{}, seen: map[[2]string]time.Time{}}
+}
+
+func (u *usageTracker) mark(tenant, id string, at time.Time) {
+	k := [2]string{tenant, id}
+	u.mu.Lock()
+	if at.After(u.seen[k]) {
+		u.seen[k] = at
+		u.dirty[k] = at
+	}
+	u.mu.Unlock()
+}
+
+func (u *usageTracker) get(tenant, id string) (time.Time, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	t, ok := u.seen[[2]string{tenant, id}]
+	return t, ok
+}
+
+func (u *usageTracker) forget(tenant, id string) {
+	k := [2]string{tenant, id}
+	u.mu.Lock()
+	delete(u.seen, k)
+	delete(u.dirty, k)
+	u.mu.Unlock()
+}
+
+func (u *usageTracker) take() map[[2]string]time.Time {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	d := u.dirty
+	u.dirty = map[[2]string]time.Time{}
+	return d
+}
+
+func (s *Service) flushLoop(interval time.Duration) {
+	defer s.wg.Done()
+	tk := time.NewTicker(interval)
+	defer tk.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-tk.C:
+			ctx, cancel := context.WithTimeout(context.Background(), interval)
+			s.flushUsage(ctx)
+			cancel()
+		}
+	}
+}
+
+// flushUsage writes last_used_at with CAS; a conflict (a refresh wrote the
+// record meanwhile) is retried a bounded number of times, then left for the
+// next flush.
+func (s *Service) flushUsage(ctx context.Context) {
+	for k, at := range s.usage.take() {
+		for attempt := 0; attempt < 3; attempt++ {
+			in, err := s.store.GetIntegration(ctx, k[0], k[1])
+			if err != nil || !at.After(in.LastUsedAt) {
+				break
+			}
+			in.LastUsedAt = at
+			_, err = s.store.CompareAndSwapIntegration(ctx, k[0], in)
+			if err == nil || !errors.Is(err, storage.ErrConflict) {
+				if err != nil {
+					s.log.Warn("last_used_at flush failed", "tenant_id", k[0], "integration_id", k[1], "err", err)
+				}
+				break
+			}
+		}
+	}
+}
