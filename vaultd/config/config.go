@@ -1,0 +1,331 @@
+package config
+
+import (
+	"bytes"
+	"crypto/x509"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	toml "github.com/pelletier/go-toml/v2"
+
+	"github.com/vaultd/vaultd/hsm"
+	"github.com/vaultd/vaultd/internal/secret"
+)
+
+// DefaultPath is where vaultd and vaultctl look without -config.
+const DefaultPath = "/etc/vaultd/vaultd.toml"
+
+// Mode says how much of the machine Load and Parse look at besides the
+// document itself.
+type Mode int
+
+const (
+	// ModeDaemon checks everything vaultd needs before it starts: TLS files,
+	// client CA, HSM module and PIN source, storage and audit directories,
+	// the tenant-context JWKS, and it reads every provider's client secret
+	// and CA file. It is the zero value, so forgetting to choose a mode
+	// checks the most.
+	ModeDaemon Mode = iota
+	// ModeInit checks what `vaultctl init` needs: the HSM module, a PIN
+	// source and the storage directory.
+	ModeInit
+	// ModeSyntax touches no file: schema, types and values only (fuzzing,
+	// `vaultctl config check` on another machine).
+	ModeSyntax
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeDaemon:
+		return "daemon"
+	case ModeInit:
+		return "init"
+	case ModeSyntax:
+		return "syntax"
+	}
+	return "unknown"
+}
+
+// Defaults of optional keys.
+const (
+	DefaultRequestTimeout       = 60 * time.Second
+	DefaultMaxBodyBytes         = 10 << 20
+	DefaultShutdownTimeout      = 30 * time.Second
+	DefaultMaxSessions          = 8
+	DefaultLockTimeout          = 2 * time.Second
+	DefaultTenantClaim          = "tenant_id"
+	DefaultMaxLifetime          = 5 * time.Minute
+	DefaultClockSkew            = 30 * time.Second
+	DefaultRefreshMargin        = 60 * time.Second
+	DefaultTokenLifetime        = time.Hour
+	DefaultProviderTimeout      = 30 * time.Second
+	CurrentConfigVersion        = 1
+	maxConfigBytes              = 1 << 20
+	maxSecretBytes              = 64 << 10
+	maxPINBytes                 = 1 << 10
+	credentialsDirectoryEnv     = "CREDENTIALS_DIRECTORY"
+	credentialPIN               = "hsm-pin"
+	inputName                   = "<input>"
+	defaultMlock, defaultSeccmp = MlockRequired, SeccompEnforce
+)
+
+// Config is the whole vaultd configuration file. Every path in it is
+// absolute: relative paths in the file are resolved against the directory
+// of the file.
+type Config struct {
+	// File is the config file as given to Load ("<input>" for Parse); every
+	// error message starts with it.
+	File string `toml:"-"`
+	// Dir is the absolute directory relative paths were resolved against.
+	Dir string `toml:"-"`
+
+	ConfigVersion int                  `toml:"config_version"`
+	Server        ServerConfig         `toml:"server"`
+	HSM           HSMConfig            `toml:"hsm"`
+	Storage       StorageConfig        `toml:"storage"`
+	Audit         AuditConfig          `toml:"audit"`
+	Harden        HardenConfig         `toml:"harden"`
+	TenantContext *TenantContextConfig `toml:"tenant_context"` // nil when the table is absent
+	Principals    []Principal          `toml:"principals"`
+	Providers     map[string]*Provider `toml:"providers"`
+}
+
+// ServerConfig is [server].
+type ServerConfig struct {
+	Listen          string   `toml:"listen"`
+	HTTP3           bool     `toml:"http3"`
+	TLSCert         string   `toml:"tls_cert"`
+	TLSKey          string   `toml:"tls_key"`
+	ClientCA        string   `toml:"client_ca"`
+	OpsListen       string   `toml:"ops_listen"` // "" = no ops listener
+	RequestTimeout  Duration `toml:"request_timeout"`
+	MaxBodyBytes    int64    `toml:"max_body_bytes"`
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+}
+
+// HSMConfig is [hsm].
+type HSMConfig struct {
+	Module      string `toml:"module"`
+	TokenLabel  string `toml:"token_label"`
+	PINFile     string `toml:"pin_file"` // may be "" when the PIN comes from $CREDENTIALS_DIRECTORY/hsm-pin
+	KEKLabel    string `toml:"kek_label"`
+	MaxSessions int    `toml:"max_sessions"`
+
+	file string // config file, for LoadPIN's messages
+}
+
+// KeyringConfig builds the hsm package's Config from [hsm] and a PIN
+// obtained with LoadPIN.
+func (h *HSMConfig) KeyringConfig(pin secret.String) hsm.Config {
+	return hsm.Config{
+		Module:      h.Module,
+		TokenLabel:  h.TokenLabel,
+		PIN:         pin,
+		KEKLabel:    h.KEKLabel,
+		MaxSessions: h.MaxSessions,
+	}
+}
+
+// StorageConfig is [storage].
+type StorageConfig struct {
+	Path        string   `toml:"path"`
+	LockTimeout Duration `toml:"lock_timeout"`
+}
+
+// AuditConfig is [audit].
+type AuditConfig struct {
+	File string `toml:"file"` // "" = no mirror file
+}
+
+// Hardening modes.
+const (
+	MlockRequired   = "required"
+	MlockBestEffort = "best-effort"
+	MlockOff        = "off"
+
+	SeccompEnforce = "enforce"
+	SeccompLog     = "log"
+	SeccompOff     = "off"
+)
+
+// HardenConfig is [harden].
+type HardenConfig struct {
+	Mlock         string   `toml:"mlock"`          // MlockRequired, MlockBestEffort or MlockOff
+	Seccomp       string   `toml:"seccomp"`        // SeccompEnforce, SeccompLog or SeccompOff
+	ExtraSyscalls []string `toml:"extra_syscalls"` // allowed on top of the built-in filter
+	NoNewPrivs    bool     `toml:"no_new_privs"`
+	Dumpable      bool     `toml:"dumpable"`
+}
+
+// TenantContextConfig is [tenant_context].
+type TenantContextConfig struct {
+	JWKSFile    string   `toml:"jwks_file"`
+	Issuer      string   `toml:"issuer"`
+	Audience    string   `toml:"audience"`
+	TenantClaim string   `toml:"tenant_claim"`
+	MaxLifetime Duration `toml:"max_lifetime"`
+	ClockSkew   Duration `toml:"clock_skew"`
+}
+
+// Role is a principal's role.
+type Role string
+
+// Roles.
+const (
+	RoleApp      Role = "app"
+	RoleOperator Role = "operator"
+	RoleAuditor  Role = "auditor"
+)
+
+// Principal is one [[principals]] entry: a client certificate identity
+// (its first URI SAN, or else its subject CN) and what it may do.
+type Principal struct {
+	URISAN    string `toml:"uri_san"`
+	SubjectCN string `toml:"subject_cn"`
+	Roles     []Role `toml:"roles"`
+	Tenant    string `toml:"tenant"` // "" for app principals: tenant from the tenant-context JWT
+}
+
+// HasRole reports whether p has role r.
+func (p *Principal) HasRole(r Role) bool { return slices.Contains(p.Roles, r) }
+
+// Name is the identity the principal is matched by (URI SAN or CN).
+func (p *Principal) Name() string {
+	if p.URISAN != "" {
+		return p.URISAN
+	}
+	return p.SubjectCN
+}
+
+// Auth styles: how the client authenticates at token_url.
+const (
+	AuthStyleBasic = "basic" // HTTP Basic (RFC 6749 §2.3.1)
+	AuthStyleBody  = "body"  // client_id/client_secret form parameters
+)
+
+// Provider is one [providers.NAME] table.
+type Provider struct {
+	Name                 string   `toml:"-"` // the NAME of [providers.NAME]
+	TokenURL             string   `toml:"token_url"`
+	RevocationURL        string   `toml:"revocation_url"` // "" = provider has no RFC 7009 endpoint
+	APIBaseURL           string   `toml:"api_base_url"`
+	ClientID             string   `toml:"client_id"`
+	ClientSecretFile     string   `toml:"client_secret_file"`
+	AuthStyle            string   `toml:"auth_style"` // AuthStyleBasic or AuthStyleBody
+	Scopes               []string `toml:"scopes"`
+	RefreshMargin        Duration `toml:"refresh_margin"`
+	DefaultTokenLifetime Duration `toml:"default_token_lifetime"`
+	Timeout              Duration `toml:"timeout"`
+	CAFile               string   `toml:"ca_file"`
+
+	// Parsed forms of the URLs (RevocationEndpoint nil when unset).
+	TokenEndpoint      *url.URL `toml:"-"`
+	RevocationEndpoint *url.URL `toml:"-"`
+	APIBase            *url.URL `toml:"-"`
+	// ClientSecret is read from ClientSecretFile in ModeDaemon (zero
+	// otherwise).
+	ClientSecret secret.String `toml:"-"`
+	// RootCAs is the system pool plus CAFile's certificates, loaded in
+	// ModeDaemon; nil means "use the system roots".
+	RootCAs *x509.CertPool `toml:"-"`
+}
+
+// ProviderNames returns the provider names, sorted.
+func (c *Config) ProviderNames() []string {
+	names := make([]string, 0, len(c.Providers))
+	for n := range c.Providers {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Load reads and checks the config file at path. Relative paths inside it
+// are resolved against the file's directory.
+func Load(path string, mode Mode) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, &Error{File: path, Msg: "cannot read", Err: stripPath(err)}
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
+	if err != nil {
+		return nil, &Error{File: path, Msg: "cannot read", Err: stripPath(err)}
+	}
+	if len(data) > maxConfigBytes {
+		return nil, &Error{File: path, Msg: "file is larger than 1 MiB"}
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, &Error{File: path, Msg: "cannot resolve directory", Err: err}
+	}
+	return parse(path, data, filepath.Dir(abs), mode)
+}
+
+// Parse checks a config document. Relative paths are resolved against
+// baseDir ("" = the working directory). Errors name the file "<input>".
+func Parse(data []byte, baseDir string, mode Mode) (*Config, error) {
+	if baseDir == "" {
+		baseDir = "."
+	}
+	abs, err := filepath.Abs(baseDir)
+	if err != nil {
+		return nil, &Error{File: inputName, Msg: "cannot resolve base directory", Err: err}
+	}
+	return parse(inputName, data, abs, mode)
+}
+
+func parse(file string, data []byte, dir string, mode Mode) (cfg *Config, err error) {
+	// The decoder is third-party code fed with untrusted bytes; should it
+	// ever panic, fail closed with a one-line error instead of a stack trace.
+	defer func() {
+		if r := recover(); r != nil {
+			cfg, err = nil, &Error{File: file, Msg: "cannot decode TOML (decoder failure)"}
+		}
+	}()
+	if len(data) > maxConfigBytes {
+		return nil, &Error{File: file, Msg: "file is larger than 1 MiB"}
+	}
+	ix, ierr := buildIndex(file, data)
+	if ierr != nil {
+		return nil, ierr
+	}
+	cfg = defaults()
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if derr := dec.Decode(cfg); derr != nil {
+		return nil, translate(file, derr)
+	}
+	cfg.File, cfg.Dir = file, dir
+	cfg.HSM.file = file
+	v := &validator{cfg: cfg, ix: ix, mode: mode}
+	if verr := v.run(); verr != nil {
+		return nil, verr
+	}
+	return cfg, nil
+}
+
+// defaults fills the keys whose zero value is not their default and that
+// live in tables that always exist. Optional tables and per-provider values
+// get theirs in the validator, which can see what was written.
+func defaults() *Config {
+	return &Config{
+		Server: ServerConfig{
+			HTTP3:           true,
+			RequestTimeout:  NewDuration(DefaultRequestTimeout),
+			MaxBodyBytes:    DefaultMaxBodyBytes,
+			ShutdownTimeout: NewDuration(DefaultShutdownTimeout),
+		},
+		HSM:     HSMConfig{MaxSessions: DefaultMaxSessions},
+		Storage: StorageConfig{LockTimeout: NewDuration(DefaultLockTimeout)},
+		Harden: HardenConfig{
+			Mlock:      defaultMlock,
+			Seccomp:    defaultSeccmp,
+			NoNewPrivs: true,
+		},
+	}
+}

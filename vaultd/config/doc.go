@@ -1,0 +1,125 @@
+// Package config loads and checks the vaultd configuration file (TOML).
+//
+// The file is decoded strictly: a key that is not listed below, or not
+// written exactly as listed (keys are lower case), is an error naming the
+// key and its line; so is a TOML syntax error, a value of the wrong type, or
+// a table written twice. Every error is one line that starts with
+// "config <file>:" and matches ErrInvalid. Errors never contain a secret:
+// the HSM PIN and client secrets live in their own files, whose contents are
+// never formatted, and values from the config file are echoed only for
+// enumerations (mlock, seccomp, auth_style, roles).
+//
+// Load and Parse take a Mode: ModeDaemon (vaultd: every file the daemon
+// needs must be usable; client secrets and provider CA files are read),
+// ModeInit (vaultctl init: HSM module, PIN source, storage directory) or
+// ModeSyntax (no file access). Relative paths are resolved against the
+// directory of the config file.
+//
+// Durations are Go duration strings ("30s", "5m", "1h") and must be
+// positive; a bare number is an error. testdata/full.toml is a commented
+// example with every key.
+//
+// # Key reference
+//
+//	config_version   optional integer, default 1; no other value is accepted.
+//
+// [server]
+//
+//	listen           required. host:port (numeric port) of the API: TCP for HTTP/1.1
+//	                 and HTTP/2 over TLS 1.3 with client certificates, UDP for HTTP/3.
+//	http3            bool, default true: also serve HTTP/3 on the UDP port.
+//	tls_cert         required. Server certificate chain (PEM).
+//	tls_key          required. Server private key (PEM).
+//	client_ca        required. CA bundle (PEM) every API client certificate must chain to.
+//	ops_listen       optional, "" = off. host:port of the plain-HTTP ops listener
+//	                 (/healthz, /readyz, /metrics). It has no authentication: bind it
+//	                 to loopback. Must differ from listen.
+//	request_timeout  duration, default "60s": overall limit of one outbound proxy or
+//	                 execute call.
+//	max_body_bytes   integer, default 10485760 (10 MiB), at most 1 GiB: limit of
+//	                 request bodies vaultd buffers (store_token, execute).
+//	shutdown_timeout duration, default "30s": how long SIGTERM waits for requests to drain.
+//
+// [hsm]
+//
+//	module           required. Path of the PKCS#11 module (.so).
+//	token_label      required. Label of the token (at most 32 bytes).
+//	pin_file         file holding the user PIN. $CREDENTIALS_DIRECTORY/hsm-pin (systemd
+//	                 LoadCredential=hsm-pin:...) takes precedence when that file exists;
+//	                 pin_file may be omitted when the credential is always provided.
+//	                 One trailing "\n" or "\r\n" is not part of the PIN; an empty PIN is
+//	                 an error.
+//	kek_label        required. CKA_LABEL of the key-encryption key objects.
+//	max_sessions     integer 1-1024, default 8: size of the PKCS#11 session pool.
+//
+// [storage]
+//
+//	path             required. bbolt database file; its directory must exist.
+//	lock_timeout     duration, default "2s": wait for the database file lock on open.
+//
+// [audit]
+//
+//	file             optional. Append-only NDJSON mirror of the audit trail for SIEM
+//	                 shipping (its directory must exist). The trail itself is in the database.
+//
+// [harden]
+//
+//	mlock            "required" (default) | "best-effort" | "off": lock process memory so
+//	                 keys and tokens never reach swap; "required" refuses to start if
+//	                 locking fails.
+//	seccomp          "enforce" (default) | "log" | "off": syscall allow-list; "log" only
+//	                 reports violations (for qualifying a new HSM vendor module).
+//	extra_syscalls   array of syscall names (of this machine's architecture) to allow on
+//	                 top of the built-in list, for vendor PKCS#11 modules. Default [].
+//	no_new_privs     bool, default true: set PR_SET_NO_NEW_PRIVS.
+//	dumpable         bool, default false: when false the process is not dumpable (no core
+//	                 dumps, no ptrace by same-uid processes).
+//
+// [tenant_context] (optional; required when an app principal has tenant = "")
+//
+//	jwks_file        required. JWKS (JSON) with the keys tenant-context JWTs are verified with.
+//	issuer           required. Expected "iss".
+//	audience         required. Expected "aud".
+//	tenant_claim     default "tenant_id": the claim that names the tenant.
+//	max_lifetime     duration, default "5m": exp - iat must not exceed it.
+//	clock_skew       duration, default "30s": tolerance when checking exp, iat and nbf.
+//
+// [[principals]] (zero or more; a request from any other certificate is refused)
+//
+//	uri_san          the client certificate's first URI SAN, e.g. a SPIFFE ID, or
+//	subject_cn       its subject CN (used when it has no URI SAN). Exactly one of the two.
+//	roles            one or more of "app", "operator", "auditor".
+//	tenant           fixed tenant id, only for app and auditor principals (an operator
+//	                 with a tenant is an error). For an app principal "" means the tenant
+//	                 comes from a verified X-Tenant-Context JWT, which needs
+//	                 [tenant_context]; for an auditor "" means every tenant.
+//
+// Two principals with the same uri_san, or the same subject_cn, are an error.
+//
+// [providers.NAME] (zero or more; NAME is 1-64 of a-z 0-9 _ -)
+//
+//	token_url              required. Token endpoint.
+//	revocation_url         optional. RFC 7009 revocation endpoint.
+//	api_base_url           required. Base of proxied API calls and the egress boundary:
+//	                       calls may reach only its scheme, host and port, under its path.
+//	                       No query.
+//	client_id              required.
+//	client_secret_file     required. File holding the client secret; one trailing
+//	                       newline is stripped.
+//	auth_style             "basic" (default, HTTP Basic) | "body" (form parameters):
+//	                       how the client authenticates at token_url.
+//	scopes                 array of scope tokens: the provider's scope inventory; scopes
+//	                       granted beyond it are reported as drift. Default [].
+//	refresh_margin         duration, default "60s": refresh when the access token
+//	                       expires within this margin.
+//	default_token_lifetime duration, default "1h": lifetime assumed when a token
+//	                       response has no expires_in.
+//	timeout                duration, default "30s": limit of one call to the token or
+//	                       revocation endpoint.
+//	ca_file                optional. PEM certificates trusted for this provider's
+//	                       endpoints in addition to the system roots.
+//
+// Provider URLs must be absolute https URLs without user info or fragment;
+// http is accepted only for the loopback hosts 127.0.0.1, ::1 and localhost
+// (tests and the development stand-in).
+package config
