@@ -1,6 +1,17 @@
 // Package hsm keeps the key-encryption key (KEK) inside a PKCS#11 token and
 // wraps/unwraps data keys with it. The rest of vaultd sees only the small
 // Keyring interface; the PKCS#11 backend lives in pkcs11.go.
+//
+// The backend (PKCS11, from Open) uses crypto11 only to load the module,
+// find the token, log in and generate KEKs; wrap and unwrap are raw
+// C_Encrypt/C_Decrypt with CKM_AES_GCM (random 12-byte IV, 128-bit tag, AAD)
+// through miekg/pkcs11 in a pool of read-only sessions, so every HSM failure
+// is an error, never a panic. KEK versions are AES-256 token objects sharing
+// one CKA_LABEL, told apart by CKA_ID (version, 4 bytes big-endian); the
+// highest is current, older ones stay for Unwrap. InitKEK creates version 1
+// ('vaultctl init'); Open refuses to start without a KEK or with one that is
+// extractable or not sensitive. hsm/hsmtest has a software fake and the
+// suite every Keyring passes.
 package hsm
 
 import (
@@ -30,6 +41,11 @@ var (
 	ErrUnwrap = errors.New("hsm: unwrap failed")
 	// ErrClosed: the keyring was closed.
 	ErrClosed = errors.New("hsm: closed")
+	// ErrKEKInvalid: an object carrying the KEK label breaks the KEK policy
+	// (extractable, not sensitive, not private, not AES-256, unusable for
+	// encrypt/decrypt, malformed or duplicate CKA_ID). vaultd refuses to use
+	// or add to such a key set rather than guess.
+	ErrKEKInvalid = errors.New("hsm: KEK object violates policy")
 )
 
 // Config says how to reach the token and which KEK to use.
