@@ -1,0 +1,151 @@
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/vaultd/vaultd/storage"
+)
+
+// auditChunk is how many audit records ScanAudit copies per read
+// transaction before calling back outside it.
+const auditChunk = 256
+
+func auditBuckets(tx *bbolt.Tx) (sys, audit *bbolt.Bucket, err error) {
+	sys, audit = tx.Bucket(bucketSys), tx.Bucket(bucketAudit)
+	if sys == nil || audit == nil {
+		return nil, nil, corrupt("sys or audit bucket missing")
+	}
+	return sys, audit, nil
+}
+
+// AppendAudit appends build(head) at the end of the chain in one write
+// transaction. The record's Seq must be head.Seq+1 and its Data one JSON
+// line whose "seq" and "hash" fields equal the record's (the store reads
+// Hash back from Data); otherwise storage.ErrInvalidRecord. Errors
+// returned by build are returned unchanged.
+func (s *Store) AppendAudit(ctx context.Context, build func(head storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error) {
+	var out storage.AuditRecord
+	err := s.write(ctx, func(tx *bbolt.Tx) error {
+		out = storage.AuditRecord{}
+		sys, ab, err := auditBuckets(tx)
+		if err != nil {
+			return reject(err)
+		}
+		head, err := readAuditHead(sys)
+		if err != nil {
+			return reject(err)
+		}
+		// The head and the last stored event must agree, or the chain
+		// was damaged (or edited) outside this store.
+		var last uint64
+		if k, _ := ab.Cursor().Last(); k != nil {
+			if len(k) != 8 {
+				return reject(corrupt("audit key of %d bytes", len(k)))
+			}
+			last = binary.BigEndian.Uint64(k)
+		}
+		if last != head.Seq {
+			return reject(corrupt("audit head is at seq %d but the last stored event is %d", head.Seq, last))
+		}
+		rec, err := build(head)
+		if err != nil {
+			return reject(err)
+		}
+		if rec.Seq != head.Seq+1 {
+			return reject(fmt.Errorf("%w: audit record seq %d, want %d", storage.ErrInvalidRecord, rec.Seq, head.Seq+1))
+		}
+		if err := checkAuditData(rec); err != nil {
+			return reject(err)
+		}
+		data := bytes.Clone(rec.Data)
+		if err := ab.Put(seqKey(rec.Seq), data); err != nil {
+			return err
+		}
+		if err := putAuditHead(sys, storage.AuditHead{Seq: rec.Seq, Hash: rec.Hash}); err != nil {
+			return err
+		}
+		out = storage.AuditRecord{Seq: rec.Seq, Hash: rec.Hash, Data: bytes.Clone(data)}
+		return nil
+	})
+	if err != nil {
+		return storage.AuditRecord{}, err
+	}
+	return out, nil
+}
+
+// AuditHead returns the tail of the chain ({0, GenesisHash} when empty).
+func (s *Store) AuditHead(ctx context.Context) (storage.AuditHead, error) {
+	var head storage.AuditHead
+	err := s.read(ctx, func(tx *bbolt.Tx) error {
+		sys, _, err := auditBuckets(tx)
+		if err != nil {
+			return err
+		}
+		head, err = readAuditHead(sys)
+		return err
+	})
+	return head, err
+}
+
+// ScanAudit calls fn, in order, for every record with afterSeq < Seq <=
+// the head at the time of the call (so the scan ends even while others
+// append). Records are copied out in chunks and fn runs outside any
+// transaction, so a slow consumer (an HTTP export) never holds one open.
+func (s *Store) ScanAudit(ctx context.Context, afterSeq uint64, fn func(storage.AuditRecord) (bool, error)) error {
+	head, err := s.AuditHead(ctx)
+	if err != nil {
+		return err
+	}
+	next := afterSeq
+	for next < head.Seq {
+		chunk := make([]storage.AuditRecord, 0, min(auditChunk, head.Seq-next))
+		err := s.read(ctx, func(tx *bbolt.Tx) error {
+			chunk = chunk[:0]
+			_, ab, err := auditBuckets(tx)
+			if err != nil {
+				return err
+			}
+			c := ab.Cursor()
+			for k, v := c.Seek(seqKey(next + 1)); k != nil && len(chunk) < auditChunk; k, v = c.Next() {
+				rec, err := decodeAudit(k, v)
+				if err != nil {
+					return err
+				}
+				if rec.Seq > head.Seq {
+					break
+				}
+				if want := next + 1 + uint64(len(chunk)); rec.Seq != want {
+					return corrupt("audit chain has a gap: seq %d follows %d", rec.Seq, want-1)
+				}
+				chunk = append(chunk, rec)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if len(chunk) == 0 {
+			// Fewer records than the head claims: the chain has a gap.
+			return corrupt("audit head is at seq %d but no event follows seq %d", head.Seq, next)
+		}
+		for _, rec := range chunk {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			cont, err := fn(rec)
+			if err != nil {
+				return err
+			}
+			if !cont {
+				return nil
+			}
+		}
+		next = chunk[len(chunk)-1].Seq
+	}
+	return nil
+}

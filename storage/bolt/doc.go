@@ -1,0 +1,42 @@
+// Package bolt is the bbolt (go.etcd.io/bbolt) implementation of
+// storage.Store: one file, one writer process, ACID transactions with
+// copy-on-write pages, so a crash at any moment leaves the last committed
+// state intact.
+//
+// # Layout
+//
+//	sys                      schema_version  uint64 big-endian
+//	                         audit_head      {"v":1,"seq":N,"hash":"..."}
+//	audit                    seq (uint64 BE) -> event JSON line (includes seq, prev_hash, hash)
+//	t/<tenant_id>            tenant          {"v":1, ...storage.Tenant}
+//	t/<tenant_id>/integrations
+//	                         <integration_id> -> {"v":1, ...storage.Integration}
+//
+// Why a top-level bucket per tenant: every integration operation first
+// resolves the tenant's bucket and only then the id inside it, so a lookup
+// can never reach another tenant's record, whatever the id says; there is
+// no shared keyspace where a composite key could be mis-built. Deleting or
+// exporting a tenant is a bucket operation. The "v" field in every record
+// lets a later format coexist with this one; the schema version in sys
+// names the layout as a whole and is advanced by registered migrations,
+// each run inside the single transaction that also records the new
+// version, so a file is always at exactly one version.
+//
+// Why db.Batch: each bbolt write transaction ends in fsync, which costs far
+// more than the write itself. Concurrent writers (many integrations
+// refreshing at once, audit appends) hand their functions to db.Batch,
+// which runs them together in one transaction and one fsync. A call
+// returns only after that commit, so an acknowledged write is durable.
+// Batch may run a function more than once (when another function in the
+// same batch fails, the batch is rolled back and re-run without it), so
+// every write function here recomputes its result from the transaction
+// on each run and reports "expected" failures (not found, conflict)
+// without touching the transaction, which keeps one caller's conflict
+// from rolling back everyone else's batch.
+//
+// Values never alias memory owned by a transaction: records are decoded
+// from JSON (which allocates) and audit data is cloned before the
+// transaction ends. Long-running readers (ScanAudit) read in chunks and
+// call back outside any transaction, so a slow consumer cannot hold a read
+// transaction open and stall writers that need to grow the memory map.
+package bolt

@@ -1,0 +1,395 @@
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/vaultd/vaultd/storage"
+)
+
+// ctxCheckEvery is how many records a listing decodes between context checks.
+const ctxCheckEvery = 64
+
+func invalidID(kind, id string) error {
+	// The id is echoed quoted (%q) so control characters cannot forge log lines.
+	return fmt.Errorf("%w: %s id %q", storage.ErrInvalidID, kind, id)
+}
+
+// notFound is deliberately the same for a missing tenant and a missing id,
+// so callers cannot probe which tenants exist or own an id.
+func notFound(id string) error {
+	return fmt.Errorf("%w: integration %q", storage.ErrNotFound, id)
+}
+
+func tenantNotFound(id string) error {
+	return fmt.Errorf("%w: %q", storage.ErrTenantNotFound, id)
+}
+
+// integrationsOf resolves a tenant's integrations bucket: the only way any
+// integration is reached. nil, nil if the tenant does not exist.
+func integrationsOf(tx *bbolt.Tx, tenantID string) (*bbolt.Bucket, error) {
+	tb := tx.Bucket(tenantBucket(tenantID))
+	if tb == nil {
+		return nil, nil
+	}
+	ib := tb.Bucket(bucketIntegrations)
+	if ib == nil {
+		return nil, corrupt("tenant %q: integrations bucket missing", tenantID)
+	}
+	return ib, nil
+}
+
+// CreateTenant stores t with Revision 1; storage.ErrExists if the id is taken.
+func (s *Store) CreateTenant(ctx context.Context, t storage.Tenant) (storage.Tenant, error) {
+	if !storage.ValidID(t.ID) {
+		return storage.Tenant{}, invalidID("tenant", t.ID)
+	}
+	t = cloneTenant(t)
+	t.Revision = 1
+	val, err := encodeTenant(t)
+	if err != nil {
+		return storage.Tenant{}, fmt.Errorf("storage: encode tenant %q: %w", t.ID, err)
+	}
+	err = s.write(ctx, func(tx *bbolt.Tx) error {
+		name := tenantBucket(t.ID)
+		if tx.Bucket(name) != nil {
+			return reject(fmt.Errorf("%w: tenant %q", storage.ErrExists, t.ID))
+		}
+		tb, err := tx.CreateBucket(name)
+		if err != nil {
+			return err
+		}
+		if _, err := tb.CreateBucket(bucketIntegrations); err != nil {
+			return err
+		}
+		return tb.Put(keyTenant, val)
+	})
+	if err != nil {
+		return storage.Tenant{}, err
+	}
+	return cloneTenant(t), nil
+}
+
+// GetTenant returns storage.ErrTenantNotFound for an unknown id.
+func (s *Store) GetTenant(ctx context.Context, id string) (storage.Tenant, error) {
+	if !storage.ValidID(id) {
+		return storage.Tenant{}, invalidID("tenant", id)
+	}
+	var out storage.Tenant
+	err := s.read(ctx, func(tx *bbolt.Tx) error {
+		tb := tx.Bucket(tenantBucket(id))
+		if tb == nil {
+			return tenantNotFound(id)
+		}
+		var err error
+		out, err = decodeTenant(id, tb.Get(keyTenant))
+		return err
+	})
+	return out, err
+}
+
+// ListTenants lists every tenant sorted by id (bbolt keys are sorted, and
+// the common "t/" prefix preserves the order of the ids).
+func (s *Store) ListTenants(ctx context.Context) ([]storage.Tenant, error) {
+	out := []storage.Tenant{}
+	err := s.read(ctx, func(tx *bbolt.Tx) error {
+		out = out[:0]
+		prefix := []byte(tenantPrefix)
+		c := tx.Cursor()
+		n := 0
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			if n++; n%ctxCheckEvery == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			id := string(k[len(prefix):])
+			tb := tx.Bucket(k)
+			if tb == nil {
+				return corrupt("tenant %q: key is not a bucket", id)
+			}
+			t, err := decodeTenant(id, tb.Get(keyTenant))
+			if err != nil {
+				return err
+			}
+			out = append(out, t)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// UpdateTenant replaces the tenant if t.Revision equals the stored one.
+func (s *Store) UpdateTenant(ctx context.Context, t storage.Tenant) (storage.Tenant, error) {
+	if !storage.ValidID(t.ID) {
+		return storage.Tenant{}, invalidID("tenant", t.ID)
+	}
+	t = cloneTenant(t)
+	want := t.Revision
+	var out storage.Tenant
+	err := s.write(ctx, func(tx *bbolt.Tx) error {
+		out = storage.Tenant{}
+		tb := tx.Bucket(tenantBucket(t.ID))
+		if tb == nil {
+			return reject(tenantNotFound(t.ID))
+		}
+		h, err := decodeHeader(fmt.Sprintf("tenant %q", t.ID), tb.Get(keyTenant))
+		if err != nil {
+			return reject(err)
+		}
+		if h.Revision != want {
+			return reject(fmt.Errorf("%w: tenant %q is at revision %d, update was based on %d", storage.ErrConflict, t.ID, h.Revision, want))
+		}
+		next := t
+		next.Revision = h.Revision + 1
+		val, err := encodeTenant(next)
+		if err != nil {
+			return reject(fmt.Errorf("storage: encode tenant %q: %w", t.ID, err))
+		}
+		if err := tb.Put(keyTenant, val); err != nil {
+			return err
+		}
+		out = next
+		return nil
+	})
+	if err != nil {
+		return storage.Tenant{}, err
+	}
+	return cloneTenant(out), nil
+}
+
+// prepare validates an integration for tenantID and fills its TenantID.
+func prepareIntegration(tenantID string, in storage.Integration) (storage.Integration, error) {
+	if !storage.ValidID(in.ID) {
+		return storage.Integration{}, invalidID("integration", in.ID)
+	}
+	if in.TenantID != "" && in.TenantID != tenantID {
+		return storage.Integration{}, fmt.Errorf("%w: integration %q names tenant %q but is written to tenant %q",
+			storage.ErrInvalidRecord, in.ID, in.TenantID, tenantID)
+	}
+	in = cloneIntegration(in)
+	in.TenantID = tenantID
+	return in, nil
+}
+
+// PutIntegration creates or replaces an integration unconditionally; the
+// stored revision becomes the previous one plus one (1 on create),
+// whatever in.Revision says.
+func (s *Store) PutIntegration(ctx context.Context, tenantID string, in storage.Integration) (storage.Integration, error) {
+	out, err := s.PutIntegrations(ctx, tenantID, []storage.Integration{in})
+	if err != nil {
+		return storage.Integration{}, err
+	}
+	return out[0], nil
+}
+
+// PutIntegrations is PutIntegration for many records of one tenant in one
+// transaction: all are written or none. A repeated id is applied in order.
+func (s *Store) PutIntegrations(ctx context.Context, tenantID string, ins []storage.Integration) ([]storage.Integration, error) {
+	if !storage.ValidID(tenantID) {
+		return nil, invalidID("tenant", tenantID)
+	}
+	prepared := make([]storage.Integration, len(ins))
+	for i, in := range ins {
+		p, err := prepareIntegration(tenantID, in)
+		if err != nil {
+			return nil, err
+		}
+		prepared[i] = p
+	}
+	var out []storage.Integration
+	err := s.write(ctx, func(tx *bbolt.Tx) error {
+		out = nil
+		ib, err := integrationsOf(tx, tenantID)
+		if err != nil {
+			return reject(err)
+		}
+		if ib == nil {
+			return reject(tenantNotFound(tenantID))
+		}
+		res := make([]storage.Integration, len(prepared))
+		for i, rec := range prepared {
+			rec.Revision = 1
+			key := []byte(rec.ID)
+			if old := ib.Get(key); old != nil {
+				h, err := decodeHeader(fmt.Sprintf("integration %q of tenant %q", rec.ID, tenantID), old)
+				if err != nil {
+					// Fail closed rather than overwrite a record we cannot read.
+					return err
+				}
+				rec.Revision = h.Revision + 1
+			}
+			val, err := encodeIntegration(rec)
+			if err != nil {
+				return fmt.Errorf("storage: encode integration %q: %w", rec.ID, err)
+			}
+			if err := ib.Put(key, val); err != nil {
+				return err
+			}
+			res[i] = rec
+		}
+		out = res
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		out[i] = cloneIntegration(out[i])
+	}
+	return out, nil
+}
+
+// GetIntegration returns storage.ErrNotFound for an unknown id or tenant.
+func (s *Store) GetIntegration(ctx context.Context, tenantID, id string) (storage.Integration, error) {
+	if !storage.ValidID(tenantID) {
+		return storage.Integration{}, invalidID("tenant", tenantID)
+	}
+	if !storage.ValidID(id) {
+		return storage.Integration{}, invalidID("integration", id)
+	}
+	var out storage.Integration
+	err := s.read(ctx, func(tx *bbolt.Tx) error {
+		ib, err := integrationsOf(tx, tenantID)
+		if err != nil {
+			return err
+		}
+		if ib == nil {
+			return notFound(id)
+		}
+		val := ib.Get([]byte(id))
+		if val == nil {
+			return notFound(id)
+		}
+		out, err = decodeIntegration(tenantID, id, val)
+		return err
+	})
+	if err != nil {
+		return storage.Integration{}, err
+	}
+	return out, nil
+}
+
+// ListIntegrations lists a tenant's integrations sorted by id;
+// storage.ErrTenantNotFound for an unknown tenant.
+func (s *Store) ListIntegrations(ctx context.Context, tenantID string) ([]storage.Integration, error) {
+	if !storage.ValidID(tenantID) {
+		return nil, invalidID("tenant", tenantID)
+	}
+	out := []storage.Integration{}
+	err := s.read(ctx, func(tx *bbolt.Tx) error {
+		out = out[:0]
+		ib, err := integrationsOf(tx, tenantID)
+		if err != nil {
+			return err
+		}
+		if ib == nil {
+			return tenantNotFound(tenantID)
+		}
+		n := 0
+		return ib.ForEach(func(k, v []byte) error {
+			if n++; n%ctxCheckEvery == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			if v == nil {
+				return corrupt("tenant %q: unexpected bucket %q among integrations", tenantID, k)
+			}
+			in, err := decodeIntegration(tenantID, string(k), v)
+			if err != nil {
+				return err
+			}
+			out = append(out, in)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// CompareAndSwapIntegration replaces the record if in.Revision equals the
+// stored revision: storage.ErrConflict if not, storage.ErrNotFound if the
+// record (or tenant) does not exist.
+func (s *Store) CompareAndSwapIntegration(ctx context.Context, tenantID string, in storage.Integration) (storage.Integration, error) {
+	if !storage.ValidID(tenantID) {
+		return storage.Integration{}, invalidID("tenant", tenantID)
+	}
+	rec, err := prepareIntegration(tenantID, in)
+	if err != nil {
+		return storage.Integration{}, err
+	}
+	want := rec.Revision
+	var out storage.Integration
+	err = s.write(ctx, func(tx *bbolt.Tx) error {
+		out = storage.Integration{}
+		ib, err := integrationsOf(tx, tenantID)
+		if err != nil {
+			return reject(err)
+		}
+		if ib == nil {
+			return reject(notFound(rec.ID))
+		}
+		key := []byte(rec.ID)
+		old := ib.Get(key)
+		if old == nil {
+			return reject(notFound(rec.ID))
+		}
+		h, err := decodeHeader(fmt.Sprintf("integration %q of tenant %q", rec.ID, tenantID), old)
+		if err != nil {
+			return reject(err)
+		}
+		if h.Revision != want {
+			return reject(fmt.Errorf("%w: integration %q is at revision %d, update was based on %d",
+				storage.ErrConflict, rec.ID, h.Revision, want))
+		}
+		next := rec
+		next.Revision = h.Revision + 1
+		val, err := encodeIntegration(next)
+		if err != nil {
+			return reject(fmt.Errorf("storage: encode integration %q: %w", rec.ID, err))
+		}
+		if err := ib.Put(key, val); err != nil {
+			return err
+		}
+		out = next
+		return nil
+	})
+	if err != nil {
+		return storage.Integration{}, err
+	}
+	return cloneIntegration(out), nil
+}
+
+// DeleteIntegration removes the record; storage.ErrNotFound if absent (or
+// the tenant is unknown).
+func (s *Store) DeleteIntegration(ctx context.Context, tenantID, id string) error {
+	if !storage.ValidID(tenantID) {
+		return invalidID("tenant", tenantID)
+	}
+	if !storage.ValidID(id) {
+		return invalidID("integration", id)
+	}
+	return s.write(ctx, func(tx *bbolt.Tx) error {
+		ib, err := integrationsOf(tx, tenantID)
+		if err != nil {
+			return reject(err)
+		}
+		if ib == nil {
+			return reject(notFound(id))
+		}
+		key := []byte(id)
+		if ib.Get(key) == nil {
+			return reject(notFound(id))
+		}
+		return ib.Delete(key)
+	})
+}
