@@ -566,3 +566,14 @@ func TestVerifierStringHasNoKeyMaterial(t *testing.T) {
 		t.Fatalf("String() = %q", s)
 	}
 }
+
+func BenchmarkVerifyES256(b *testing.B) {
+	k := testKeys()
+	v := newTestVerifier(b)
+	tok := sign(b, jose.ES256, k.ec256, "ec256", goodClaims())
+	for b.Loop() {
+		if _, err := v.Verify(tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
