@@ -24,17 +24,22 @@ package hsm
 // Why AES-GCM encryption and not C_WrapKey: CKM_AES_KEY_WRAP(_PAD) through
 // C_WrapKey needs the DEK to exist as an HSM object first (one C_CreateObject
 // plus C_DestroyObject per DEK, and a session object holding key material),
-// it binds no AAD, and SoftHSMv2 2.6.1's support for the padded variant is
-// uneven across HSMs. CKM_AES_GCM via C_Encrypt is supported by SoftHSMv2
-// 2.6.1 and by the production HSMs we target, authenticates the tenant and
-// DEK version through the AAD, and reports every failure as an error.
+// it binds no AAD, and support for the padded variant varies between HSMs.
+// CKM_AES_GCM via C_Encrypt is supported by SoftHSMv2 2.6.1 and by the
+// production HSMs we target, authenticates the tenant and DEK version through
+// the AAD, and reports every failure as an error. (SoftHSMv2 reports a tag
+// mismatch as CKR_GENERAL_ERROR; Unwrap tells it from a sick device by
+// checking that the session is still logged in.)
 //
 // Object handles are found with raw C_FindObjects because crypto11 does not
 // expose them; token-object handles are valid in every session of the
 // application, so they are looked up once (Open, RotateKEK, Reload).
 //
 // Errors are sentinel-typed (errors.Is) with a short context; no message
-// carries the PIN. Known limitation: miekg/pkcs11 copies a decrypted DEK
+// carries the PIN. If the HSM drops the sessions (and with them the login),
+// every call fails with ErrUnavailable until the keyring is reopened: there
+// is deliberately no automatic re-login, which could lock a changed PIN by
+// retrying it. Known limitation: miekg/pkcs11 copies a decrypted DEK
 // through a C buffer that it frees without zeroing.
 
 import (

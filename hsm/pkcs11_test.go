@@ -696,3 +696,40 @@ func BenchmarkWrapParallel(b *testing.B) {
 		}
 	})
 }
+
+// Losing the HSM sessions (token reset, network HSM blip) makes calls fail
+// with ErrUnavailable, never ErrUnwrap: a good blob must not look tampered.
+func TestSessionLossIsUnavailable(t *testing.T) {
+	tok := initToken(t)
+	k := openKeyring(t, config(tok))
+	ctx := context.Background()
+	w, err := k.Wrap(ctx, []byte("0123456789abcdef0123456789abcdef"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawSession(t, tok, func(mod *pkcs11.Ctx, s pkcs11.SessionHandle) {
+		si, err := mod.GetSessionInfo(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Closes every session of this application, crypto11's logged-in
+		// one included, which also logs the application out.
+		if err := mod.CloseAllSessions(si.SlotID); err != nil {
+			t.Fatal(err)
+		}
+	})
+	for i := range 3 { // first on stale pooled sessions, then on fresh ones
+		if _, err := k.Unwrap(ctx, w, nil); !errors.Is(err, hsm.ErrUnavailable) || errors.Is(err, hsm.ErrUnwrap) {
+			t.Fatalf("Unwrap #%d after session loss: %v, want ErrUnavailable only", i, err)
+		}
+		if _, err := k.Wrap(ctx, []byte("k"), nil); !errors.Is(err, hsm.ErrUnavailable) {
+			t.Fatalf("Wrap #%d after session loss: %v, want ErrUnavailable", i, err)
+		}
+		if err := k.Ping(ctx); !errors.Is(err, hsm.ErrUnavailable) {
+			t.Fatalf("Ping #%d after session loss: %v, want ErrUnavailable", i, err)
+		}
+	}
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
