@@ -27,6 +27,9 @@
 // refreshing at once, audit appends) hand their functions to db.Batch,
 // which runs them together in one transaction and one fsync. A call
 // returns only after that commit, so an acknowledged write is durable.
+// A write with no other write in flight skips the batch and commits at
+// once with db.Update, since Batch would make it wait MaxBatchDelay for
+// company; under concurrency the batching is what you get.
 // Batch may run a function more than once (when another function in the
 // same batch fails, the batch is rolled back and re-run without it), so
 // every write function here recomputes its result from the transaction
