@@ -148,10 +148,10 @@ type Env struct {
 	API string // https://127.0.0.1:port (valid while running)
 	Ops string // http://127.0.0.1:port
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	logs   *syncBuffer
-	exited chan struct{}
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	logs    *syncBuffer
+	exited  chan struct{}
 	exitErr error
 }
 
