@@ -34,7 +34,7 @@ func TestQueryFilters(t *testing.T) {
 	c := newClock()
 	l := newTestLog(t, store, "", c)
 	start := NewTimestamp(c.Now()).Time // event times keep microseconds
-	const n = 700 // crosses queryChunk
+	const n = 700                       // crosses queryChunk
 	for i := range n {
 		if _, err := l.Record(context.Background(), sampleEvent(i)); err != nil {
 			t.Fatal(err)
