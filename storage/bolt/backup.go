@@ -34,6 +34,10 @@ func (s *Store) Backup(ctx context.Context, w io.Writer) (int64, error) {
 		return err
 	})
 	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			// bbolt flattens some writer errors to text; keep the cause.
+			err = cerr
+		}
 		return n, fmt.Errorf("storage: backup: %w", err)
 	}
 	return n, nil

@@ -611,3 +611,28 @@ func TestNotADatabase(t *testing.T) {
 		t.Fatalf("Open of a non-database: %v, want ErrCorrupt", err)
 	}
 }
+
+// cancelAfterFirst cancels its context once the first chunk is written.
+type cancelAfterFirst struct {
+	cancel context.CancelFunc
+	n      int
+}
+
+func (c *cancelAfterFirst) Write(p []byte) (int, error) {
+	c.n++
+	c.cancel()
+	return len(p), nil
+}
+
+func TestBackupCancelledMidway(t *testing.T) {
+	s := openT(t, newPath(t), Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &cancelAfterFirst{cancel: cancel}
+	_, err := s.Backup(ctx, w)
+	if !errors.Is(err, context.Canceled) || w.n != 1 {
+		t.Fatalf("Backup cancelled after the first write: %v (%d writes)", err, w.n)
+	}
+	if err := s.Ping(context.Background()); err != nil {
+		t.Fatalf("store unusable after a cancelled backup: %v", err)
+	}
+}

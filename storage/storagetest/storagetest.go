@@ -522,9 +522,10 @@ func testReturnsCopies(t *testing.T, s storage.Store) {
 }
 
 // ChainBuilder returns a pure AppendAudit build function producing an
-// event `{"seq":N,<body>,"prev_hash":...,"hash":...}` whose hash chains
-// like the real audit trail (SHA-256 over prev_hash, "\n", the event
-// without hash). It is deterministic in head, as build functions must be.
+// event `{"seq":N,<body>,"prev_hash":...,"hash":...}` with a simplified
+// chain (SHA-256 over prev_hash, "\n", the event text without hash; not
+// the RFC 8785 form the audit package uses, which storage need not know).
+// It is deterministic in head, as build functions must be.
 func ChainBuilder(body string) func(storage.AuditHead) (storage.AuditRecord, error) {
 	return func(head storage.AuditHead) (storage.AuditRecord, error) {
 		seq := head.Seq + 1
