@@ -17,9 +17,9 @@
 //
 // Each buffer costs one locked page, so RLIMIT_MEMLOCK (systemd
 // LimitMEMLOCK=) must allow the expected number of buffers times the page size.
-// Whether a failed mlock is fatal is the caller's decision (Alloc's
-// requireLock): ErrLock if it is, otherwise the buffer is still guarded,
-// excluded from dumps and zeroed on Free, just not locked.
+// Whether a failed mlock is fatal is the caller's decision (Alloc's Policy):
+// ErrLock if it is, otherwise the buffer is still guarded, excluded from
+// dumps and zeroed on Free, just not locked.
 package lockedmem
 
 import (
@@ -60,6 +60,18 @@ type Buffer struct {
 	cleanup runtime.Cleanup
 }
 
+// Policy says what Alloc does about mlock.
+type Policy int
+
+const (
+	// Required: fail with ErrLock if the pages cannot be locked.
+	Required Policy = iota
+	// BestEffort: try to lock; on failure return an unlocked buffer.
+	BestEffort
+	// Off: do not lock (guard pages, MADV_DONTDUMP and zeroing remain).
+	Off
+)
+
 // sys is the set of system calls Alloc uses; tests replace mlock to exercise
 // the fallback path (root is never refused an mlock).
 type sys struct {
@@ -68,15 +80,15 @@ type sys struct {
 
 var defaultSys = sys{mlock: unix.Mlock}
 
-// Alloc returns a zeroed buffer of size bytes. If mlock fails and
-// requireLock is true it returns an error wrapping ErrLock; otherwise it
-// returns an unlocked (but still guarded, undumpable, zeroed-on-free)
-// buffer whose Locked method reports false.
-func Alloc(size int, requireLock bool) (*Buffer, error) {
-	return defaultSys.alloc(size, requireLock)
+// Alloc returns a zeroed buffer of size bytes. If mlock fails under
+// Required it returns an error wrapping ErrLock; otherwise it returns an
+// unlocked (but still guarded, undumpable, zeroed-on-free) buffer whose
+// Locked method reports false.
+func Alloc(size int, p Policy) (*Buffer, error) {
+	return defaultSys.alloc(size, p)
 }
 
-func (s sys) alloc(size int, requireLock bool) (*Buffer, error) {
+func (s sys) alloc(size int, p Policy) (*Buffer, error) {
 	if size <= 0 {
 		return nil, ErrSize
 	}
@@ -105,12 +117,14 @@ func (s sys) alloc(size int, requireLock bool) (*Buffer, error) {
 	// without MADV_DONTDUMP only lose this extra layer, so the error is
 	// not fatal.
 	_ = unix.Madvise(b.inner, unix.MADV_DONTDUMP)
-	if err := s.mlock(b.inner); err != nil {
-		if requireLock {
-			return fail(ErrLock, "mlock", err)
+	if p != Off {
+		if err := s.mlock(b.inner); err != nil {
+			if p == Required {
+				return fail(ErrLock, "mlock", err)
+			}
+		} else {
+			b.locked = true
 		}
-	} else {
-		b.locked = true
 	}
 	// Safety net for a Buffer dropped without Free: zero and unmap. The
 	// cleanup holds the mapping, not the Buffer, so it does not keep the

@@ -17,7 +17,7 @@ import (
 
 func alloc(t *testing.T, size int) *Buffer {
 	t.Helper()
-	b, err := Alloc(size, true)
+	b, err := Alloc(size, Required)
 	if err != nil {
 		t.Fatalf("Alloc(%d): %v", size, err)
 	}
@@ -155,7 +155,7 @@ func TestFreezeMakesReadOnly(t *testing.T) {
 }
 
 func TestFreeIdempotentAndUnmaps(t *testing.T) {
-	b, err := Alloc(32, true)
+	b, err := Alloc(32, Required)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +183,7 @@ func TestFreeIdempotentAndUnmaps(t *testing.T) {
 
 func TestInvalidSize(t *testing.T) {
 	for _, n := range []int{0, -1} {
-		if _, err := Alloc(n, false); !errors.Is(err, ErrSize) {
+		if _, err := Alloc(n, BestEffort); !errors.Is(err, ErrSize) {
 			t.Errorf("Alloc(%d) = %v, want ErrSize", n, err)
 		}
 	}
@@ -191,19 +191,35 @@ func TestInvalidSize(t *testing.T) {
 
 func TestLockFailure(t *testing.T) {
 	s := sys{mlock: func([]byte) error { return syscall.ENOMEM }}
-	if _, err := s.alloc(32, true); !errors.Is(err, ErrLock) || !errors.Is(err, syscall.ENOMEM) {
+	if _, err := s.alloc(32, Required); !errors.Is(err, ErrLock) || !errors.Is(err, syscall.ENOMEM) {
 		t.Fatalf("required lock: err = %v, want ErrLock wrapping ENOMEM", err)
 	}
-	b, err := s.alloc(32, false)
-	if err != nil {
-		t.Fatalf("best-effort lock: %v", err)
+	for _, p := range []Policy{BestEffort, Off} {
+		b, err := s.alloc(32, p)
+		if err != nil {
+			t.Fatalf("policy %d: %v", p, err)
+		}
+		if b.Locked() {
+			t.Fatalf("policy %d: Locked() true although not locked", p)
+		}
+		copy(b.Bytes(), "usable")
+		if string(b.Bytes()[:6]) != "usable" {
+			t.Fatal("unlocked buffer not usable")
+		}
+		flags, _ := smapsFor(t, uintptr(unsafe.Pointer(&b.inner[0])))
+		if strings.Contains(" "+flags+" ", " lo ") || !strings.Contains(" "+flags+" ", " dd ") {
+			t.Fatalf("policy %d: VmFlags %q, want dd without lo", p, flags)
+		}
+		if err := b.Free(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	defer b.Free()
-	if b.Locked() {
-		t.Fatal("Locked() true although mlock failed")
+	// Off never calls mlock.
+	called := false
+	s = sys{mlock: func([]byte) error { called = true; return nil }}
+	b, err := s.alloc(32, Off)
+	if err != nil || called || b.Locked() {
+		t.Fatalf("Off: err %v, mlock called %v", err, called)
 	}
-	copy(b.Bytes(), "usable")
-	if string(b.Bytes()[:6]) != "usable" {
-		t.Fatal("unlocked buffer not usable")
-	}
+	_ = b.Free()
 }

@@ -1,0 +1,598 @@
+package envelope
+
+import (
+	"container/list"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/vaultd/vaultd/hsm"
+	"github.com/vaultd/vaultd/internal/lockedmem"
+	"github.com/vaultd/vaultd/internal/secret"
+	"github.com/vaultd/vaultd/storage"
+)
+
+// More sentinel errors (DEK management).
+var (
+	// ErrNoDEK: the tenant record has no DEK of the needed version.
+	ErrNoDEK = errors.New("envelope: tenant has no such DEK version")
+	// ErrClosed: the Keys was closed.
+	ErrClosed = errors.New("envelope: keys closed")
+	// ErrMemoryLock: locked memory was required but the kernel refused
+	// mlock (raise LimitMEMLOCK or grant CAP_IPC_LOCK).
+	ErrMemoryLock = lockedmem.ErrLock
+)
+
+const dekAADLabel = "vaultd/dek/v1"
+
+// Defaults for Options.
+const (
+	DefaultTTL        = 10 * time.Minute
+	DefaultMaxEntries = 1024
+)
+
+// Options tune the DEK cache. The zero value is usable.
+type Options struct {
+	// TTL bounds how long a plaintext DEK stays cached after its unwrap
+	// (absolute, not sliding: a hot key is re-unwrapped every TTL, so an
+	// HSM-side revocation takes effect within TTL). Default 10m.
+	TTL time.Duration
+	// MaxEntries bounds the cache; beyond it the least recently used DEK
+	// is evicted. Each entry costs one locked page. Default 1024.
+	MaxEntries int
+	// RequireLock makes NewKeys and every cache fill fail with
+	// ErrMemoryLock when the kernel refuses mlock. When false, DEKs fall
+	// back to unlocked (still guarded, undumpable, zeroed) memory and
+	// Stats reports Locked=false and counts UnlockedAllocs.
+	RequireLock bool
+	// Logger receives cache warnings (never key material). Default: discard.
+	Logger *slog.Logger
+	// Now is the clock (tests). Default time.Now.
+	Now func() time.Time
+	// JanitorInterval is how often expired entries are swept; 0 means
+	// TTL/2 clamped to [1s, 1m]; negative disables the janitor (expiry is
+	// still enforced on access).
+	JanitorInterval time.Duration
+}
+
+// Stats is a snapshot of cache counters (safe to export as metrics).
+type Stats struct {
+	Hits      uint64 // lookups served from cache
+	Misses    uint64 // lookups that waited for an unwrap
+	Unwraps   uint64 // Keyring.Unwrap calls
+	Evictions uint64 // entries dropped (TTL, LRU, Evict, stale)
+	Entries   int    // DEKs cached now
+	// Locked is true while every DEK buffer allocated so far was mlocked.
+	Locked bool
+	// UnlockedAllocs counts DEK buffers that fell back to unlocked memory.
+	UnlockedAllocs uint64
+}
+
+type cacheKey struct {
+	tenant  string
+	version uint32
+}
+
+// flightKey also names the exact wrapped bytes, so callers holding
+// different tenant records for one (tenant, version) never share a result.
+type flightKey struct {
+	cacheKey
+	wrapped string
+}
+
+type entry struct {
+	key     cacheKey
+	wrapped string // identity of the wrapped DEK this plaintext came from
+	buf     *lockedmem.Buffer
+	expires time.Time
+	elem    *list.Element
+	refs    int  // users currently reading buf
+	dead    bool // out of the cache; freed when refs reaches 0
+}
+
+// flight is one Unwrap in progress; fields other than done are guarded by
+// Keys.mu until done is closed.
+type flight struct {
+	done     chan struct{}
+	waiters  int  // callers sharing this unwrap besides the leader
+	finished bool // result set (under Keys.mu, before done closes)
+	evicted  bool // Evict ran meanwhile: do not cache the result
+	e        *entry
+	err      error
+}
+
+// Keys creates tenant DEKs and seals/opens fields with them, caching
+// plaintext DEKs in locked memory. Safe for concurrent use.
+type Keys struct {
+	kr          hsm.Keyring
+	ttl         time.Duration
+	max         int
+	requireLock bool
+	log         *slog.Logger
+	now         func() time.Time
+
+	// Test hooks: alloc replaces lockedmem.Alloc; beforeFree sees an
+	// evicted buffer after zeroing, just before it is unmapped.
+	alloc      func(size int, p lockedmem.Policy) (*lockedmem.Buffer, error)
+	beforeFree func(data []byte)
+
+	mu      sync.Mutex
+	entries map[cacheKey]*entry
+	lru     *list.List // front = most recently used
+	flights map[flightKey]*flight
+	closed  bool
+	stats   Stats
+
+	stop     chan struct{}
+	janitor  sync.WaitGroup
+	stopOnce sync.Once
+}
+
+// NewKeys returns a Keys using kr. It checks once that memory can be locked,
+// so RequireLock fails at startup rather than on the first request.
+func NewKeys(kr hsm.Keyring, opts Options) (*Keys, error) {
+	return newKeysAlloc(kr, opts, lockedmem.Alloc)
+}
+
+func newKeysAlloc(kr hsm.Keyring, opts Options, alloc func(int, lockedmem.Policy) (*lockedmem.Buffer, error)) (*Keys, error) {
+	if kr == nil {
+		return nil, errors.New("envelope: nil keyring")
+	}
+	k := &Keys{
+		kr: kr, ttl: opts.TTL, max: opts.MaxEntries, requireLock: opts.RequireLock,
+		log: opts.Logger, now: opts.Now, alloc: alloc,
+		entries: make(map[cacheKey]*entry),
+		lru:     list.New(),
+		flights: make(map[flightKey]*flight),
+		stop:    make(chan struct{}),
+	}
+	if k.ttl <= 0 {
+		k.ttl = DefaultTTL
+	}
+	if k.max <= 0 {
+		k.max = DefaultMaxEntries
+	}
+	if k.log == nil {
+		k.log = slog.New(slog.DiscardHandler)
+	}
+	if k.now == nil {
+		k.now = time.Now
+	}
+	k.stats.Locked = true
+	if err := k.probe(); err != nil {
+		return nil, err
+	}
+	if iv := janitorInterval(opts.JanitorInterval, k.ttl); iv > 0 {
+		k.janitor.Add(1)
+		go k.runJanitor(iv)
+	}
+	return k, nil
+}
+
+func janitorInterval(iv, ttl time.Duration) time.Duration {
+	if iv != 0 {
+		return iv
+	}
+	return min(max(ttl/2, time.Second), time.Minute)
+}
+
+func (k *Keys) probe() error {
+	b, err := k.allocBuf()
+	if err != nil {
+		return err
+	}
+	_ = b.Free()
+	return nil
+}
+
+// allocBuf allocates a DEK buffer, recording a fallback to unlocked memory.
+func (k *Keys) allocBuf() (*lockedmem.Buffer, error) {
+	p := lockedmem.BestEffort
+	if k.requireLock {
+		p = lockedmem.Required
+	}
+	b, err := k.alloc(KeySize, p)
+	if err != nil {
+		return nil, fmt.Errorf("envelope: DEK buffer: %w", err)
+	}
+	if !b.Locked() {
+		k.mu.Lock()
+		k.stats.Locked = false
+		k.stats.UnlockedAllocs++
+		n := k.stats.UnlockedAllocs
+		k.mu.Unlock()
+		lvl := slog.LevelDebug
+		if n == 1 {
+			lvl = slog.LevelWarn
+		}
+		k.log.Log(context.Background(), lvl, "envelope: mlock failed, DEKs held in unlocked memory (raise LimitMEMLOCK or set harden.mlock=required to refuse)", "unlocked_allocs", n)
+	}
+	return b, nil
+}
+
+// dekAAD binds a wrapped DEK to its tenant and version, so the wrapped
+// bytes copied into another tenant's record (or relabelled) fail to unwrap.
+func dekAAD(tenantID string, version uint32) []byte {
+	b := make([]byte, 0, len(dekAADLabel)+1+4+len(tenantID)+4)
+	b = append(b, dekAADLabel...)
+	b = append(b, 0)
+	b = appendString(b, tenantID)
+	return binary.BigEndian.AppendUint32(b, version)
+}
+
+// NewDEK generates a fresh 256-bit DEK for tenantID and returns it wrapped by
+// the keyring's current KEK. The plaintext is generated in locked memory
+// and wiped before returning; it is not cached (the tenant record is not
+// stored yet).
+func (k *Keys) NewDEK(ctx context.Context, tenantID string, version uint32) (storage.WrappedDEK, error) {
+	if !storage.ValidID(tenantID) {
+		return storage.WrappedDEK{}, fmt.Errorf("%w: tenant id", ErrAAD)
+	}
+	if version == 0 {
+		return storage.WrappedDEK{}, fmt.Errorf("envelope: DEK version must be > 0")
+	}
+	if err := k.checkOpen(); err != nil {
+		return storage.WrappedDEK{}, err
+	}
+	buf, err := k.allocBuf()
+	if err != nil {
+		return storage.WrappedDEK{}, err
+	}
+	defer func() { _ = buf.Free() }()
+	if _, err := rand.Read(buf.Bytes()); err != nil {
+		return storage.WrappedDEK{}, fmt.Errorf("envelope: random DEK: %w", err)
+	}
+	w, err := k.kr.Wrap(ctx, buf.Bytes(), dekAAD(tenantID, version))
+	if err != nil {
+		return storage.WrappedDEK{}, fmt.Errorf("envelope: wrap DEK for tenant %q version %d: %w", tenantID, version, err)
+	}
+	return storage.WrappedDEK{
+		Version:    version,
+		KEKVersion: w.KEKVersion,
+		Nonce:      w.Nonce,
+		Ciphertext: w.Ciphertext,
+		CreatedAt:  k.now().UTC(),
+	}, nil
+}
+
+// SealField seals plaintext for (tenant, integration, field) under the
+// tenant's current DEK.
+func (k *Keys) SealField(ctx context.Context, t storage.Tenant, integrationID, field string, plaintext []byte) ([]byte, error) {
+	w, ok := t.CurrentDEK()
+	if !ok {
+		return nil, fmt.Errorf("%w: tenant %q current version %d", ErrNoDEK, t.ID, t.DEKVersion)
+	}
+	e, err := k.acquire(ctx, t.ID, w)
+	if err != nil {
+		return nil, err
+	}
+	defer k.release(e)
+	return Seal(e.buf.Bytes(), w.Version, AAD{Tenant: t.ID, Integration: integrationID, Field: field}, plaintext)
+}
+
+// OpenField opens a value sealed by SealField, with the DEK version named
+// in its header. The caller wipes the result.
+func (k *Keys) OpenField(ctx context.Context, t storage.Tenant, integrationID, field string, sealed []byte) (secret.Bytes, error) {
+	h, err := ParseHeader(sealed)
+	if err != nil {
+		return secret.Bytes{}, err
+	}
+	w, ok := t.DEK(h.DEKVersion)
+	if !ok {
+		return secret.Bytes{}, fmt.Errorf("%w: tenant %q version %d", ErrNoDEK, t.ID, h.DEKVersion)
+	}
+	e, err := k.acquire(ctx, t.ID, w)
+	if err != nil {
+		return secret.Bytes{}, err
+	}
+	defer k.release(e)
+	pt, err := Open(e.buf.Bytes(), AAD{Tenant: t.ID, Integration: integrationID, Field: field}, sealed)
+	if err != nil {
+		return secret.Bytes{}, err
+	}
+	return secret.NewBytes(pt), nil
+}
+
+func (k *Keys) checkOpen() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+func wrappedIdentity(w storage.WrappedDEK) string {
+	b := binary.BigEndian.AppendUint32(nil, w.KEKVersion)
+	b = append(b, byte(len(w.Nonce)))
+	b = append(b, w.Nonce...)
+	return string(append(b, w.Ciphertext...))
+}
+
+// maxAcquireAttempts bounds how often a waiter retries after the unwrap it
+// waited on failed only because its leader's context ended.
+const maxAcquireAttempts = 3
+
+// acquire returns the cache entry for w with a reference held; the caller
+// must release it. On a miss exactly one caller per wrapped DEK unwraps;
+// the others wait for it and share its result.
+func (k *Keys) acquire(ctx context.Context, tenantID string, w storage.WrappedDEK) (*entry, error) {
+	if tenantID == "" {
+		return nil, fmt.Errorf("%w: empty tenant id", ErrAAD)
+	}
+	key := cacheKey{tenant: tenantID, version: w.Version}
+	fk := flightKey{cacheKey: key, wrapped: wrappedIdentity(w)}
+	missed := false
+	var lastErr error
+	for range maxAcquireAttempts {
+		k.mu.Lock()
+		if k.closed {
+			k.mu.Unlock()
+			return nil, ErrClosed
+		}
+		var toFree []*entry
+		if e := k.entries[key]; e != nil {
+			if e.wrapped == fk.wrapped && k.now().Before(e.expires) {
+				e.refs++
+				k.lru.MoveToFront(e.elem)
+				if !missed {
+					k.stats.Hits++
+				}
+				k.mu.Unlock()
+				return e, nil
+			}
+			// Expired, or the tenant record now carries other wrapped
+			// bytes for this version (re-wrapped, or tenant recreated).
+			toFree = k.removeLocked(e, toFree)
+		}
+		if !missed {
+			missed = true
+			k.stats.Misses++
+		}
+		if f := k.flights[fk]; f != nil {
+			f.waiters++ // the leader takes a reference for us
+			k.mu.Unlock()
+			k.free(toFree)
+			e, err := k.wait(ctx, f)
+			if err != nil && isContextErr(err) && ctx.Err() == nil {
+				lastErr = err // the leader gave up; we need not
+				continue
+			}
+			return e, err
+		}
+		f := &flight{done: make(chan struct{})}
+		k.flights[fk] = f
+		k.stats.Unwraps++
+		k.mu.Unlock()
+		k.free(toFree)
+
+		e, err := k.load(ctx, tenantID, w, fk.wrapped)
+
+		k.mu.Lock()
+		delete(k.flights, fk)
+		f.finished = true
+		f.err = err
+		if err == nil {
+			f.e = e
+			e.refs = 1 + f.waiters
+			if !f.evicted && !k.closed {
+				toFree = k.insertLocked(e, nil)
+			} else {
+				// Evicted while loading: serve the callers already
+				// waiting, then free with the last release.
+				e.dead = true
+				toFree = nil
+			}
+		}
+		close(f.done)
+		k.mu.Unlock()
+		k.free(toFree)
+		return e, err
+	}
+	return nil, fmt.Errorf("envelope: DEK for tenant %q version %d: gave up after %d attempts: %w", tenantID, w.Version, maxAcquireAttempts, lastErr)
+}
+
+// wait waits for f's leader. If ctx ends first the waiter withdraws, unless
+// the leader already counted a reference for it.
+func (k *Keys) wait(ctx context.Context, f *flight) (*entry, error) {
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		k.mu.Lock()
+		if !f.finished {
+			f.waiters--
+			k.mu.Unlock()
+			return nil, fmt.Errorf("envelope: waiting for DEK unwrap: %w", ctx.Err())
+		}
+		k.mu.Unlock()
+	}
+	if f.err != nil {
+		return nil, f.err
+	}
+	return f.e, nil
+}
+
+func isContextErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// load unwraps w into a fresh locked buffer.
+func (k *Keys) load(ctx context.Context, tenantID string, w storage.WrappedDEK, identity string) (*entry, error) {
+	pt, err := k.kr.Unwrap(ctx, hsm.WrappedKey{KEKVersion: w.KEKVersion, Nonce: w.Nonce, Ciphertext: w.Ciphertext}, dekAAD(tenantID, w.Version))
+	if err != nil {
+		return nil, fmt.Errorf("envelope: unwrap DEK for tenant %q version %d: %w", tenantID, w.Version, err)
+	}
+	defer pt.Wipe()
+	if pt.Len() != KeySize {
+		return nil, fmt.Errorf("envelope: unwrapped DEK for tenant %q version %d: %w (got %d)", tenantID, w.Version, ErrKeySize, pt.Len())
+	}
+	buf, err := k.allocBuf()
+	if err != nil {
+		return nil, err
+	}
+	copy(buf.Bytes(), pt.Reveal())
+	if err := buf.Freeze(); err != nil {
+		_ = buf.Free()
+		return nil, fmt.Errorf("envelope: DEK buffer: %w", err)
+	}
+	return &entry{
+		key:     cacheKey{tenant: tenantID, version: w.Version},
+		wrapped: identity,
+		buf:     buf,
+		expires: k.now().Add(k.ttl),
+	}, nil
+}
+
+// insertLocked adds e (replacing any entry for its key) and trims the LRU.
+func (k *Keys) insertLocked(e *entry, toFree []*entry) []*entry {
+	if old := k.entries[e.key]; old != nil {
+		toFree = k.removeLocked(old, toFree)
+	}
+	e.elem = k.lru.PushFront(e)
+	k.entries[e.key] = e
+	for k.lru.Len() > k.max {
+		toFree = k.removeLocked(k.lru.Back().Value.(*entry), toFree)
+	}
+	k.stats.Entries = len(k.entries)
+	return toFree
+}
+
+// removeLocked takes e out of the cache; it is appended to toFree if no
+// caller is using it, otherwise the last release frees it.
+func (k *Keys) removeLocked(e *entry, toFree []*entry) []*entry {
+	if e.dead {
+		return toFree
+	}
+	e.dead = true
+	k.lru.Remove(e.elem)
+	delete(k.entries, e.key)
+	k.stats.Evictions++
+	k.stats.Entries = len(k.entries)
+	if e.refs == 0 {
+		toFree = append(toFree, e)
+	}
+	return toFree
+}
+
+func (k *Keys) release(e *entry) {
+	k.mu.Lock()
+	e.refs--
+	last := e.dead && e.refs == 0
+	k.mu.Unlock()
+	if last {
+		k.destroy(e)
+	}
+}
+
+func (k *Keys) free(es []*entry) {
+	for _, e := range es {
+		k.destroy(e)
+	}
+}
+
+// destroy zeroes and unmaps an entry's buffer (outside k.mu: syscalls).
+func (k *Keys) destroy(e *entry) {
+	if err := e.buf.Wipe(); err != nil {
+		k.log.Error("envelope: wiping DEK buffer failed", "tenant_id", e.key.tenant, "dek_version", e.key.version, "err", err)
+	}
+	if k.beforeFree != nil {
+		k.beforeFree(e.buf.Bytes())
+	}
+	if err := e.buf.Free(); err != nil {
+		k.log.Error("envelope: freeing DEK buffer failed", "tenant_id", e.key.tenant, "dek_version", e.key.version, "err", err)
+	}
+}
+
+// Evict drops every cached DEK of tenantID (disabled tenant, deleted
+// integration, rotation) and zeroes them; buffers in use are zeroed when
+// their last user finishes.
+func (k *Keys) Evict(tenantID string) {
+	k.mu.Lock()
+	for fk, f := range k.flights {
+		if fk.tenant == tenantID {
+			f.evicted = true // do not resurrect what is being evicted
+		}
+	}
+	var toFree []*entry
+	for key, e := range k.entries {
+		if key.tenant == tenantID {
+			toFree = k.removeLocked(e, toFree)
+		}
+	}
+	k.mu.Unlock()
+	k.free(toFree)
+}
+
+// EvictAll drops and zeroes every cached DEK.
+func (k *Keys) EvictAll() {
+	k.mu.Lock()
+	toFree := k.evictAllLocked()
+	k.mu.Unlock()
+	k.free(toFree)
+}
+
+func (k *Keys) evictAllLocked() []*entry {
+	for _, f := range k.flights {
+		f.evicted = true
+	}
+	var toFree []*entry
+	for _, e := range k.entries {
+		toFree = k.removeLocked(e, toFree)
+	}
+	return toFree
+}
+
+// sweep drops expired entries (the janitor's job; also callable by tests).
+func (k *Keys) sweep() {
+	k.mu.Lock()
+	now := k.now()
+	var toFree []*entry
+	for el := k.lru.Front(); el != nil; {
+		next := el.Next()
+		if e := el.Value.(*entry); !now.Before(e.expires) {
+			toFree = k.removeLocked(e, toFree)
+		}
+		el = next
+	}
+	k.mu.Unlock()
+	k.free(toFree)
+}
+
+func (k *Keys) runJanitor(iv time.Duration) {
+	defer k.janitor.Done()
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		select {
+		case <-k.stop:
+			return
+		case <-t.C:
+			k.sweep()
+		}
+	}
+}
+
+// Stats returns a snapshot of the cache counters.
+func (k *Keys) Stats() Stats {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.stats
+}
+
+// Close stops the janitor and zeroes every cached DEK; later calls fail with
+// ErrClosed. It does not close the Keyring (the caller owns it).
+func (k *Keys) Close() error {
+	k.mu.Lock()
+	k.closed = true
+	toFree := k.evictAllLocked()
+	k.mu.Unlock()
+	k.free(toFree)
+	k.stopOnce.Do(func() { close(k.stop) })
+	k.janitor.Wait()
+	return nil
+}
