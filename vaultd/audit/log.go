@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -16,7 +17,8 @@ import (
 // Options configure a Log.
 type Options struct {
 	// MirrorPath is the optional audit mirror file ([audit] file); "" for
-	// none.
+	// none. It is created with mode 0600 (an existing file keeps its mode,
+	// e.g. 0640 for a SIEM shipper's group) and never through a symlink.
 	MirrorPath string
 	// Logger receives mirror problems; nil discards.
 	Logger *slog.Logger
@@ -56,7 +58,8 @@ type Log struct {
 // line the store lacks or differs from is renamed to
 // "<path>.corrupt-<UTC time>", logged at error level, and rewritten from the
 // store. New fails if the mirror cannot be opened at all (a configuration
-// error the operator must see at start-up); after New, mirror failures are
+// error the operator must see at start-up); a file that opens but cannot be
+// written (a full disk) does not, and, like every later mirror failure, is
 // only logged and counted.
 func New(ctx context.Context, store storage.Store, opts Options) (*Log, error) {
 	if store == nil {
@@ -79,7 +82,7 @@ func New(ctx context.Context, store storage.Store, opts Options) (*Log, error) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := l.syncMirrorLocked(ctx); err != nil {
+	if err := l.syncMirrorLocked(ctx); err != nil && !errors.Is(err, errCatchUp) {
 		return nil, err
 	}
 	return l, nil

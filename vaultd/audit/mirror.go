@@ -155,6 +155,10 @@ func (l *Log) catchUpLocked(ctx context.Context, upTo uint64) error {
 	return errors.New("audit mirror: catch-up did not finish")
 }
 
+// errCatchUp marks a mirror that opened and checked fine but could not be
+// brought up to date (a full disk): not fatal to New.
+var errCatchUp = errors.New("audit mirror: catch-up incomplete")
+
 // maxCatchUpRounds bounds catch-up (scanChunk records per round): 2^53
 // seqs would need 2^43 rounds, so this only stops a runaway store.
 const maxCatchUpRounds = 1 << 43
@@ -219,8 +223,8 @@ func (l *Log) syncMirrorLocked(ctx context.Context) error {
 	l.synced = true
 	if err := l.catchUpLocked(ctx, 0); err != nil {
 		// Logged and counted there; the file stays open at l.written
-		// unless the write path dropped it.
-		return fmt.Errorf("audit mirror: catch up %s: %w", l.path, err)
+		// unless the write path dropped it, and later Records retry.
+		return fmt.Errorf("%w: %s: %w", errCatchUp, l.path, err)
 	}
 	return nil
 }
