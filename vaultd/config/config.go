@@ -279,26 +279,13 @@ func Parse(data []byte, baseDir string, mode Mode) (*Config, error) {
 	return parse(inputName, data, abs, mode)
 }
 
-func parse(file string, data []byte, dir string, mode Mode) (cfg *Config, err error) {
-	// The decoder is third-party code fed with untrusted bytes; should it
-	// ever panic, fail closed with a one-line error instead of a stack trace.
-	defer func() {
-		if r := recover(); r != nil {
-			cfg, err = nil, &Error{File: file, Msg: "cannot decode TOML (decoder failure)"}
-		}
-	}()
+func parse(file string, data []byte, dir string, mode Mode) (*Config, error) {
 	if len(data) > maxConfigBytes {
 		return nil, &Error{File: file, Msg: "file is larger than 1 MiB"}
 	}
-	ix, ierr := buildIndex(file, data)
-	if ierr != nil {
-		return nil, ierr
-	}
-	cfg = defaults()
-	dec := toml.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if derr := dec.Decode(cfg); derr != nil {
-		return nil, translate(file, derr)
+	ix, cfg, err := decode(file, data)
+	if err != nil {
+		return nil, err
 	}
 	cfg.File, cfg.Dir = file, dir
 	cfg.HSM.file = file
@@ -307,6 +294,32 @@ func parse(file string, data []byte, dir string, mode Mode) (cfg *Config, err er
 		return nil, verr
 	}
 	return cfg, nil
+}
+
+// errDecoderPanic is the message FuzzParse looks for: production fails
+// closed, the fuzzer still reports the panic.
+const errDecoderPanic = "cannot decode TOML (decoder failure)"
+
+// decode runs the pre-pass and the strict decoder. They are third-party
+// code fed with untrusted bytes; should either ever panic, fail closed with
+// a one-line error instead of a stack trace.
+func decode(file string, data []byte) (ix keyIndex, cfg *Config, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			ix, cfg, err = nil, nil, &Error{File: file, Msg: errDecoderPanic}
+		}
+	}()
+	ix, ierr := buildIndex(file, data)
+	if ierr != nil {
+		return nil, nil, ierr
+	}
+	cfg = defaults()
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if derr := dec.Decode(cfg); derr != nil {
+		return nil, nil, translate(file, derr)
+	}
+	return ix, cfg, nil
 }
 
 // defaults fills the keys whose zero value is not their default and that

@@ -6,8 +6,9 @@
 // a table written twice. Every error is one line that starts with
 // "config <file>:" and matches ErrInvalid. Errors never contain a secret:
 // the HSM PIN and client secrets live in their own files, whose contents are
-// never formatted, and values from the config file are echoed only for
-// enumerations (mlock, seccomp, auth_style, roles).
+// never formatted, and no value from the config file is echoed either (only
+// key names, and those only once the document is recognisably a vaultd
+// config, so a secret file passed as -config is not quoted back).
 //
 // Load and Parse take a Mode: ModeDaemon (vaultd: every file the daemon
 // needs must be usable; client secrets and provider CA files are read),

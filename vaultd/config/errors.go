@@ -15,8 +15,8 @@ var ErrInvalid = errors.New("invalid config")
 
 // Error is a config problem. Its message is one line, starts with
 // "config <file>:", names the line and key where known, and never contains
-// a secret: values from the file are echoed only for enumerations, and the
-// contents of secret files (PIN, client secrets) are never formatted.
+// a secret: it never quotes a value from the file (only key names), nor
+// anything read from a secret file (PIN, client secrets).
 type Error struct {
 	File string // config file as given to Load ("<input>" for Parse)
 	Line int    // 1-based line in the config file, 0 when unknown

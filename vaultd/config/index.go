@@ -48,23 +48,36 @@ func buildIndex(file string, data []byte) (keyIndex, *Error) {
 	ix := keyIndex{}
 	var p unstable.Parser
 	p.Reset(data)
+	// Offsets of the newlines, so a key's line is a binary search rather
+	// than a scan from the start (which is quadratic in the key count).
+	var newlines []int
+	for i, c := range data {
+		if c == '\n' {
+			newlines = append(newlines, i)
+		}
+	}
 	lineOf := func(n *unstable.Node) int {
 		if n == nil || n.Raw.Length == 0 && n.Raw.Offset == 0 {
 			return 0
 		}
-		return p.Shape(n.Raw).Start.Line
+		line, _ := slices.BinarySearch(newlines, int(n.Raw.Offset))
+		return line + 1
 	}
 	arrays := map[string]int{}
 	prefix := ""
-	var walkErr *Error
+	var walkErr, caseErr *Error
 	var record func(path string, parts []string, line int, value *unstable.Node)
 	record = func(path string, parts []string, line int, value *unstable.Node) {
 		if walkErr != nil || len(ix) >= maxIndexed {
 			return
 		}
-		if bad := badKeyPart(parts); bad {
-			walkErr = &Error{File: file, Line: line,
-				Msg: "unknown key " + quote(path) + " (keys are lower case, as documented)"}
+		if badKeyPart(parts) {
+			// Reported only once the document is known to be a config
+			// (see below), because it echoes the key.
+			if caseErr == nil {
+				caseErr = &Error{File: file, Line: line,
+					Msg: "unknown key " + quote(path) + " (keys are lower case, as documented)"}
+			}
 			return
 		}
 		if _, ok := ix[path]; !ok {
@@ -132,15 +145,47 @@ func buildIndex(file string, data []byte) (keyIndex, *Error) {
 		return nil, walkErr
 	}
 	if err := p.Error(); err != nil {
+		return nil, syntaxError(file, data, err)
+	}
+	// Unknown keys are echoed by name. A secret file handed over as the
+	// config (vaultd -config /etc/vaultd/hsm.pin) can parse as TOML when
+	// the secret contains "="; refuse such a document without naming any
+	// of its keys.
+	if !looksLikeConfig(ix) {
+		return nil, &Error{File: file, Msg: "not a vaultd config: it has none of the tables [server], [hsm], [storage]"}
+	}
+	if caseErr != nil {
+		return nil, caseErr
+	}
+	return ix, nil
+}
+
+var topLevel = map[string]bool{
+	"config_version": true, "server": true, "hsm": true, "storage": true, "audit": true,
+	"harden": true, "tenant_context": true, "principals": true, "providers": true,
+}
+
+func looksLikeConfig(ix keyIndex) bool {
+	for path := range ix {
+		top, _, _ := strings.Cut(path, ".")
+		top, _, _ = strings.Cut(top, "[")
+		if topLevel[top] {
+			return true
+		}
+	}
+	return false
+}
+
+func syntaxError(file string, data []byte, err error) *Error {
+	{
 		e := &Error{File: file, Msg: "syntax error"}
 		var pe *unstable.ParserError
 		if errors.As(err, &pe) {
 			e.Msg = "syntax error: " + sanitize(pe.Message)
 			e.Line = lineAt(data, pe.Highlight)
 		}
-		return nil, e
+		return e
 	}
-	return ix, nil
 }
 
 func lineOrDefault(l, def int) int {

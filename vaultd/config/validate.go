@@ -202,12 +202,12 @@ func (v *validator) harden() error {
 	switch h.Mlock {
 	case MlockRequired, MlockBestEffort, MlockOff:
 	default:
-		return v.fail("harden.mlock", "%s is not allowed (want %q, %q or %q)", quote(h.Mlock), MlockRequired, MlockBestEffort, MlockOff)
+		return v.fail("harden.mlock", "not allowed (want %q, %q or %q)", MlockRequired, MlockBestEffort, MlockOff)
 	}
 	switch h.Seccomp {
 	case SeccompEnforce, SeccompLog, SeccompOff:
 	default:
-		return v.fail("harden.seccomp", "%s is not allowed (want %q, %q or %q)", quote(h.Seccomp), SeccompEnforce, SeccompLog, SeccompOff)
+		return v.fail("harden.seccomp", "not allowed (want %q, %q or %q)", SeccompEnforce, SeccompLog, SeccompOff)
 	}
 	if len(h.ExtraSyscalls) == 0 {
 		return nil
@@ -219,15 +219,15 @@ func (v *validator) harden() error {
 	for i, name := range h.ExtraSyscalls {
 		key := fmt.Sprintf("harden.extra_syscalls[%d]", i)
 		if !syscallNameRE.MatchString(name) {
-			return v.fail(key, "%s is not a syscall name", quote(name))
+			return v.fail(key, "not a syscall name")
 		}
 		if err == nil {
 			if _, ok := info.SyscallNames[name]; !ok {
-				return v.fail(key, "%s is not a syscall on %s", quote(name), info.Name)
+				return v.fail(key, "not a syscall on %s", info.Name)
 			}
 		}
 		if seen[name] {
-			return v.fail(key, "%s is listed twice", quote(name))
+			return v.fail(key, "listed twice")
 		}
 		seen[name] = true
 	}
@@ -306,10 +306,10 @@ func (v *validator) principals() error {
 			switch r {
 			case RoleApp, RoleOperator, RoleAuditor:
 			default:
-				return v.fail(fmt.Sprintf("%s.roles[%d]", key, j), "%s is not a role (want %q, %q or %q)", quote(string(r)), RoleApp, RoleOperator, RoleAuditor)
+				return v.fail(fmt.Sprintf("%s.roles[%d]", key, j), "not a role (want %q, %q or %q)", RoleApp, RoleOperator, RoleAuditor)
 			}
 			if roles[r] {
-				return v.fail(key+".roles", "%q is listed twice", r)
+				return v.fail(fmt.Sprintf("%s.roles[%d]", key, j), "listed twice")
 			}
 			roles[r] = true
 		}
@@ -366,7 +366,7 @@ func (v *validator) providers() error {
 			}
 			p.AuthStyle = AuthStyleBasic
 		default:
-			return v.fail(key+".auth_style", "%s is not allowed (want %q or %q)", quote(p.AuthStyle), AuthStyleBasic, AuthStyleBody)
+			return v.fail(key+".auth_style", "not allowed (want %q or %q)", AuthStyleBasic, AuthStyleBody)
 		}
 		seen := map[string]bool{}
 		for i, s := range p.Scopes {
@@ -374,7 +374,7 @@ func (v *validator) providers() error {
 				return v.fail(fmt.Sprintf("%s.scopes[%d]", key, i), "not an OAuth scope token (RFC 6749 §3.3: no spaces, quotes or backslashes)")
 			}
 			if seen[s] {
-				return v.fail(fmt.Sprintf("%s.scopes[%d]", key, i), "%s is listed twice", quote(s))
+				return v.fail(fmt.Sprintf("%s.scopes[%d]", key, i), "listed twice")
 			}
 			seen[s] = true
 		}
