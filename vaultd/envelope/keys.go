@@ -307,9 +307,11 @@ func (k *Keys) checkOpen() error {
 	return nil
 }
 
+// wrappedIdentity names the exact wrapped bytes a cached plaintext came from.
 func wrappedIdentity(w storage.WrappedDEK) string {
-	b := binary.BigEndian.AppendUint32(nil, w.KEKVersion)
-	b = append(b, byte(len(w.Nonce)))
+	b := make([]byte, 0, 8+len(w.Nonce)+len(w.Ciphertext))
+	b = binary.BigEndian.AppendUint32(b, w.KEKVersion)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(w.Nonce)))
 	b = append(b, w.Nonce...)
 	return string(append(b, w.Ciphertext...))
 }

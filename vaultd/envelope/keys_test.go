@@ -627,3 +627,41 @@ func BenchmarkOpenField(b *testing.B) {
 		b.Fatal("warm OpenField called Unwrap")
 	}
 }
+
+// TestEvictDuringUnwrap: an Evict that races an in-flight unwrap must not be
+// undone by the unwrap's result landing in the cache afterwards.
+func TestEvictDuringUnwrap(t *testing.T) {
+	k, kr, _ := newKeys(t, Options{})
+	var freed int
+	var mu sync.Mutex
+	k.beforeFree = func(b []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !bytes.Equal(b, make([]byte, KeySize)) {
+			t.Error("freed buffer not zeroed")
+		}
+		freed++
+	}
+	tn := newTenant(t, k, "acme")
+	gate := make(chan struct{})
+	started := make(chan struct{}, 4)
+	kr.mu.Lock()
+	kr.gate, kr.started = gate, started
+	kr.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		_, err := k.SealField(context.Background(), tn, "i", "f", []byte("x"))
+		done <- err
+	}()
+	<-started
+	k.Evict("acme")
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatalf("in-flight seal: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if s := k.Stats(); s.Entries != 0 || freed != 1 {
+		t.Fatalf("entries %d, freed %d: evicted tenant's DEK resurrected or leaked", s.Entries, freed)
+	}
+}
