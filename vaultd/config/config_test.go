@@ -185,6 +185,8 @@ func TestSyntaxErrors(t *testing.T) {
 		{"duration bad", edit(t, "[server]\n", "[server]\nshutdown_timeout = \"30x\"\n"), `line 2: key "server.shutdown_timeout": invalid duration: want a positive Go duration such as 30s, 5m or 1h`},
 		{"duration zero", edit(t, "[storage]\n", "[storage]\nlock_timeout = \"0s\"\n"), `line 14: key "storage.lock_timeout": invalid duration`},
 		{"duration negative", edit(t, `audience  = "vaultd"`, `audience = "vaultd"`+"\nmax_lifetime = \"-5m\""), `line 20: key "tenant_context.max_lifetime": invalid duration`},
+		{"principals as table", strings.Replace(base, "[[principals]]\nsubject_cn", "[principals]\nsubject_cn", 1), `line 26: principals: write [[principals]] (an array of tables), not [principals]`},
+		{"principals inline table", "principals = { subject_cn = \"a\", roles = [\"auditor\"] }\n", `line 1: principals: write [[principals]] or an array of inline tables`},
 		{"integer overflow", edit(t, "[hsm]\n", "[hsm]\nmax_sessions = 99999999999999999999999\n"), `line 8: `},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -93,6 +93,11 @@ func buildIndex(file string, data []byte) (keyIndex, *Error) {
 				Msg: "expected " + friendlyType("config.Duration") + ", not " + kindName(value.Kind)}
 			return
 		}
+		if path == "principals" && value.Kind == unstable.InlineTable {
+			walkErr = &Error{File: file, Line: line, Key: "principals",
+				Msg: "write [[principals]] or an array of inline tables, not a single table"}
+			return
+		}
 		switch value.Kind {
 		case unstable.InlineTable:
 			for it := value.Children(); it.Next(); {
@@ -122,6 +127,13 @@ func buildIndex(file string, data []byte) (keyIndex, *Error) {
 		case unstable.Table:
 			parts := keyParts(e)
 			prefix = strings.Join(parts, ".")
+			if prefix == "principals" {
+				// The decoder would take a single [principals] as a one-element
+				// array; a second one would then fail with a baffling message.
+				walkErr = &Error{File: file, Line: lineOf(firstKey(e)), Key: "principals",
+					Msg: "write [[principals]] (an array of tables), not [principals]"}
+				continue
+			}
 			record(prefix, parts, lineOf(firstKey(e)), nil)
 		case unstable.ArrayTable:
 			parts := keyParts(e)
