@@ -147,7 +147,7 @@ func (v *validator) hsm() error {
 	// it does not sit in the Config; here we only make sure a source exists.
 	src, err := h.pinSource()
 	if err != nil {
-		return v.failErr("hsm.pin_file", "no PIN source", err)
+		return v.failErr("hsm", "cannot use the systemd credential "+credentialPIN, err)
 	}
 	if src == "" {
 		return v.fail("hsm", "no PIN source: set hsm.pin_file or provide the systemd credential hsm-pin")
