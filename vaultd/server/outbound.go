@@ -161,7 +161,9 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, id, rawPath strin
 	if !ok {
 		return
 	}
-	o, ok := s.prepare(w, r, sub, id, rawPath, r.URL.RawQuery, r.Method, "proxy")
+	// proxy.Target allows one leading "/" and refuses "//host"; prefixing
+	// "/" makes ".../proxy//host/x" such a network-path reference.
+	o, ok := s.prepare(w, r, sub, id, "/"+rawPath, r.URL.RawQuery, r.Method, "proxy")
 	if !ok {
 		return
 	}
@@ -228,7 +230,10 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, id string) {
 		}
 		return
 	}
-	rawPath := strings.TrimPrefix(req.Path, "/")
+	// req.Path goes to proxy.Target as given: stripping its leading "/"
+	// here would turn "//host/x" into "/host/x" and slip past the
+	// network-path check.
+	rawPath := req.Path
 	q := url.Values{}
 	for k, v := range req.Query {
 		q.Set(k, v)
