@@ -124,6 +124,10 @@ type Options struct {
 	NoAuditFile   bool
 	// Env is added to vaultd's environment (e.g. NOTIFY_SOCKET).
 	Env []string
+	// MaxBodyBytes sets [server] max_body_bytes (0: the default). It is a
+	// field rather than ExtraConfig because ExtraConfig lands inside the
+	// last [providers.*] table.
+	MaxBodyBytes int64
 }
 
 // Env is one running (or runnable) vaultd with everything around it.
@@ -260,6 +264,10 @@ func New(t testing.TB, opts Options) *Env {
 
 // ConfigText renders the config file for this Env.
 func (e *Env) ConfigText() string {
+	server := ""
+	if e.Opts.MaxBodyBytes > 0 {
+		server = fmt.Sprintf("max_body_bytes = %d\n", e.Opts.MaxBodyBytes)
+	}
 	audit := ""
 	if e.AuditPath != "" {
 		audit = fmt.Sprintf("[audit]\nfile = %q\n", e.AuditPath)
@@ -272,7 +280,7 @@ tls_key    = %q
 client_ca  = %q
 ops_listen = %q
 shutdown_timeout = "20s"
-
+%s
 [hsm]
 module      = %q
 token_label = %q
@@ -334,7 +342,7 @@ refresh_margin     = %q
 ca_file            = %q
 %s`,
 		e.listen, filepath.Join(e.PKIDir, "server.crt"), filepath.Join(e.PKIDir, "server.key"), filepath.Join(e.PKIDir, "ca.crt"),
-		e.opsListen, e.Token.Module, e.Token.Label, e.PINPath, e.DBPath, audit, e.Opts.Mlock, e.Opts.Seccomp,
+		e.opsListen, server, e.Token.Module, e.Token.Label, e.PINPath, e.DBPath, audit, e.Opts.Mlock, e.Opts.Seccomp,
 		filepath.Join(e.Dir, "jwks.json"), JWTIssuer, JWTAudience, MultiURI,
 		ProviderName, e.Provider.TokenURL(), e.Provider.RevocationURL(), e.Provider.APIBaseURL(),
 		e.Provider.ClientID(), filepath.Join(e.Dir, "client-secret"), e.Opts.AuthStyle, e.Opts.RefreshMargin,
