@@ -121,7 +121,8 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err 
 	}
 	closers = append(closers, func() { _ = d.store.Close() })
 
-	d.keys, err = envelope.NewKeys(d.kr, envelope.Options{Logger: log, RequireLock: cfg.Harden.Mlock == config.MlockRequired})
+	d.metrics = server.NewMetrics(nil)
+	d.keys, err = envelope.NewKeys(newCountingKeyring(d.kr, d.metrics.Registry), envelope.Options{Logger: log, RequireLock: cfg.Harden.Mlock == config.MlockRequired})
 	if err != nil {
 		return fmt.Errorf("data key cache: %w", err)
 	}
@@ -133,7 +134,6 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err 
 	}
 	closers = append(closers, func() { _ = d.audit.Close() })
 
-	d.metrics = server.NewMetrics(nil)
 	providers, fwd, err := buildProviders(cfg, log)
 	if err != nil {
 		return err
@@ -212,7 +212,7 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err 
 		if err != nil {
 			return fmt.Errorf("ops listener %s: %w", cfg.Server.OpsListen, err)
 		}
-		opsSrv = &http.Server{Handler: d.srv.OpsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		opsSrv = &http.Server{Handler: opsHandler(d.srv.OpsHandler()), ReadHeaderTimeout: 5 * time.Second}
 	}
 
 	if hooks.AfterListen != nil {
