@@ -1,0 +1,236 @@
+package oauth
+
+// Why a small hand-written client and not golang.org/x/oauth2:
+//   - x/oauth2 has no RFC 7009 revocation, so client authentication, size
+//     limits and error-body parsing would have to be written here anyway;
+//   - its RetrieveError.Error() prints the raw response body, which a
+//     provider may use to echo the refresh token we sent;
+//   - its TokenSource silently substitutes the old refresh token when the
+//     answer omits one and turns expires_in into a wall-clock Expiry, hiding
+//     exactly the facts the vault records (rotation, expires_in as sent);
+//   - store_token bodies and refresh answers must go through one parser
+//     (ParseTokenJSON), not two with different leniencies.
+// What remains is one form POST with two client-auth styles: small enough to
+// own, with full control over what reaches an error string.
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/vaultd/vaultd/internal/secret"
+)
+
+// Client authentication styles at the token and revocation endpoints.
+const (
+	AuthStyleBasic = "basic" // HTTP Basic, RFC 6749 §2.3.1
+	AuthStyleBody  = "body"  // client_id and client_secret in the form body
+)
+
+// DefaultTimeout bounds one call when Endpoint.Timeout is zero.
+const DefaultTimeout = 30 * time.Second
+
+// MaxResponseBytes bounds what is read from a token or revocation endpoint.
+// Token responses are small; generous room is left for JWT access tokens.
+const MaxResponseBytes = 256 << 10
+
+// Endpoint is one provider's token (and optional revocation) endpoint with
+// this vault's client credentials.
+type Endpoint struct {
+	TokenURL      string
+	RevocationURL string // RFC 7009; "" = the provider offers none
+	ClientID      string
+	ClientSecret  secret.String
+	AuthStyle     string        // AuthStyleBasic (also when "") or AuthStyleBody
+	Timeout       time.Duration // per call; DefaultTimeout when zero
+	// HTTPClient carries the transport (TLS roots, proxy). Nil means
+	// http.DefaultClient's transport. Its redirect policy is overridden:
+	// redirects are never followed.
+	HTTPClient *http.Client
+}
+
+// Refresh performs the RFC 6749 §6 refresh_token grant. scopes, when
+// non-empty, asks for a narrower scope (§6 "scope" parameter).
+//
+// The returned Token is the provider's answer as sent: in particular, when
+// the provider does not rotate and omits refresh_token, Token.RefreshToken
+// is ZERO. The CALLER must then keep using the refresh token it already
+// holds; it must never store the zero value over it. Likewise a zero
+// ExpiresIn means the answer carried no expiry and a nil Scope means the
+// grant's scope is unchanged (RFC 6749 §5.1).
+//
+// Errors: *Error for an OAuth error answer (IsInvalidGrant, IsTransient
+// classify it), ErrRedirect, ErrResponseTooLarge, ErrInvalidTokenResponse,
+// ErrInvalidEndpoint, ErrEmptyToken, or a transport failure (IsTransient).
+// No error string contains a token, the client secret or the response body.
+func Refresh(ctx context.Context, ep Endpoint, refreshToken secret.String, scopes []string) (Token, error) {
+	const op = "refresh"
+	if refreshToken.IsZero() {
+		return Token{}, fmt.Errorf("oauth: %s: %w", op, ErrEmptyToken)
+	}
+	form := url.Values{
+		"grant_type":    {"refresh_token"},
+		"refresh_token": {refreshToken.Reveal()},
+	}
+	if len(scopes) > 0 {
+		form.Set("scope", strings.Join(scopes, " "))
+	}
+	status, body, err := post(ctx, op, ep, ep.TokenURL, form, refreshToken)
+	if err != nil {
+		return Token{}, err
+	}
+	sc := newScrubber(refreshToken, ep.ClientSecret)
+	if status < 200 || status > 299 {
+		return Token{}, parseErrorBody(op, status, body, sc)
+	}
+	tok, err := ParseTokenJSON(body)
+	if err != nil {
+		// Some providers answer 200 with an error object.
+		if e := parseErrorBody(op, status, body, sc); e.Code != "" {
+			return Token{}, e
+		}
+		return Token{}, fmt.Errorf("oauth: %s: %w", op, err)
+	}
+	return tok, nil
+}
+
+// Revoke revokes token at the provider (RFC 7009 §2.1) with the same client
+// authentication as Refresh. hint is the token_type_hint ("refresh_token",
+// "access_token" or "" for none). Any 2xx answer is success; per RFC 7009
+// §2.2 that includes tokens the provider considers invalid already.
+// Errors are classified as for Refresh; ErrNoRevocationEndpoint when the
+// Endpoint has no RevocationURL.
+func Revoke(ctx context.Context, ep Endpoint, token secret.String, hint string) error {
+	const op = "revoke"
+	if ep.RevocationURL == "" {
+		return ErrNoRevocationEndpoint
+	}
+	if token.IsZero() {
+		return fmt.Errorf("oauth: %s: %w", op, ErrEmptyToken)
+	}
+	form := url.Values{"token": {token.Reveal()}}
+	if hint != "" {
+		form.Set("token_type_hint", hint)
+	}
+	status, body, err := post(ctx, op, ep, ep.RevocationURL, form, token)
+	if err != nil {
+		return err
+	}
+	if status < 200 || status > 299 {
+		return parseErrorBody(op, status, body, newScrubber(token, ep.ClientSecret))
+	}
+	return nil
+}
+
+// post sends an authenticated form POST and returns the status and a bounded
+// body. Redirects come back as ErrRedirect, never followed.
+func post(ctx context.Context, op string, ep Endpoint, endpointURL string, form url.Values, tok secret.String) (int, []byte, error) {
+	u, err := url.Parse(endpointURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return 0, nil, fmt.Errorf("oauth: %s: %w: endpoint URL must be an absolute http(s) URL", op, ErrInvalidEndpoint)
+	}
+	req, err := newAuthedRequest(ctx, ep, endpointURL, form)
+	if err != nil {
+		return 0, nil, fmt.Errorf("oauth: %s: %w", op, err)
+	}
+	timeout := ep.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req = req.WithContext(ctx)
+
+	var hc http.Client
+	if ep.HTTPClient != nil {
+		hc = *ep.HTTPClient // a copy: the caller's redirect policy stays theirs
+	}
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+	sc := newScrubber(tok, ep.ClientSecret)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, nil, &transportError{op: op, msg: sc.scrub(err.Error()), err: err}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
+		return 0, nil, fmt.Errorf("oauth: %s: HTTP %d: %w", op, resp.StatusCode, ErrRedirect)
+	}
+	if resp.ContentLength > MaxResponseBytes {
+		return 0, nil, fmt.Errorf("oauth: %s: HTTP %d: %w", op, resp.StatusCode, ErrResponseTooLarge)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
+	if err != nil {
+		return 0, nil, &transportError{op: op, msg: "reading response: " + sc.scrub(err.Error()), err: err}
+	}
+	if len(body) > MaxResponseBytes {
+		return 0, nil, fmt.Errorf("oauth: %s: HTTP %d: %w", op, resp.StatusCode, ErrResponseTooLarge)
+	}
+	return resp.StatusCode, body, nil
+}
+
+func newAuthedRequest(ctx context.Context, ep Endpoint, endpointURL string, form url.Values) (*http.Request, error) {
+	switch ep.AuthStyle {
+	case AuthStyleBasic, "":
+	case AuthStyleBody:
+		if ep.ClientID == "" {
+			return nil, fmt.Errorf("%w: client_id is empty", ErrInvalidEndpoint)
+		}
+		form.Set("client_id", ep.ClientID)
+		if !ep.ClientSecret.IsZero() {
+			form.Set("client_secret", ep.ClientSecret.Reveal())
+		}
+	default:
+		return nil, fmt.Errorf("%w: auth_style must be %q or %q", ErrInvalidEndpoint, AuthStyleBasic, AuthStyleBody)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpointURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, fmt.Errorf("%w: bad endpoint URL", ErrInvalidEndpoint)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	if ep.AuthStyle != AuthStyleBody {
+		if ep.ClientID == "" {
+			return nil, fmt.Errorf("%w: client_id is empty", ErrInvalidEndpoint)
+		}
+		// RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic
+		// encoding (req.SetBasicAuth would skip that step).
+		cred := url.QueryEscape(ep.ClientID) + ":" + url.QueryEscape(ep.ClientSecret.Reveal())
+		req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(cred)))
+	}
+	return req, nil
+}
+
+// parseErrorBody turns an error answer into *Error. A body that is not an
+// RFC 6749 §5.2 JSON object still yields an *Error with the status and no
+// code; the body text itself never enters the error.
+func parseErrorBody(op string, status int, body []byte, sc scrubber) *Error {
+	e := &Error{Op: op, HTTPStatus: status}
+	members, err := objectMembers(body)
+	if err != nil {
+		return e
+	}
+	if code, err := plainString(members["error"]); err == nil {
+		e.Code = sc.sanitizeCode(code)
+	}
+	if d, err := plainString(members["error_description"]); err == nil {
+		e.Description = sc.sanitizeDescription(d)
+	}
+	return e
+}
+
+func plainString(raw []byte) (string, error) {
+	if len(raw) == 0 || raw[0] != '"' {
+		return "", errors.New("not a string")
+	}
+	var s string
+	err := json.Unmarshal(raw, &s)
+	return s, err
+}
