@@ -105,6 +105,42 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err 
 		}
 	}()
 
+	// Everything that needs only files and ports is checked first: a bad
+	// TLS key or a taken port fails at once with one line, before the HSM
+	// is opened (and before the HSM and store log anything).
+	ident, err := buildIdentity(cfg)
+	if err != nil {
+		return err
+	}
+	tlsConf, err := buildTLS(cfg)
+	if err != nil {
+		return err
+	}
+	d.apiTLS.Store(tlsConf)
+	providers, fwd, err := buildProviders(cfg, log)
+	if err != nil {
+		return err
+	}
+	// Listeners: systemd socket activation when present, else bind.
+	tcpLn, udpConn, err := listen(cfg.Server.Listen, cfg.Server.HTTP3)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, func() {
+		_ = tcpLn.Close()
+		if udpConn != nil {
+			_ = udpConn.Close()
+		}
+	})
+	var opsLn net.Listener
+	if cfg.Server.OpsListen != "" {
+		opsLn, err = net.Listen("tcp", cfg.Server.OpsListen)
+		if err != nil {
+			return fmt.Errorf("ops listener %s: %w", cfg.Server.OpsListen, err)
+		}
+		closers = append(closers, func() { _ = opsLn.Close() })
+	}
+
 	pin, err := cfg.HSM.LoadPIN()
 	if err != nil {
 		return err
@@ -134,10 +170,6 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err 
 	}
 	closers = append(closers, func() { _ = d.audit.Close() })
 
-	providers, fwd, err := buildProviders(cfg, log)
-	if err != nil {
-		return err
-	}
 	d.svc, err = vault.New(vault.Options{
 		Store: d.store, Keys: d.keys, KEKVersion: d.kr.CurrentVersion, Audit: d.audit,
 		Providers: providers, Logger: log, Metrics: d.metrics,
@@ -147,21 +179,6 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err 
 	}
 	closers = append(closers, func() { _ = d.svc.Close() })
 
-	ident, err := buildIdentity(cfg)
-	if err != nil {
-		return err
-	}
-	tlsConf, err := buildTLS(cfg)
-	if err != nil {
-		return err
-	}
-	d.apiTLS.Store(tlsConf)
-
-	// Listeners: systemd socket activation when present, else bind.
-	tcpLn, udpConn, err := listen(cfg.Server.Listen, cfg.Server.HTTP3)
-	if err != nil {
-		return err
-	}
 	port := tcpLn.Addr().(*net.TCPAddr).Port
 	altSvc := ""
 	if udpConn != nil {
@@ -206,12 +223,7 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err 
 	}
 
 	var opsSrv *http.Server
-	var opsLn net.Listener
-	if cfg.Server.OpsListen != "" {
-		opsLn, err = net.Listen("tcp", cfg.Server.OpsListen)
-		if err != nil {
-			return fmt.Errorf("ops listener %s: %w", cfg.Server.OpsListen, err)
-		}
+	if opsLn != nil {
 		opsSrv = &http.Server{Handler: opsHandler(d.srv.OpsHandler()), ReadHeaderTimeout: 5 * time.Second}
 	}
 
@@ -240,6 +252,12 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err 
 		serve("ops", func() error { return opsSrv.Serve(opsLn) })
 	}
 
+	// Signals are caught before READY=1 is announced: a SIGTERM right after
+	// readiness must drain, not kill the process with the default action.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+
 	opsAddr := ""
 	if opsLn != nil {
 		opsAddr = opsLn.Addr().String()
@@ -251,10 +269,6 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err 
 	wdCtx, wdStop := context.WithCancel(ctx)
 	defer wdStop()
 	go d.watchdog(wdCtx)
-
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 
 	var runErr error
 loop:
