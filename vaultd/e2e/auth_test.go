@@ -366,6 +366,17 @@ func TestAuthz(t *testing.T) {
 		}
 	})
 
+	t.Run("uri_san_before_cn", func(t *testing.T) {
+		// Principal = first URI SAN, else CN: a cert whose CN is the
+		// operator's but which carries an unknown URI SAN is not the operator.
+		l, err := e.CA.Client("ops-admin", "spiffe://vaultd.test/not-configured")
+		must(t, err)
+		_, _, err = l.WriteFiles(e.PKIDir, "cn-shadow")
+		must(t, err)
+		wantError(t, do(t, e.HTTP("cn-shadow"), "GET", api+"/v1/tenants/acme", nil), 403, "forbidden")
+		wantStatus(t, do(t, e.HTTP(Operator), "GET", api+"/v1/tenants/acme", nil), 200)
+	})
+
 	t.Run("unknown_principal_audited", func(t *testing.T) {
 		var sb strings.Builder
 		must(t, e.Client(Auditor).Audit(ctx, client.AuditQuery{Action: "auth.denied"}, &sb))

@@ -184,6 +184,34 @@ func TestStartup(t *testing.T) {
 		defer l.Close()
 		wantMention(t, e.startFails(t), e.opsListen)
 	})
+	t.Run("default_config_path", func(t *testing.T) {
+		cmd := exec.Command(e.Vaultd)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() == 0 || !strings.Contains(string(out), "/etc/vaultd/vaultd.toml") {
+			t.Fatalf("vaultd without -config: %v %s", err, out)
+		}
+	})
+	t.Run("never_creates_kek", func(t *testing.T) {
+		replace(t, `kek_label   = "vaultd-kek"`, `kek_label   = "not-there"`)
+		e.startFails(t)
+		if out, err := e.Ctl("kek-info", "-config", e.ConfigPath); err == nil {
+			t.Fatalf("a KEK appeared after a refused start: %s", out)
+		}
+	})
+	t.Run("pin_from_credentials_directory", func(t *testing.T) {
+		// systemd LoadCredential= wins over pin_file.
+		writePIN(t, "000000\n")
+		cred := t.TempDir()
+		must(t, os.WriteFile(filepath.Join(cred, "hsm-pin"), []byte(e.Token.PIN+"\n"), 0o600))
+		old := e.Opts.Env
+		e.Opts.Env = append(append([]string(nil), old...), "CREDENTIALS_DIRECTORY="+cred)
+		defer func() { e.Opts.Env = old }()
+		e.Start()
+		if err := e.Stop(); err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	})
 	t.Run("starts_with_one_newline", func(t *testing.T) {
 		writePIN(t, e.Token.PIN+"\n")
 		e.Start()
