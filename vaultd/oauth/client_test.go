@@ -345,8 +345,12 @@ func TestProviderEchoingTokensDoesNotLeak(t *testing.T) {
 	t.Run("echo as the error code", func(t *testing.T) {
 		p.SetNextRefreshResponse(400, "application/json", []byte(`{"error":"`+rt+`","error_description":"`+rt[:10]+`\u0000`+rt[10:]+`"}`))
 		_, err := oauth.Refresh(t.Context(), p.Endpoint(), initial.RefreshToken, nil)
-		if c := oauthErr(t, err).Code; c != "" {
-			t.Fatalf("code %q should have been dropped", c)
+		oe := oauthErr(t, err)
+		if oe.Code != "" {
+			t.Fatalf("code %q should have been dropped", oe.Code)
+		}
+		if strings.Contains(oe.Description, rt[10:]) || !strings.Contains(oe.Description, secret.Redacted) {
+			t.Fatalf("token split by a control character survived: %q", oe.Description)
 		}
 		assertNoSecrets(t, err, initial.RefreshToken)
 	})

@@ -152,18 +152,20 @@ func (s scrubber) sanitizeCode(code string) string {
 	return code
 }
 
-// sanitizeDescription scrubs secrets first (on the full text, so a
-// truncation cannot cut a secret in half and leave a prefix behind), then
-// replaces characters outside the §5.2 set and truncates.
+// sanitizeDescription drops characters outside the §5.2 set, then scrubs
+// secrets, then truncates. Dropping first means a secret split by a control
+// character is reassembled and caught; scrubbing before truncating means a
+// cut cannot leave a secret's prefix behind.
 func (s scrubber) sanitizeDescription(d string) string {
-	d = s.scrub(d)
 	var b strings.Builder
-	for i := 0; i < len(d) && b.Len() < maxDescriptionLen; i++ {
-		if c := d[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
-			b.WriteByte('?')
-		} else {
+	for i := 0; i < len(d); i++ {
+		if c := d[i]; c >= 0x20 && c <= 0x7e && c != '"' && c != '\\' {
 			b.WriteByte(c)
 		}
 	}
-	return b.String()
+	out := s.scrub(b.String())
+	if len(out) > maxDescriptionLen {
+		out = out[:maxDescriptionLen]
+	}
+	return out
 }
