@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Benchmarks (not part of the test suite): vaultd's proxy over HTTP/2 and
+# HTTP/3 against a direct call and against nginx as an mTLS reverse proxy,
+# the refresh storm and store_token vs raw bbolt, all in one run on this
+# machine. Writes docs/benchmarks.md and leaves the binaries and the CPU
+# profile in $BENCH_OUT (default /tmp/vaultd-bench). Loopback only; a few minutes.
+#   BENCH_DURATION  measured time per scenario (default 5s)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+export PATH="$PATH:/usr/local/go/bin" CGO_ENABLED=1
+
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/bench.sh: nginx is missing; run as root or install nginx-light" >&2
+    exit 1
+  fi
+  echo "installing: nginx-light" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light >/dev/null \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+out=${BENCH_OUT:-${TMPDIR:-/tmp}/vaultd-bench}
+mkdir -p "$out"
+echo "== go build (no -race)"
+go build -o "$out/" ./cmd/vaultd ./cmd/vaultctl
+go build -o "$out/vaultd-bench" ./internal/bench/cmd/vaultd-bench
+echo "== benchmark"
+"$out/vaultd-bench" -bin "$out" -nginx "$NGINX" -out docs/benchmarks.md -profile-dir "$out" \
+  -duration "${BENCH_DURATION:-5s}" "$@"
