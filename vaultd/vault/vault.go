@@ -493,7 +493,12 @@ func (s *Service) accessToken(ctx context.Context, c Caller, tenantID, id string
 	if err != nil {
 		return Lease{}, err
 	}
-	defer unlock()
+	locked := true
+	defer func() {
+		if locked {
+			unlock()
+		}
+	}()
 	// Re-read under the lock: a caller before us may have refreshed.
 	in, err = s.get(ctx, tenantID, id)
 	if err != nil {
@@ -505,6 +510,12 @@ func (s *Service) accessToken(ctx context.Context, c Caller, tenantID, id string
 	now = s.now()
 	force := forceAfter != 0 && in.Revision == forceAfter
 	if !force && !s.needsRefresh(in, p, now) {
+		// Someone refreshed while we waited. Release before opening the
+		// token (a tenant read and a decryption, as on the lock-free fast
+		// path): in a storm every waiter passes through here one by one,
+		// so the critical section is only the re-read.
+		unlock()
+		locked = false
 		return s.lease(ctx, tenantID, in, p)
 	}
 	if !force && in.Status == storage.StatusDegraded && now.Before(in.NextRefreshAt) {
