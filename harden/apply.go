@@ -130,6 +130,10 @@ func (s sys) apply(ctx context.Context, cfg *config.Config, log *slog.Logger) er
 	}
 	rep.lockedKB = statusKB("VmLck")
 
+	extra := h.ExtraSyscalls
+	if extra == nil {
+		extra = []string{}
+	}
 	lvl := slog.LevelInfo
 	if rep.mlockResult == "unavailable" {
 		lvl = slog.LevelWarn
@@ -144,7 +148,7 @@ func (s sys) apply(ctx context.Context, cfg *config.Config, log *slog.Logger) er
 		"locked_kb", rep.lockedKB,
 		"seccomp", h.Seccomp,
 		"seccomp_syscalls", rep.seccompCount,
-		"extra_syscalls", h.ExtraSyscalls,
+		"extra_syscalls", extra,
 	)
 	return nil
 }

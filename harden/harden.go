@@ -29,8 +29,8 @@
 //     unit's MemorySwapMax=0, which costs nothing per page and cannot fail.
 //     See docs/hardening.md.
 //  4. no_new_privs (default true) and a seccomp allow-list filter installed
-//     on every thread with SECCOMP_FILTER_FLAG_TSYNC (see seccomp.go for the
-//     list and why each entry is there). "enforce" refuses everything else
+//     on every thread with SECCOMP_FILTER_FLAG_TSYNC (see syscalls.go for the
+//     list and why each entry is there, seccomp.go for the program). "enforce" refuses everything else
 //     with EPERM; "log" lets it through and has the kernel log it (to the
 //     audit log), which is how a new PKCS#11 module is qualified; "off"
 //     installs no filter. A few syscalls (ptrace, exec, mount, module and

@@ -416,6 +416,7 @@ func TestFilterProgram(t *testing.T) {
 		{"socket", []uint64{unix.AF_UNIX, unix.SOCK_DGRAM}, retAllow},
 		{"socket", []uint64{unix.AF_PACKET, unix.SOCK_RAW}, retEPERM},
 		{"socket", []uint64{unix.AF_ALG, unix.SOCK_SEQPACKET}, retEPERM},
+		{"socket", []uint64{unix.AF_NETLINK, unix.SOCK_RAW}, retEPERM},
 		{"prctl", []uint64{unix.PR_SET_VMA, 0}, retAllow},
 		{"prctl", []uint64{unix.PR_GET_DUMPABLE}, retAllow},
 		{"prctl", []uint64{unix.PR_SET_DUMPABLE, 1}, retEPERM},

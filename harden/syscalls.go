@@ -97,10 +97,11 @@ const (
 )
 
 // socketDomains are the address families vaultd uses after start-up:
-// AF_INET/AF_INET6 (outbound calls, DNS), AF_UNIX (sd_notify, glibc's
-// nscd probe) and AF_NETLINK (Go's interface listing, used by quic-go and
-// the resolver's address selection).
-var socketDomains = []uint64{unix.AF_UNIX, unix.AF_INET, unix.AF_INET6, unix.AF_NETLINK}
+// AF_INET/AF_INET6 (outbound calls, DNS, HTTP/3) and AF_UNIX (sd_notify,
+// glibc's nscd probe) - the same three the unit's RestrictAddressFamilies=
+// allows. AF_NETLINK is left out: glibc's resolver copes without it, and
+// nothing in vaultd lists interfaces once serving.
+var socketDomains = []uint64{unix.AF_UNIX, unix.AF_INET, unix.AF_INET6}
 
 // prctlOptions: PR_SET_VMA names the runtime's anonymous mappings (Go
 // 1.25+); PR_SET_NAME/PR_GET_NAME are thread names; PR_GET_DUMPABLE is a
