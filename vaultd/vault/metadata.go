@@ -114,24 +114,48 @@ func (s *Service) flushLoop(interval time.Duration) {
 	}
 }
 
-// flushUsage writes last_used_at with CAS; a conflict (a refresh wrote the
-// record meanwhile) is retried a bounded number of times, then left for the
-// next flush.
+// requeue puts back a last-use time a flush could not write.
+func (u *usageTracker) requeue(k [2]string, at time.Time) {
+	u.mu.Lock()
+	if _, tracked := u.seen[k]; tracked && at.After(u.dirty[k]) {
+		u.dirty[k] = at
+	}
+	u.mu.Unlock()
+}
+
+// flushUsage writes last_used_at with CAS, under the integration's lock
+// like every other record write: a refresh commits with CAS on the revision
+// it read under that lock, so a flush slipping in between would make the
+// refresh fail after the provider rotated the refresh token, losing it (the
+// integration would then need reauthorization). An integration busy
+// refreshing is left for the next flush.
 func (s *Service) flushUsage(ctx context.Context) {
 	for k, at := range s.usage.take() {
-		for attempt := 0; attempt < 3; attempt++ {
-			in, err := s.store.GetIntegration(ctx, k[0], k[1])
-			if err != nil || !at.After(in.LastUsedAt) {
-				break
+		lctx, cancel := context.WithTimeout(ctx, time.Second)
+		unlock, err := s.locks.Lock(lctx, k[0]+"\x00"+k[1])
+		cancel()
+		if err != nil {
+			s.usage.requeue(k, at)
+			continue
+		}
+		s.flushOne(ctx, k, at)
+		unlock()
+	}
+}
+
+func (s *Service) flushOne(ctx context.Context, k [2]string, at time.Time) {
+	for attempt := 0; attempt < 3; attempt++ {
+		in, err := s.store.GetIntegration(ctx, k[0], k[1])
+		if err != nil || !at.After(in.LastUsedAt) {
+			return
+		}
+		in.LastUsedAt = at
+		_, err = s.store.CompareAndSwapIntegration(ctx, k[0], in)
+		if err == nil || !errors.Is(err, storage.ErrConflict) {
+			if err != nil {
+				s.log.Warn("last_used_at flush failed", "tenant_id", k[0], "integration_id", k[1], "err", err)
 			}
-			in.LastUsedAt = at
-			_, err = s.store.CompareAndSwapIntegration(ctx, k[0], in)
-			if err == nil || !errors.Is(err, storage.ErrConflict) {
-				if err != nil {
-					s.log.Warn("last_used_at flush failed", "tenant_id", k[0], "integration_id", k[1], "err", err)
-				}
-				break
-			}
+			return
 		}
 	}
 }

@@ -17,6 +17,7 @@
 package vault
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -488,6 +489,7 @@ func (s *Service) accessToken(ctx context.Context, c Caller, tenantID, id string
 	if forceAfter == 0 && !s.needsRefresh(in, p, now) {
 		return s.lease(ctx, tenantID, in, p)
 	}
+	seenToken := in.AccessToken
 
 	unlock, err := s.lock(ctx, tenantID, id)
 	if err != nil {
@@ -509,7 +511,13 @@ func (s *Service) accessToken(ctx context.Context, c Caller, tenantID, id string
 	}
 	now = s.now()
 	force := forceAfter != 0 && in.Revision == forceAfter
-	if !force && !s.needsRefresh(in, p, now) {
+	// A token replaced while we queued (refreshed or re-stored) and still
+	// valid is used as is, even inside the refresh margin: when the margin
+	// exceeds the provider's token lifetime every fresh token is "due", and
+	// each waiter refreshing again would turn one refresh into a storm.
+	replaced := !bytes.Equal(in.AccessToken, seenToken) && in.Status == storage.StatusActive &&
+		!in.ExpiresAt.IsZero() && now.Before(in.ExpiresAt)
+	if !force && (replaced || !s.needsRefresh(in, p, now)) {
 		// Someone refreshed while we waited. Release before opening the
 		// token (a tenant read and a decryption, as on the lock-free fast
 		// path): in a storm every waiter passes through here one by one,

@@ -1,0 +1,89 @@
+package vault
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+// A last_used_at flush while a refresh is in flight must not make the
+// refresh's commit fail: the provider has already rotated the refresh
+// token, and losing it leaves the integration needing reauthorization.
+// (Found by the end-to-end refresh tests.)
+func TestUsageFlushDuringRefreshKeepsRotatedToken(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.store0(t, "acme", "crm", 30) // due for refresh
+	f.svc.MarkUsed("acme", "crm")
+	gate := make(chan struct{})
+	f.fp.mu.Lock()
+	f.fp.gate = gate
+	f.fp.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.svc.AccessToken(ctx, Caller{}, "acme", "crm")
+		done <- err
+	}()
+	for i := 0; i < 1000 && f.fp.calls.Load() == 0; i++ {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if f.fp.calls.Load() != 1 {
+		t.Fatal("refresh did not start")
+	}
+	f.svc.flushUsage(ctx) // the refresh holds the lock: the flush must not write
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatalf("refresh failed after a concurrent usage flush: %v", err)
+	}
+	in, err := f.store.GetIntegration(ctx, "acme", "crm")
+	if err != nil || in.RefreshCount != 1 {
+		t.Fatalf("refresh not committed: %v %+v", err, in.RefreshCount)
+	}
+	// The deferred last-use time is written by the next flush.
+	f.svc.flushUsage(ctx)
+	if in, _ := f.store.GetIntegration(ctx, "acme", "crm"); in.LastUsedAt.IsZero() {
+		t.Fatal("last_used_at lost after a busy flush")
+	}
+}
+
+// With a refresh margin longer than the token lifetime every fresh token
+// is already "due"; callers that queued behind the one refresh must use
+// its token rather than refresh again one after another.
+func TestMarginBeyondLifetimeOneRefresh(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	p, _ := f.svc.Provider("example")
+	q := *p
+	q.RefreshMargin = 2 * time.Hour // tokens live 1h
+	f.svc.SetProviders(Providers{"example": &q})
+	f.store0(t, "acme", "crm", 30)
+	gate := make(chan struct{})
+	f.fp.mu.Lock()
+	f.fp.gate = gate
+	f.fp.mu.Unlock()
+	const n = 50
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = f.svc.AccessToken(ctx, Caller{}, "acme", "crm")
+		}()
+	}
+	for i := 0; i < 1000 && f.fp.calls.Load() == 0; i++ {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // let the others queue (not an assertion)
+	close(gate)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("caller %d: %v", i, err)
+		}
+	}
+	if c := f.fp.calls.Load(); c != 1 {
+		t.Fatalf("token endpoint called %d times, want 1", c)
+	}
+}
