@@ -60,10 +60,18 @@ func TestRefresh(t *testing.T) {
 	hc := e.HTTP(AppAcme)
 	get := func(id string) obResult { return obProxy(t, e, hc, id, http.MethodGet, "contacts/1", nil, nil) }
 
-	t.Run("200_callers_one_refresh", func(t *testing.T) {
+	// 200 concurrent callers on a token due for refresh: exactly one call
+	// to token_url, all succeed with the new token. stillDue makes the
+	// provider issue tokens that are themselves inside the refresh margin
+	// (refresh_margin larger than the token lifetime): the waiters must
+	// still use the token refreshed while they queued, not refresh again.
+	herd := func(t *testing.T, id string, stillDue bool) {
 		e.Provider.SetExpiresIn(dueSoon)
-		old := e.StoreToken(AppAcme, "herd")
-		e.Provider.SetExpiresIn(longLived)
+		old := e.StoreToken(AppAcme, id)
+		if !stillDue {
+			e.Provider.SetExpiresIn(longLived)
+		}
+		defer e.Provider.SetExpiresIn(longLived)
 		// Widen the window in which the others queue behind the lock.
 		e.Provider.SetRefreshDelay(300 * time.Millisecond)
 		defer e.Provider.SetRefreshDelay(0)
@@ -75,7 +83,7 @@ func TestRefresh(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				req, _ := http.NewRequest(http.MethodGet, e.API+"/v1/integrations/herd/proxy/contacts/1", nil)
+				req, _ := http.NewRequest(http.MethodGet, e.API+"/v1/integrations/"+id+"/proxy/contacts/1", nil)
 				resp, err := hc.Do(req)
 				if err != nil {
 					statuses[i] = -1
@@ -102,11 +110,13 @@ func TestRefresh(t *testing.T) {
 		if e.Provider.AccessTokenValid(old.AccessToken) || e.Provider.RefreshTokenValid(old.RefreshToken) {
 			t.Fatal("the old pair is still valid: no refresh (with rotation) happened")
 		}
-		md := refreshMD(t, e, "herd")
+		md := refreshMD(t, e, id)
 		if md.RefreshCount != 1 || md.Status != "active" || md.LastRefreshAt == nil {
 			t.Fatalf("metadata %+v", md)
 		}
-	})
+	}
+	t.Run("200_callers_one_refresh", func(t *testing.T) { herd(t, "herd", false) })
+	t.Run("200_callers_one_refresh_margin_beyond_lifetime", func(t *testing.T) { herd(t, "herd-due", true) })
 
 	t.Run("refresh_token_omitted_keeps_old", func(t *testing.T) {
 		e.Provider.SetExpiresIn(dueSoon)
