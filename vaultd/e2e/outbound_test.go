@@ -438,5 +438,21 @@ func TestOutbound(t *testing.T) {
 		if md.RefreshCount != 1 || md.Status != "active" {
 			t.Fatalf("metadata after forced refresh: %+v", md)
 		}
+
+		// A request that cannot be replayed (a streamed POST body) is not
+		// retried: the caller gets the upstream's 401 as is, and the next
+		// replayable call refreshes.
+		post := e.StoreToken(AppAcme, "revoked-post")
+		obRevokeAtProvider(t, e, post.AccessToken.Reveal())
+		refBefore = e.Provider.RefreshCount()
+		pr, pw := io.Pipe()
+		go func() { _, _ = io.WriteString(pw, "streamed"); pw.Close() }()
+		r = obProxy(t, e, hc, "revoked-post", http.MethodPost, "contacts", nil, pr)
+		if r.Status != http.StatusUnauthorized || e.Provider.RefreshCount() != refBefore {
+			t.Fatalf("streamed POST on a revoked token: %d %s, %d refreshes", r.Status, r.Body, e.Provider.RefreshCount()-refBefore)
+		}
+		if r = obProxy(t, e, hc, "revoked-post", http.MethodGet, "contacts", nil, nil); r.Status != http.StatusOK || e.Provider.RefreshCount() != refBefore+1 {
+			t.Fatalf("GET after the 401: %d, %d refreshes", r.Status, e.Provider.RefreshCount()-refBefore)
+		}
 	})
 }
