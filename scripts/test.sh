@@ -19,3 +19,6 @@ go build -o /dev/null ./cmd/...
 echo "== go test -race"
 # -p 2: the suite runs on 2-core machines; SoftHSM- and process-heavy packages share them.
 go test -race -count=1 -p 2 -timeout 9m "$@" ./...
+echo "== packaging (.deb/.rpm, lintian, rpmlint, systemd-analyze, install + run + purge)"
+bash scripts/ci-packaging.sh
+echo "== all checks passed"
