@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -327,6 +328,42 @@ func (c *Client) Execute(ctx context.Context, id string, er ExecuteRequest) (Exe
 	var out ExecuteResponse
 	err := c.do(ctx, http.MethodPost, "/v1/integrations/"+url.PathEscape(id)+"/execute", er, &out)
 	return out, err
+}
+
+// HTTPResponse turns an execute answer into an *http.Response, so callers
+// can treat proxy and execute alike. A body_base64 that does not decode is
+// an error.
+func (er ExecuteResponse) HTTPResponse() (*http.Response, error) {
+	var body []byte
+	switch {
+	case er.BodyBase64 != nil:
+		b, err := base64.StdEncoding.DecodeString(*er.BodyBase64)
+		if err != nil {
+			return nil, fmt.Errorf("client: body_base64: %w", err)
+		}
+		body = b
+	case er.Body != nil:
+		body = []byte(*er.Body)
+	}
+	h := http.Header{}
+	for k, v := range er.Headers {
+		h.Set(k, v)
+	}
+	return &http.Response{
+		Status: fmt.Sprintf("%d %s", er.Status, http.StatusText(er.Status)), StatusCode: er.Status,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: h,
+		Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
+	}, nil
+}
+
+// ExecuteHTTP runs an execute call and returns the upstream answer as an
+// *http.Response.
+func (c *Client) ExecuteHTTP(ctx context.Context, id string, er ExecuteRequest) (*http.Response, error) {
+	out, err := c.Execute(ctx, id, er)
+	if err != nil {
+		return nil, err
+	}
+	return out.HTTPResponse()
 }
 
 // AuditQuery filters an audit export.
