@@ -154,6 +154,10 @@ type Store interface {
 	// (store_token), returning it with its new revision. ErrTenantNotFound
 	// if the tenant does not exist.
 	PutIntegration(ctx context.Context, tenantID string, in Integration) (Integration, error)
+	// PutIntegrationAudited is PutIntegration and AppendAudit in one
+	// transaction: the record and its audit event commit together or not
+	// at all, with one fsync. build has AppendAudit's contract.
+	PutIntegrationAudited(ctx context.Context, tenantID string, in Integration, build func(head AuditHead) (AuditRecord, error)) (Integration, AuditRecord, error)
 	// GetIntegration returns ErrNotFound for an unknown id in that tenant
 	// (and for an unknown tenant: both look the same to callers).
 	GetIntegration(ctx context.Context, tenantID, id string) (Integration, error)

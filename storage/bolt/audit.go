@@ -31,51 +31,57 @@ func auditBuckets(tx *bbolt.Tx) (sys, audit *bbolt.Bucket, err error) {
 func (s *Store) AppendAudit(ctx context.Context, build func(head storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error) {
 	var out storage.AuditRecord
 	err := s.write(ctx, func(tx *bbolt.Tx) error {
-		out = storage.AuditRecord{}
-		sys, ab, err := auditBuckets(tx)
-		if err != nil {
-			return reject(err)
-		}
-		head, err := readAuditHead(sys)
-		if err != nil {
-			return reject(err)
-		}
-		// The head and the last stored event must agree, or the chain
-		// was damaged (or edited) outside this store.
-		var last uint64
-		if k, _ := ab.Cursor().Last(); k != nil {
-			if len(k) != 8 {
-				return reject(corrupt("audit key of %d bytes", len(k)))
-			}
-			last = binary.BigEndian.Uint64(k)
-		}
-		if last != head.Seq {
-			return reject(corrupt("audit head is at seq %d but the last stored event is %d", head.Seq, last))
-		}
-		rec, err := build(head)
-		if err != nil {
-			return reject(err)
-		}
-		if rec.Seq != head.Seq+1 {
-			return reject(fmt.Errorf("%w: audit record seq %d, want %d", storage.ErrInvalidRecord, rec.Seq, head.Seq+1))
-		}
-		if err := checkAuditData(rec); err != nil {
-			return reject(err)
-		}
-		data := bytes.Clone(rec.Data)
-		if err := ab.Put(seqKey(rec.Seq), data); err != nil {
-			return err
-		}
-		if err := putAuditHead(sys, storage.AuditHead{Seq: rec.Seq, Hash: rec.Hash}); err != nil {
-			return err
-		}
-		out = storage.AuditRecord{Seq: rec.Seq, Hash: rec.Hash, Data: bytes.Clone(data)}
-		return nil
+		var err error
+		out, err = appendAuditTx(tx, build)
+		return err
 	})
 	if err != nil {
 		return storage.AuditRecord{}, err
 	}
 	return out, nil
+}
+
+// appendAuditTx is AppendAudit's transaction body, shared with
+// PutIntegrationAudited.
+func appendAuditTx(tx *bbolt.Tx, build func(head storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error) {
+	sys, ab, err := auditBuckets(tx)
+	if err != nil {
+		return storage.AuditRecord{}, reject(err)
+	}
+	head, err := readAuditHead(sys)
+	if err != nil {
+		return storage.AuditRecord{}, reject(err)
+	}
+	// The head and the last stored event must agree, or the chain
+	// was damaged (or edited) outside this store.
+	var last uint64
+	if k, _ := ab.Cursor().Last(); k != nil {
+		if len(k) != 8 {
+			return storage.AuditRecord{}, reject(corrupt("audit key of %d bytes", len(k)))
+		}
+		last = binary.BigEndian.Uint64(k)
+	}
+	if last != head.Seq {
+		return storage.AuditRecord{}, reject(corrupt("audit head is at seq %d but the last stored event is %d", head.Seq, last))
+	}
+	rec, err := build(head)
+	if err != nil {
+		return storage.AuditRecord{}, reject(err)
+	}
+	if rec.Seq != head.Seq+1 {
+		return storage.AuditRecord{}, reject(fmt.Errorf("%w: audit record seq %d, want %d", storage.ErrInvalidRecord, rec.Seq, head.Seq+1))
+	}
+	if err := checkAuditData(rec); err != nil {
+		return storage.AuditRecord{}, reject(err)
+	}
+	data := bytes.Clone(rec.Data)
+	if err := ab.Put(seqKey(rec.Seq), data); err != nil {
+		return storage.AuditRecord{}, err
+	}
+	if err := putAuditHead(sys, storage.AuditHead{Seq: rec.Seq, Hash: rec.Hash}); err != nil {
+		return storage.AuditRecord{}, err
+	}
+	return storage.AuditRecord{Seq: rec.Seq, Hash: rec.Hash, Data: bytes.Clone(data)}, nil
 }
 
 // AuditHead returns the tail of the chain ({0, GenesisHash} when empty).

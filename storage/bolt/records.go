@@ -192,6 +192,51 @@ func (s *Store) PutIntegration(ctx context.Context, tenantID string, in storage.
 // PutIntegrations is PutIntegration for many records of one tenant in one
 // transaction: all are written or none. A repeated id is applied in order.
 func (s *Store) PutIntegrations(ctx context.Context, tenantID string, ins []storage.Integration) ([]storage.Integration, error) {
+	prepared, err := prepareIntegrations(tenantID, ins)
+	if err != nil {
+		return nil, err
+	}
+	var out []storage.Integration
+	err = s.write(ctx, func(tx *bbolt.Tx) error {
+		var err error
+		out, err = putIntegrationsTx(tx, tenantID, prepared)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		out[i] = cloneIntegration(out[i])
+	}
+	return out, nil
+}
+
+// PutIntegrationAudited writes in and its audit event in one transaction.
+func (s *Store) PutIntegrationAudited(ctx context.Context, tenantID string, in storage.Integration, build func(head storage.AuditHead) (storage.AuditRecord, error)) (storage.Integration, storage.AuditRecord, error) {
+	prepared, err := prepareIntegrations(tenantID, []storage.Integration{in})
+	if err != nil {
+		return storage.Integration{}, storage.AuditRecord{}, err
+	}
+	var (
+		out []storage.Integration
+		rec storage.AuditRecord
+	)
+	err = s.write(ctx, func(tx *bbolt.Tx) error {
+		var err error
+		out, rec = nil, storage.AuditRecord{}
+		if out, err = putIntegrationsTx(tx, tenantID, prepared); err != nil {
+			return err
+		}
+		rec, err = appendAuditTx(tx, build)
+		return err
+	})
+	if err != nil {
+		return storage.Integration{}, storage.AuditRecord{}, err
+	}
+	return cloneIntegration(out[0]), rec, nil
+}
+
+func prepareIntegrations(tenantID string, ins []storage.Integration) ([]storage.Integration, error) {
 	if !storage.ValidID(tenantID) {
 		return nil, invalidID("tenant", tenantID)
 	}
@@ -203,47 +248,40 @@ func (s *Store) PutIntegrations(ctx context.Context, tenantID string, ins []stor
 		}
 		prepared[i] = p
 	}
-	var out []storage.Integration
-	err := s.write(ctx, func(tx *bbolt.Tx) error {
-		out = nil
-		ib, err := integrationsOf(tx, tenantID)
-		if err != nil {
-			return reject(err)
-		}
-		if ib == nil {
-			return reject(tenantNotFound(tenantID))
-		}
-		res := make([]storage.Integration, len(prepared))
-		for i, rec := range prepared {
-			rec.Revision = 1
-			key := []byte(rec.ID)
-			if old := ib.Get(key); old != nil {
-				h, err := decodeHeader(fmt.Sprintf("integration %q of tenant %q", rec.ID, tenantID), old)
-				if err != nil {
-					// Fail closed rather than overwrite a record we cannot read.
-					return err
-				}
-				rec.Revision = h.Revision + 1
-			}
-			val, err := encodeIntegration(rec)
-			if err != nil {
-				return fmt.Errorf("storage: encode integration %q: %w", rec.ID, err)
-			}
-			if err := ib.Put(key, val); err != nil {
-				return err
-			}
-			res[i] = rec
-		}
-		out = res
-		return nil
-	})
+	return prepared, nil
+}
+
+// putIntegrationsTx is PutIntegrations' transaction body.
+func putIntegrationsTx(tx *bbolt.Tx, tenantID string, prepared []storage.Integration) ([]storage.Integration, error) {
+	ib, err := integrationsOf(tx, tenantID)
 	if err != nil {
-		return nil, err
+		return nil, reject(err)
 	}
-	for i := range out {
-		out[i] = cloneIntegration(out[i])
+	if ib == nil {
+		return nil, reject(tenantNotFound(tenantID))
 	}
-	return out, nil
+	res := make([]storage.Integration, len(prepared))
+	for i, rec := range prepared {
+		rec.Revision = 1
+		key := []byte(rec.ID)
+		if old := ib.Get(key); old != nil {
+			h, err := decodeHeader(fmt.Sprintf("integration %q of tenant %q", rec.ID, tenantID), old)
+			if err != nil {
+				// Fail closed rather than overwrite a record we cannot read.
+				return nil, err
+			}
+			rec.Revision = h.Revision + 1
+		}
+		val, err := encodeIntegration(rec)
+		if err != nil {
+			return nil, fmt.Errorf("storage: encode integration %q: %w", rec.ID, err)
+		}
+		if err := ib.Put(key, val); err != nil {
+			return nil, err
+		}
+		res[i] = rec
+	}
+	return res, nil
 }
 
 // GetIntegration returns storage.ErrNotFound for an unknown id or tenant.

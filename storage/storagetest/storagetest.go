@@ -40,6 +40,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"Audit", testAudit},
 		{"AuditRejects", testAuditRejects},
 		{"AuditConcurrent", testAuditConcurrent},
+		{"PutIntegrationAudited", testPutIntegrationAudited},
 		{"Concurrency", testConcurrency},
 		{"Backup", testBackup},
 		{"Context", testContext},
@@ -917,5 +918,51 @@ func testClose(t *testing.T, s storage.Store) {
 		if !errors.Is(err, storage.ErrClosed) {
 			t.Errorf("%s after Close: %v, want storage.ErrClosed", name, err)
 		}
+	}
+}
+
+// testPutIntegrationAudited: the record and its audit event commit together,
+// or neither does.
+func testPutIntegrationAudited(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	if _, err := s.CreateTenant(ctx, NewTenant("acme")); err != nil {
+		t.Fatal(err)
+	}
+	in := NewIntegration("acme", "crm", 256)
+	got, rec, err := s.PutIntegrationAudited(ctx, "acme", in, ChainBuilder(`"action":"token.store"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Revision != 1 || rec.Seq != 1 {
+		t.Fatalf("revision %d seq %d", got.Revision, rec.Seq)
+	}
+	if _, err := s.GetIntegration(ctx, "acme", "crm"); err != nil {
+		t.Fatal(err)
+	}
+	// A failing build rolls the record back too.
+	boom := errors.New("build failed")
+	in2 := NewIntegration("acme", "other", 256)
+	_, _, err = s.PutIntegrationAudited(ctx, "acme", in2, func(storage.AuditHead) (storage.AuditRecord, error) {
+		return storage.AuditRecord{}, boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("want build error, got %v", err)
+	}
+	if _, err := s.GetIntegration(ctx, "acme", "other"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("record written without its audit event: %v", err)
+	}
+	// A missing tenant writes no audit event.
+	_, _, err = s.PutIntegrationAudited(ctx, "nosuch", NewIntegration("nosuch", "x", 16), ChainBuilder(`"action":"token.store"`))
+	if !errors.Is(err, storage.ErrTenantNotFound) {
+		t.Fatalf("missing tenant: %v", err)
+	}
+	head, err := s.AuditHead(ctx)
+	if err != nil || head.Seq != 1 {
+		t.Fatalf("audit head %+v %v", head, err)
+	}
+	// Replacing bumps the revision and appends the next event.
+	got, rec, err = s.PutIntegrationAudited(ctx, "acme", in, ChainBuilder(`"action":"token.store"`))
+	if err != nil || got.Revision != 2 || rec.Seq != 2 {
+		t.Fatalf("replace: rev %d seq %d err %v", got.Revision, rec.Seq, err)
 	}
 }

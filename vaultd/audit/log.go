@@ -96,6 +96,17 @@ func New(ctx context.Context, store storage.Store, opts Options) (*Log, error) {
 // ev are ignored. The mirror file is written after the commit; its
 // failures never fail Record (see MirrorFailures).
 func (l *Log) Record(ctx context.Context, ev Event) (Event, error) {
+	return l.RecordWith(ctx, ev, func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error) {
+		return l.store.AppendAudit(ctx, build)
+	})
+}
+
+// RecordWith is Record with the commit done by the caller, so that an
+// operation and its audit event share one transaction (for example
+// storage.Store.PutIntegrationAudited): commit must append build's record
+// to the chain atomically with its own write, and return it. Everything
+// else, including the mirror, is as in Record.
+func (l *Log) RecordWith(ctx context.Context, ev Event, commit func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error)) (Event, error) {
 	if l.closed.Load() {
 		return Event{}, ErrClosed
 	}
@@ -103,7 +114,7 @@ func (l *Log) Record(ctx context.Context, ev Event) (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
-	rec, err := l.store.AppendAudit(ctx, func(head storage.AuditHead) (storage.AuditRecord, error) {
+	rec, err := commit(func(head storage.AuditHead) (storage.AuditRecord, error) {
 		// Pure apart from reading the clock: the store may call this
 		// again on a retried batch, and only the committed call counts.
 		if head.Seq >= maxSafeSeq {

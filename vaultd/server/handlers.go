@@ -250,17 +250,15 @@ func (s *Server) storeToken(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	ctx := r.Context()
-	md, err := s.vault.StoreToken(ctx, sub.Tenant, id, req.Provider, tok)
-	ev := audit.Event{TenantID: sub.Tenant, IntegrationID: id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf, Action: audit.ActionTokenStore, Detail: "provider=" + safeName(req.Provider)}
+	ev := audit.Event{TenantID: sub.Tenant, IntegrationID: id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
+		Action: audit.ActionTokenStore, RequestID: requestID(ctx), Detail: "provider=" + safeName(req.Provider)}
+	// On success the event is committed with the record (vault.StoreToken).
+	md, err := s.vault.StoreToken(ctx, audit.Event{Actor: ev.Actor, OnBehalfOf: ev.OnBehalfOf, RequestID: ev.RequestID,
+		HTTPStatus: http.StatusOK, Detail: ev.Detail}, sub.Tenant, id, req.Provider, tok)
 	if err != nil {
 		ev.Outcome, ev.HTTPStatus = audit.OutcomeFailure, statusForVaultErr(err)
 		_ = s.record(ctx, ev)
 		s.vaultError(w, r, err, msgIntegrationNotFound)
-		return
-	}
-	ev.Outcome, ev.HTTPStatus = audit.OutcomeSuccess, http.StatusOK
-	if s.record(ctx, ev) != nil {
-		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
 		return
 	}
 	writeJSON(w, http.StatusOK, md)

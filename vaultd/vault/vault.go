@@ -75,6 +75,8 @@ type Caller struct {
 // Auditor records audit events synchronously.
 type Auditor interface {
 	Record(ctx context.Context, ev audit.Event) (audit.Event, error)
+	// RecordWith commits the event inside the caller's transaction.
+	RecordWith(ctx context.Context, ev audit.Event, commit func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error)) (audit.Event, error)
 }
 
 // Revoker revokes a token at a provider (RFC 7009); oauth.Revoke in
@@ -319,7 +321,10 @@ func (s *Service) tenant(ctx context.Context, id string) (storage.Tenant, error)
 
 // StoreToken encrypts and persists tok for (tenant, integration). It
 // replaces an existing integration (re-authorisation) and resets its state.
-func (s *Service) StoreToken(ctx context.Context, tenantID, id, providerName string, tok oauth.Token) (Metadata, error) {
+// The record and its token.store audit event (ev, completed here) commit in
+// one transaction: a stored token always has its audit event, and the call
+// costs one fsync.
+func (s *Service) StoreToken(ctx context.Context, ev audit.Event, tenantID, id, providerName string, tok oauth.Token) (Metadata, error) {
 	if !storage.ValidID(id) {
 		return Metadata{}, fmt.Errorf("%w: invalid integration id", ErrBadRequest)
 	}
@@ -353,7 +358,14 @@ func (s *Service) StoreToken(ctx context.Context, tenantID, id, providerName str
 	if err := s.sealTokens(ctx, t, &in, tok.AccessToken, tok.RefreshToken); err != nil {
 		return Metadata{}, err
 	}
-	out, err := s.store.PutIntegration(ctx, tenantID, in)
+	var out storage.Integration
+	ev.TenantID, ev.IntegrationID, ev.Action, ev.Outcome = tenantID, id, audit.ActionTokenStore, audit.OutcomeSuccess
+	_, err = s.audit.RecordWith(ctx, ev, func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error) {
+		var rec storage.AuditRecord
+		var err error
+		out, rec, err = s.store.PutIntegrationAudited(ctx, tenantID, in, build)
+		return rec, err
+	})
 	if err != nil {
 		return Metadata{}, s.storeErr(err)
 	}

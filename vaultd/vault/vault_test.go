@@ -131,7 +131,7 @@ func newFixture(t *testing.T) *fixture {
 
 func (f *fixture) store0(t *testing.T, tenant, id string, expiresIn int64) {
 	t.Helper()
-	_, err := f.svc.StoreToken(context.Background(), tenant, id, "example", oauth.Token{
+	_, err := f.svc.StoreToken(context.Background(), audit.Event{Actor: "app"}, tenant, id, "example", oauth.Token{
 		AccessToken: secret.NewString("at-0"), RefreshToken: secret.NewString("rt-0"),
 		TokenType: "Bearer", ExpiresIn: expiresIn, Scope: []string{"a"},
 	})
@@ -407,5 +407,22 @@ func TestUsageFlush(t *testing.T) {
 	in, err := f.store.GetIntegration(ctx, "acme", "crm")
 	if err != nil || in.LastUsedAt.IsZero() {
 		t.Fatalf("last_used_at not persisted: %v", err)
+	}
+}
+
+func TestStoreTokenCommitsItsAuditEvent(t *testing.T) {
+	f := newFixture(t)
+	f.store0(t, "acme", "crm", 3600)
+	if got := auditActions(t, f)["token.store/success"]; got != 1 {
+		t.Fatalf("token.store events: %d", got)
+	}
+	// Into a tenant that does not exist: no record and no success event.
+	_, err := f.svc.StoreToken(context.Background(), audit.Event{Actor: "app"}, "nosuch", "crm", "example",
+		oauth.Token{AccessToken: secret.NewString("x")})
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatalf("want not found, got %v", err)
+	}
+	if got := auditActions(t, f)["token.store/success"]; got != 1 {
+		t.Fatalf("token.store events after a failed store: %d", got)
 	}
 }
