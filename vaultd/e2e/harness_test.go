@@ -128,6 +128,8 @@ type Options struct {
 	// field rather than ExtraConfig because ExtraConfig lands inside the
 	// last [providers.*] table.
 	MaxBodyBytes int64
+	// RequestTimeout sets [server] request_timeout ("": the default).
+	RequestTimeout string
 }
 
 // Env is one running (or runnable) vaultd with everything around it.
@@ -267,6 +269,9 @@ func (e *Env) ConfigText() string {
 	server := ""
 	if e.Opts.MaxBodyBytes > 0 {
 		server = fmt.Sprintf("max_body_bytes = %d\n", e.Opts.MaxBodyBytes)
+	}
+	if e.Opts.RequestTimeout != "" {
+		server += fmt.Sprintf("request_timeout = %q\n", e.Opts.RequestTimeout)
 	}
 	audit := ""
 	if e.AuditPath != "" {
