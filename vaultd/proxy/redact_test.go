@@ -273,3 +273,85 @@ func BenchmarkRedactor(b *testing.B) {
 		}
 	}
 }
+
+// The pooled input buffer is zeroed when it goes back: it may have held the
+// upstream's copy of the token.
+func TestRedactorBufferZeroedOnRelease(t *testing.T) {
+	tok := []byte("tok-secret-value")
+	for _, closeEarly := range []bool{false, true} {
+		body := append(bytes.Repeat([]byte("x"), 100), tok...)
+		c := &closeCounter{Reader: bytes.NewReader(append(body, "tail"...))}
+		rc := NewRedactReadCloser(c, tok).(*redactReadCloser)
+		buf := make([]byte, 10)
+		if _, err := rc.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		held := rc.z.in[:cap(rc.z.in)] // the same backing array the pool gets
+		if !bytes.Contains(held, tok) {
+			t.Fatal("test premise: the buffer should hold the token now")
+		}
+		if !closeEarly {
+			if _, err := io.ReadAll(rc); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := rc.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if rc.z.in != nil {
+			t.Fatalf("closeEarly=%v: buffer not released", closeEarly)
+		}
+		if bytes.ContainsFunc(held, func(r rune) bool { return r != 0 }) {
+			t.Fatalf("closeEarly=%v: released buffer not zeroed", closeEarly)
+		}
+	}
+}
+
+// Redactors running at once, each with its own secret, never see each
+// other's bytes through the shared pool.
+func TestRedactorPoolConcurrent(t *testing.T) {
+	const workers, rounds = 16, 50
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			tok := []byte(strings.Repeat(string(rune('a'+w)), 12))
+			for r := range rounds {
+				body := bytes.Repeat([]byte("0123456789-"), 1+r*300)
+				body = append(body, tok...)
+				want := refRedact(body, tok)
+				rc := NewRedactReadCloser(io.NopCloser(&chunkReader{data: body, sizes: []int{1 + r, 4096, 7}}), tok)
+				got, err := io.ReadAll(rc)
+				rc.Close()
+				if err != nil || !bytes.Equal(got, want) {
+					errs <- errors.New("worker output differs from the reference")
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Close while a Read is blocked on the source must not deadlock: Close
+// closes the source first (which unblocks the Read), then releases.
+func TestRedactReadCloserCloseDuringRead(t *testing.T) {
+	pr, pw := io.Pipe()
+	rc := NewRedactReadCloser(pr, []byte("tok"))
+	done := make(chan error, 1)
+	go func() {
+		_, err := rc.Read(make([]byte, 8))
+		done <- err
+	}()
+	pw.Write([]byte{}) // returns once the Read has reached the pipe; it then blocks there
+	if err := rc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, io.ErrClosedPipe) {
+		t.Fatalf("read after close: %v", err)
+	}
+}
