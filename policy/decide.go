@@ -13,6 +13,10 @@ const (
 	ActTenantList   Action = "tenant.list"
 	ActKeyRotate    Action = "key.rotate"
 	ActProviderList Action = "provider.list"
+	// ActStoreBackup streams a snapshot of the database: sealed tokens and
+	// wrapped DEKs only, useless without the HSM's KEK, so an operator
+	// action like the others that never see a token.
+	ActStoreBackup Action = "store.backup"
 )
 
 // App actions (only within the subject's own tenant).
@@ -32,7 +36,7 @@ const (
 // Actions lists every action Decide knows, for tables and tests.
 func Actions() []Action {
 	return []Action{
-		ActTenantCreate, ActTenantRead, ActTenantList, ActKeyRotate, ActProviderList,
+		ActTenantCreate, ActTenantRead, ActTenantList, ActKeyRotate, ActProviderList, ActStoreBackup,
 		ActIntegrationWrite, ActIntegrationRead, ActIntegrationList, ActIntegrationDelete, ActIntegrationUse,
 		ActAuditRead,
 	}
@@ -82,7 +86,7 @@ func deny(reason string) Decision  { return Decision{Reason: reason} }
 //     bound one only r.Tenant == s.Tenant.
 func Decide(s Subject, a Action, r Resource) Decision {
 	switch a {
-	case ActTenantCreate, ActTenantRead, ActTenantList, ActKeyRotate, ActProviderList:
+	case ActTenantCreate, ActTenantRead, ActTenantList, ActKeyRotate, ActProviderList, ActStoreBackup:
 		if !s.HasRole(RoleOperator) {
 			return deny("operator role required")
 		}

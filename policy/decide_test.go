@@ -30,7 +30,7 @@ func TestDecideTable(t *testing.T) {
 	actions := append(Actions(), "", "tenant.delete", "TENANT.CREATE", "integration.use ", "*")
 	tenants := []string{"", "acme", "globex"}
 
-	opActs := []Action{ActTenantCreate, ActTenantRead, ActTenantList, ActKeyRotate, ActProviderList}
+	opActs := []Action{ActTenantCreate, ActTenantRead, ActTenantList, ActKeyRotate, ActProviderList, ActStoreBackup}
 	appActs := []Action{ActIntegrationWrite, ActIntegrationRead, ActIntegrationList, ActIntegrationDelete, ActIntegrationUse}
 
 	// allowed lists, as "roles|action|subjectTenant|resourceTenant" with
@@ -136,7 +136,7 @@ func TestActionsDistinct(t *testing.T) {
 		}
 		seen[a] = true
 	}
-	if len(seen) != 11 {
+	if len(seen) != 12 {
 		t.Fatalf("%d actions", len(seen))
 	}
 }

@@ -38,6 +38,7 @@ API commands (mTLS; flags or VAULTCTL_SERVER/_CERT/_KEY/_CA/_TENANT_CONTEXT):
   providers                                                  (operator)
   integration list | get ID | delete ID                      (app)
   integration store ID -provider NAME -token-file FILE       (app; FILE holds the OAuth token response JSON)
+  backup -out FILE                                           (operator; online snapshot, verified before it is kept)
   audit export [-tenant T] [-integration I] [-action A] [-since RFC3339] [-until RFC3339] [-limit N]   (auditor)
 
 Offline:
@@ -73,6 +74,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return printJSON(stdout, raw)
 	case "audit":
 		return cmdAudit(ctx, args[1:], stdout, stderr)
+	case "backup":
+		return cmdBackup(ctx, args[1:], stdout, stderr)
 	case "dev-pki":
 		if len(args) != 2 {
 			return errors.New("usage: vaultctl dev-pki DIR")

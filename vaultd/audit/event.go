@@ -53,6 +53,7 @@ const (
 	ActionServiceStart    = "service.start"
 	ActionServiceStop     = "service.stop"
 	ActionConfigReload    = "config.reload"
+	ActionStoreBackup     = "store.backup"
 )
 
 // DetailExecute is the detail of a proxy.request event made through

@@ -7,9 +7,11 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -373,7 +376,16 @@ type AuditQuery struct {
 	Limit                           int
 }
 
-// Audit streams the audit NDJSON export to w (auditor).
+// streamClient is c's client without the overall timeout: a stream (an
+// audit export, a backup) may legitimately outlast it; ctx bounds it.
+func (c *Client) streamClient() *http.Client {
+	hc := *c.hc
+	hc.Timeout = 0
+	return &hc
+}
+
+// Audit streams the audit NDJSON export to w (auditor). Options.Timeout
+// does not apply; ctx bounds the export.
 func (c *Client) Audit(ctx context.Context, q AuditQuery, w io.Writer) error {
 	v := url.Values{}
 	if q.TenantID != "" {
@@ -402,7 +414,7 @@ func (c *Client) Audit(ctx context.Context, q AuditQuery, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.streamClient().Do(req)
 	if err != nil {
 		return err
 	}
@@ -412,6 +424,52 @@ func (c *Client) Audit(ctx context.Context, q AuditQuery, w io.Writer) error {
 	}
 	_, err = io.Copy(w, resp.Body)
 	return err
+}
+
+// ErrBackupIncomplete means the backup stream ended without the size and
+// checksum trailers that vouch for it, or did not match them: what was
+// written is not a backup.
+var ErrBackupIncomplete = errors.New("client: backup stream incomplete or corrupted")
+
+// BackupResult describes a received backup.
+type BackupResult struct {
+	Bytes  int64
+	SHA256 string // lowercase hex
+}
+
+// Backup streams a consistent snapshot of vaultd's database (a bbolt file)
+// to w (operator) and checks it against the size and SHA-256 trailers vaultd
+// sends after the body. On ErrBackupIncomplete (or any error) the bytes in w
+// must be discarded. Options.Timeout does not apply; ctx bounds the copy.
+func (c *Client) Backup(ctx context.Context, w io.Writer) (BackupResult, error) {
+	req, err := c.newRequest(ctx, http.MethodGet, "/v1/admin/backup", nil)
+	if err != nil {
+		return BackupResult{}, err
+	}
+	resp, err := c.streamClient().Do(req)
+	if err != nil {
+		return BackupResult{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return BackupResult{}, decodeError(resp)
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(w, h), resp.Body)
+	if err != nil {
+		return BackupResult{}, fmt.Errorf("client: backup after %d bytes: %w", n, err)
+	}
+	res := BackupResult{Bytes: n, SHA256: hex.EncodeToString(h.Sum(nil))}
+	// Trailers are populated once the body has been read to EOF.
+	wantSize, wantSum := resp.Trailer.Get("X-Vaultd-Backup-Size"), resp.Trailer.Get("X-Vaultd-Backup-Sha256")
+	if wantSize == "" || wantSum == "" {
+		return res, fmt.Errorf("%w: no size/checksum trailer after %d bytes", ErrBackupIncomplete, n)
+	}
+	if wantSize != strconv.FormatInt(n, 10) || wantSum != res.SHA256 {
+		return res, fmt.Errorf("%w: received %d bytes sha256 %s, server sent %s bytes sha256 %s",
+			ErrBackupIncomplete, n, res.SHA256, wantSize, wantSum)
+	}
+	return res, nil
 }
 
 // Providers lists configured providers (operator).

@@ -187,7 +187,7 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err 
 	d.srv = server.New(server.Options{
 		Logger: log, Vault: d.svc, Audit: d.audit, Forwarder: fwd, Metrics: d.metrics,
 		Identity: ident, MaxBodyBytes: cfg.Server.MaxBodyBytes, AltSvc: altSvc,
-		Ready: d.ready,
+		Ready: d.ready, Backup: d.store.Backup,
 	})
 
 	api := d.srv.APIHandler()

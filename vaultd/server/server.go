@@ -48,6 +48,8 @@ type Options struct {
 	MaxBodyBytes int64
 	// AltSvc, when set, is sent on TCP responses to advertise HTTP/3.
 	AltSvc string
+	// Backup serves GET /v1/admin/backup; nil answers 503.
+	Backup BackupFunc
 }
 
 // Server serves the API and ops handlers.
@@ -61,6 +63,7 @@ type Server struct {
 	ready    func(ctx context.Context) error
 	maxBody  int64
 	altSvc   string
+	backupFn BackupFunc
 	inflight atomic.Int64
 	draining atomic.Bool
 }
@@ -69,7 +72,7 @@ type Server struct {
 func New(o Options) *Server {
 	s := &Server{
 		log: o.Logger, vault: o.Vault, audit: o.Audit, metrics: o.Metrics,
-		ready: o.Ready, maxBody: o.MaxBodyBytes, altSvc: o.AltSvc,
+		ready: o.Ready, maxBody: o.MaxBodyBytes, altSvc: o.AltSvc, backupFn: o.Backup,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -263,6 +266,15 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) string {
 			}
 			s.queryAudit(w, r)
 			return "audit"
+		}
+	case "admin":
+		if len(seg) == 2 && seg[1] == "backup" {
+			if method != http.MethodGet {
+				methodNotAllowed(w, r, "GET")
+				return "backup"
+			}
+			s.backup(w, r)
+			return "backup"
 		}
 	case "providers":
 		if len(seg) == 1 && method == http.MethodGet {
