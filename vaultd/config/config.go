@@ -57,6 +57,7 @@ const (
 	DefaultShutdownTimeout      = 30 * time.Second
 	DefaultMaxSessions          = 8
 	DefaultLockTimeout          = 2 * time.Second
+	DefaultHSMHealthInterval    = 10 * time.Second
 	DefaultTenantClaim          = "tenant_id"
 	DefaultMaxLifetime          = 5 * time.Minute
 	DefaultClockSkew            = 30 * time.Second
@@ -114,6 +115,9 @@ type HSMConfig struct {
 	PINFile     string `toml:"pin_file"` // may be "" when the PIN comes from $CREDENTIALS_DIRECTORY/hsm-pin
 	KEKLabel    string `toml:"kek_label"`
 	MaxSessions int    `toml:"max_sessions"`
+	// HealthInterval is how often vaultd checks the HSM (and the store)
+	// on its own; a failed check evicts every cached plaintext DEK.
+	HealthInterval Duration `toml:"health_interval"`
 
 	file string // config file, for LoadPIN's messages
 }
@@ -333,7 +337,7 @@ func defaults() *Config {
 			MaxBodyBytes:    DefaultMaxBodyBytes,
 			ShutdownTimeout: NewDuration(DefaultShutdownTimeout),
 		},
-		HSM:     HSMConfig{MaxSessions: DefaultMaxSessions},
+		HSM:     HSMConfig{MaxSessions: DefaultMaxSessions, HealthInterval: NewDuration(DefaultHSMHealthInterval)},
 		Storage: StorageConfig{LockTimeout: NewDuration(DefaultLockTimeout)},
 		Harden: HardenConfig{
 			Mlock:      defaultMlock,

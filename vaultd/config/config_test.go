@@ -227,6 +227,8 @@ func TestValidationErrors(t *testing.T) {
 		{"pin_file empty", edit(t, `pin_file    = "hsm.pin"`, `pin_file = ""`), []string{"line 10: hsm.pin_file: must not be empty"}},
 		{"max_sessions zero", edit(t, "[hsm]\n", "[hsm]\nmax_sessions = 0\n"), []string{"line 8: hsm.max_sessions: must be between 1 and 1024"}},
 		{"max_sessions huge", edit(t, "[hsm]\n", "[hsm]\nmax_sessions = 100000\n"), []string{"hsm.max_sessions: must be between 1 and 1024"}},
+		{"health_interval too short", edit(t, "[hsm]\n", "[hsm]\nhealth_interval = \"100ms\"\n"), []string{"line 8: hsm.health_interval: must be between 1s and 5m"}},
+		{"health_interval too long", edit(t, "[hsm]\n", "[hsm]\nhealth_interval = \"1h\"\n"), []string{"hsm.health_interval: must be between 1s and 5m"}},
 		// [storage], [audit]
 		{"storage path missing", edit(t, `path = "data/vault.db"`, ""), []string{"storage.path: required"}},
 		{"audit file empty", base + "[audit]\nfile = \"\"\n", []string{"line 36: audit.file: must not be empty"}},
@@ -429,7 +431,7 @@ func TestFullExample(t *testing.T) {
 			ShutdownTimeout: NewDuration(30 * time.Second),
 		},
 		HSM: HSMConfig{Module: softhsmModule, TokenLabel: "vaultd", PINFile: "/etc/vaultd/hsm.pin",
-			KEKLabel: "vaultd-kek", MaxSessions: 8, file: "testdata/full.toml"},
+			KEKLabel: "vaultd-kek", MaxSessions: 8, HealthInterval: NewDuration(10 * time.Second), file: "testdata/full.toml"},
 		Storage: StorageConfig{Path: "/var/lib/vaultd/vault.db", LockTimeout: NewDuration(2 * time.Second)},
 		Audit:   AuditConfig{File: "/var/log/vaultd/audit.jsonl"},
 		Harden: HardenConfig{Mlock: "required", Seccomp: "enforce", ExtraSyscalls: []string{},

@@ -52,6 +52,10 @@
 //	                 an error.
 //	kek_label        required. CKA_LABEL of the key-encryption key objects.
 //	max_sessions     integer 1-1024, default 8: size of the PKCS#11 session pool.
+//	health_interval  duration 1s-5m, default "10s": how often vaultd checks the HSM (a
+//	                 round trip, the session's login, the current KEK object) and the
+//	                 store. A failed HSM check evicts every cached plaintext DEK, so
+//	                 calls that need one are refused (503) until the HSM answers again.
 //
 // [storage]
 //

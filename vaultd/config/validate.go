@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/elastic/go-seccomp-bpf/arch"
 
@@ -136,6 +137,9 @@ func (v *validator) hsm() error {
 	}
 	if h.MaxSessions < 1 || h.MaxSessions > maxMaxSessions {
 		return v.fail("hsm.max_sessions", "must be between 1 and %d", maxMaxSessions)
+	}
+	if hi := h.HealthInterval.Duration(); hi < time.Second || hi > 5*time.Minute {
+		return v.fail("hsm.health_interval", "must be between 1s and 5m")
 	}
 	if v.mode == ModeSyntax {
 		return nil

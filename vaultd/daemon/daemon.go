@@ -88,6 +88,7 @@ type daemon struct {
 	svc     *vault.Service
 	srv     *server.Server
 	metrics *server.Metrics
+	health  *health
 
 	apiTLS atomic.Pointer[tls.Config] // current API TLS config (reloadable)
 	cfg    atomic.Pointer[config.Config]
@@ -158,6 +159,7 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err 
 	closers = append(closers, func() { _ = d.store.Close() })
 
 	d.metrics = server.NewMetrics(nil)
+	d.health = newHealth(d.metrics.Registry)
 	d.keys, err = envelope.NewKeys(newCountingKeyring(d.kr, d.metrics.Registry), envelope.Options{Logger: log, RequireLock: cfg.Harden.Mlock == config.MlockRequired})
 	if err != nil {
 		return fmt.Errorf("data key cache: %w", err)
@@ -269,6 +271,7 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err 
 	wdCtx, wdStop := context.WithCancel(ctx)
 	defer wdStop()
 	go d.watchdog(wdCtx)
+	go d.healthLoop(wdCtx, cfg.HSM.HealthInterval.Duration())
 
 	var runErr error
 loop:
@@ -314,16 +317,6 @@ loop:
 }
 
 // ready is /readyz: the HSM session and the store both answer.
-func (d *daemon) ready(ctx context.Context) error {
-	if err := d.kr.Ping(ctx); err != nil {
-		return fmt.Errorf("hsm: %w", hsm.ErrUnavailable)
-	}
-	if err := d.store.Ping(ctx); err != nil {
-		return errors.New("store: unavailable")
-	}
-	return nil
-}
-
 // watchdog pings systemd only while the service is healthy, so a wedged
 // HSM or store gets the unit restarted.
 func (d *daemon) watchdog(ctx context.Context) {

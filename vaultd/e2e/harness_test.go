@@ -130,6 +130,8 @@ type Options struct {
 	MaxBodyBytes int64
 	// RequestTimeout sets [server] request_timeout ("": the default).
 	RequestTimeout string
+	// HSMHealthInterval sets [hsm] health_interval ("": the default).
+	HSMHealthInterval string
 }
 
 // Env is one running (or runnable) vaultd with everything around it.
@@ -273,6 +275,10 @@ func (e *Env) ConfigText() string {
 	if e.Opts.RequestTimeout != "" {
 		server += fmt.Sprintf("request_timeout = %q\n", e.Opts.RequestTimeout)
 	}
+	hsmExtra := ""
+	if e.Opts.HSMHealthInterval != "" {
+		hsmExtra = fmt.Sprintf("health_interval = %q\n", e.Opts.HSMHealthInterval)
+	}
 	audit := ""
 	if e.AuditPath != "" {
 		audit = fmt.Sprintf("[audit]\nfile = %q\n", e.AuditPath)
@@ -291,7 +297,7 @@ module      = %q
 token_label = %q
 pin_file    = %q
 kek_label   = "vaultd-kek"
-
+%s
 [storage]
 path = %q
 
@@ -347,7 +353,7 @@ refresh_margin     = %q
 ca_file            = %q
 %s`,
 		e.listen, filepath.Join(e.PKIDir, "server.crt"), filepath.Join(e.PKIDir, "server.key"), filepath.Join(e.PKIDir, "ca.crt"),
-		e.opsListen, server, e.Token.Module, e.Token.Label, e.PINPath, e.DBPath, audit, e.Opts.Mlock, e.Opts.Seccomp,
+		e.opsListen, server, e.Token.Module, e.Token.Label, e.PINPath, hsmExtra, e.DBPath, audit, e.Opts.Mlock, e.Opts.Seccomp,
 		filepath.Join(e.Dir, "jwks.json"), JWTIssuer, JWTAudience, MultiURI,
 		ProviderName, e.Provider.TokenURL(), e.Provider.RevocationURL(), e.Provider.APIBaseURL(),
 		e.Provider.ClientID(), filepath.Join(e.Dir, "client-secret"), e.Opts.AuthStyle, e.Opts.RefreshMargin,
