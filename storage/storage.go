@@ -28,7 +28,7 @@ var (
 	ErrSchema = errors.New("storage: unsupported schema version")
 	// ErrCorrupt: a stored record (or the file) cannot be decoded or is
 	// inconsistent. Never retried: the operator must restore or repair.
-	ErrCorrupt = errors.New("storage: corrupt record")
+	ErrCorrupt = errors.New("storage: corrupt data")
 	// ErrReadOnly: a write on a store opened read-only.
 	ErrReadOnly = errors.New("storage: store is read-only")
 	// ErrInvalidRecord: the caller passed a record the store refuses (an

@@ -76,6 +76,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdAudit(ctx, args[1:], stdout, stderr)
 	case "backup":
 		return cmdBackup(ctx, args[1:], stdout, stderr)
+	case verifyCommand:
+		return cmdVerifyBackup(ctx, args[1:], stdout)
 	case "dev-pki":
 		if len(args) != 2 {
 			return errors.New("usage: vaultctl dev-pki DIR")

@@ -103,6 +103,9 @@ func open(ctx context.Context, path string, opts Options, ms []migration) (*Stor
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("storage: open %s: %s is not a directory", path, dir)
 	}
+	if err := preflight(path); err != nil {
+		return nil, err
+	}
 	timeout := opts.LockTimeout
 	if timeout <= 0 {
 		timeout = DefaultLockTimeout

@@ -142,6 +142,11 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err 
 		closers = append(closers, func() { _ = opsLn.Close() })
 	}
 
+	// A truncated database is a file problem too: say so before the HSM.
+	if err := bolt.Preflight(cfg.Storage.Path); err != nil {
+		return err
+	}
+
 	pin, err := cfg.HSM.LoadPIN()
 	if err != nil {
 		return err

@@ -106,6 +106,17 @@ func TestOnlineBackupAndRestore(t *testing.T) {
 		}
 	})
 
+	t.Run("damaged_file_refused_by_verifier", func(t *testing.T) {
+		b, err := os.ReadFile(out)
+		must(t, err)
+		bad := filepath.Join(e.Dir, "cut.db")
+		must(t, os.WriteFile(bad, b[:len(b)/3], 0o600))
+		res, err := e.Ctl("__verify-backup", bad)
+		if err == nil || !strings.Contains(res, "truncated") {
+			t.Fatalf("verifier on a cut file: %v\n%s", err, res)
+		}
+	})
+
 	t.Run("operator_only", func(t *testing.T) {
 		for _, who := range []string{AppAcme, Auditor, AuditorAcme} {
 			_, err := e.Client(who).Backup(context.Background(), new(bytes.Buffer))

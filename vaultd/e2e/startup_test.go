@@ -119,6 +119,15 @@ func TestStartup(t *testing.T) {
 		t.Cleanup(func() { must(t, os.Rename(e.ConfigPath+".away", e.ConfigPath)) })
 		wantMention(t, e.startFails(t), filepath.Base(e.ConfigPath))
 	})
+	t.Run("truncated_database", func(t *testing.T) {
+		// A partial copy or a full disk: a clear error, not a SIGSEGV
+		// inside bbolt's mmap.
+		orig, err := os.ReadFile(e.DBPath)
+		must(t, err)
+		t.Cleanup(func() { must(t, os.WriteFile(e.DBPath, orig, 0o600)) })
+		must(t, os.WriteFile(e.DBPath, orig[:2*os.Getpagesize()], 0o600))
+		wantMention(t, e.startFails(t), e.DBPath, "truncated")
+	})
 	t.Run("missing_kek", func(t *testing.T) {
 		replace(t, `kek_label   = "vaultd-kek"`, `kek_label   = "never-initialised"`)
 		wantMention(t, e.startFails(t), "kek")
