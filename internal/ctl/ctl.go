@@ -32,9 +32,11 @@ const usage = `usage: vaultctl <command> [flags]
 Set-up (local, needs the HSM PIN and the database path):
   init -config FILE                  create the KEK in the HSM if absent, and the database
   kek-info -config FILE              show KEK versions and their protection attributes
+  kek-rotate -config FILE            create the next KEK version in the HSM (then: reload vaultd,
+                                     vaultctl tenant rewrap ID for every tenant, retire the old KEK)
 
 API commands (mTLS; flags or VAULTCTL_SERVER/_CERT/_KEY/_CA/_TENANT_CONTEXT):
-  tenant create ID | get ID | list | rotate-dek ID          (operator)
+  tenant create ID | get ID | list | rotate-dek ID | rewrap ID   (operator)
   providers                                                  (operator)
   integration list | get ID | delete ID                      (app)
   integration store ID -provider NAME -token-file FILE       (app; FILE holds the OAuth token response JSON)
@@ -58,6 +60,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdInit(ctx, args[1:], stdout, stderr)
 	case "kek-info":
 		return cmdKEKInfo(ctx, args[1:], stdout, stderr)
+	case "kek-rotate":
+		return cmdKEKRotate(ctx, args[1:], stdout, stderr)
 	case "tenant", "tenants":
 		return cmdTenant(ctx, args[1:], stdout, stderr)
 	case "integration", "integrations":
@@ -136,6 +140,42 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	} else {
 		fmt.Fprintf(stdout, "database %s present; unchanged\n", cfg.Storage.Path)
 	}
+	return nil
+}
+
+// cmdKEKRotate creates KEK version current+1 in the HSM, with the same
+// attributes as init (sensitive, non-extractable). Old versions stay: the
+// DEKs they wrap keep working until `tenant rewrap` moves them.
+func cmdKEKRotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("kek-rotate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", config.DefaultPath, "config file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := config.Load(*cfgPath, config.ModeInit)
+	if err != nil {
+		return err
+	}
+	pin, err := cfg.HSM.LoadPIN()
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	kr, err := hsm.Open(ctx, cfg.HSM.KeyringConfig(pin), log)
+	if err != nil {
+		return err
+	}
+	defer kr.Close()
+	v, err := kr.RotateKEK(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "KEK %q version %d created in token %q (AES-256, sensitive, non-extractable)\n", cfg.HSM.KEKLabel, v, cfg.HSM.TokenLabel)
+	fmt.Fprintln(stdout, "next: reload vaultd (systemctl reload vaultd), then run `vaultctl tenant rewrap ID` for every tenant")
 	return nil
 }
 
@@ -241,7 +281,7 @@ func cmdTenant(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if len(pos) == 0 {
-		return errors.New("usage: vaultctl tenant create ID | get ID | list | rotate-dek ID")
+		return errors.New("usage: vaultctl tenant create ID | get ID | list | rotate-dek ID | rewrap ID")
 	}
 	switch {
 	case pos[0] == "list" && len(pos) == 1:
@@ -268,8 +308,14 @@ func cmdTenant(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		return printJSON(stdout, t)
+	case len(pos) == 2 && pos[0] == "rewrap":
+		t, err := c.RewrapTenant(ctx, pos[1])
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, t)
 	}
-	return errors.New("usage: vaultctl tenant create ID | get ID | list | rotate-dek ID")
+	return errors.New("usage: vaultctl tenant create ID | get ID | list | rotate-dek ID | rewrap ID")
 }
 
 func cmdIntegration(ctx context.Context, args []string, stdout, stderr io.Writer) error {

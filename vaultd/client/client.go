@@ -199,6 +199,11 @@ type Tenant struct {
 	KEKVersion uint32    `json:"kek_version"`
 	DEKVersion uint32    `json:"dek_version"`
 	Status     string    `json:"status"`
+	// KEKVersionsInUse is set by ListTenants, RotateDEK and RewrapTenant
+	// (not by GetTenant): the KEK versions wrapping any of its DEKs.
+	KEKVersionsInUse []uint32 `json:"kek_versions_in_use,omitempty"`
+	// RewrappedDEKs is set by RewrapTenant.
+	RewrappedDEKs int `json:"rewrapped_deks,omitempty"`
 }
 
 // CreateTenant provisions a tenant (operator).
@@ -222,6 +227,14 @@ func (c *Client) ListTenants(ctx context.Context) ([]Tenant, error) {
 	}
 	err := c.do(ctx, http.MethodGet, "/v1/tenants", nil, &out)
 	return out.Tenants, err
+}
+
+// RewrapTenant wraps every DEK of a tenant under the current KEK, after a
+// KEK rotation (operator).
+func (c *Client) RewrapTenant(ctx context.Context, id string) (Tenant, error) {
+	var t Tenant
+	err := c.do(ctx, http.MethodPost, "/v1/tenants/"+url.PathEscape(id)+"/rewrap", nil, &t)
+	return t, err
 }
 
 // RotateDEK gives a tenant a new data key (operator).

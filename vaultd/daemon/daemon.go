@@ -364,8 +364,14 @@ func (d *daemon) reload(ctx context.Context) {
 		log.Error("reload refused; keeping the running configuration", "err", err)
 		return
 	}
+	// KEK versions made by `vaultctl kek-rotate` since start: new wraps
+	// use the newest. Failing to read them is not a reason to refuse the
+	// rest of the reload; the current set stays.
+	if err := d.kr.Reload(ctx); err != nil {
+		log.Error("reload: KEK versions not re-read; keeping the current set", "err", err)
+	}
 	d.metrics.Reload(true)
-	log.Info("configuration reloaded", "providers", d.svc.ProviderNames())
+	log.Info("configuration reloaded", "providers", d.svc.ProviderNames(), "kek_version", d.kr.CurrentVersion())
 }
 
 func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {

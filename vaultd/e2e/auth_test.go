@@ -162,7 +162,7 @@ func TestAuthz(t *testing.T) {
 		type req struct{ method, path string }
 		appCalls := []req{{"GET", "/v1/integrations"}, {"GET", "/v1/integrations/crm"}, {"PUT", "/v1/integrations/crm"},
 			{"DELETE", "/v1/integrations/crm"}, {"GET", "/v1/integrations/crm/proxy/contacts"}, {"POST", "/v1/integrations/crm/execute"}}
-		opCalls := []req{{"POST", "/v1/tenants"}, {"GET", "/v1/tenants/acme"}, {"GET", "/v1/tenants"}, {"POST", "/v1/tenants/acme/rotate-dek"}, {"GET", "/v1/providers"}}
+		opCalls := []req{{"POST", "/v1/tenants"}, {"GET", "/v1/tenants/acme"}, {"GET", "/v1/tenants"}, {"POST", "/v1/tenants/acme/rotate-dek"}, {"POST", "/v1/tenants/acme/rewrap"}, {"GET", "/v1/providers"}, {"GET", "/v1/admin/backup"}}
 		auditCalls := []req{{"GET", "/v1/audit"}}
 		body := func(r req) []byte {
 			switch {

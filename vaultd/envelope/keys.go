@@ -260,6 +260,42 @@ func (k *Keys) NewDEK(ctx context.Context, tenantID string, version uint32) (sto
 	}, nil
 }
 
+// RewrapDEK re-wraps one of tenantID's DEKs under the keyring's current
+// KEK (after a KEK rotation, so that the old KEK can be retired): the same
+// key, the same version and AAD binding, a new wrapping. The plaintext
+// passes through locked memory only and is wiped before returning. A DEK
+// already under the current KEK is returned unchanged, with changed false.
+func (k *Keys) RewrapDEK(ctx context.Context, tenantID string, w storage.WrappedDEK, current uint32) (out storage.WrappedDEK, changed bool, err error) {
+	if w.KEKVersion == current {
+		return w, false, nil
+	}
+	if err := k.checkOpen(); err != nil {
+		return w, false, err
+	}
+	pt, err := k.kr.Unwrap(ctx, hsm.WrappedKey{KEKVersion: w.KEKVersion, Nonce: w.Nonce, Ciphertext: w.Ciphertext}, dekAAD(tenantID, w.Version))
+	if err != nil {
+		return w, false, fmt.Errorf("envelope: unwrap DEK for tenant %q version %d: %w", tenantID, w.Version, err)
+	}
+	defer pt.Wipe()
+	if pt.Len() != KeySize {
+		return w, false, fmt.Errorf("envelope: unwrapped DEK for tenant %q version %d: %w (got %d)", tenantID, w.Version, ErrKeySize, pt.Len())
+	}
+	buf, err := k.allocBuf()
+	if err != nil {
+		return w, false, err
+	}
+	defer func() { _ = buf.Free() }()
+	copy(buf.Bytes(), pt.Reveal())
+	pt.Wipe()
+	nw, err := k.kr.Wrap(ctx, buf.Bytes(), dekAAD(tenantID, w.Version))
+	if err != nil {
+		return w, false, fmt.Errorf("envelope: rewrap DEK for tenant %q version %d: %w", tenantID, w.Version, err)
+	}
+	out = w
+	out.KEKVersion, out.Nonce, out.Ciphertext = nw.KEKVersion, nw.Nonce, nw.Ciphertext
+	return out, true, nil
+}
+
 // SealField seals plaintext for (tenant, integration, field) under the
 // tenant's current DEK.
 func (k *Keys) SealField(ctx context.Context, t storage.Tenant, integrationID, field string, plaintext []byte) ([]byte, error) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/vaultd/vaultd/policy"
@@ -98,6 +99,26 @@ func viewTenant(t storage.Tenant) tenantView {
 	return tenantView{ID: t.ID, CreatedAt: t.CreatedAt.UTC(), KEKVersion: t.KEKVersion, DEKVersion: t.DEKVersion, Status: t.Status}
 }
 
+// tenantKeysView is the tenant as the key-management extensions (tenant
+// list, rotate-dek, rewrap) show it; GET /v1/tenants/{id} keeps exactly the
+// contract's fields. KEKVersionsInUse lists the KEK versions that wrap any
+// of the tenant's DEKs: a KEK may be retired once no tenant lists it.
+type tenantKeysView struct {
+	tenantView
+	KEKVersionsInUse []uint32 `json:"kek_versions_in_use"`
+}
+
+func viewTenantKeys(t storage.Tenant) tenantKeysView {
+	inUse := []uint32{}
+	for _, d := range t.DEKs {
+		if !slices.Contains(inUse, d.KEKVersion) {
+			inUse = append(inUse, d.KEKVersion)
+		}
+	}
+	slices.Sort(inUse)
+	return tenantKeysView{tenantView: viewTenant(t), KEKVersionsInUse: inUse}
+}
+
 func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) {
 	sub, ok := s.subject(w, r, policy.ActTenantCreate, false)
 	if !ok || !s.authorize(w, r, sub, policy.ActTenantCreate, policy.Resource{}) {
@@ -158,9 +179,9 @@ func (s *Server) listTenants(w http.ResponseWriter, r *http.Request) {
 		s.vaultError(w, r, err, msgTenantNotFound)
 		return
 	}
-	out := make([]tenantView, 0, len(ts))
+	out := make([]tenantKeysView, 0, len(ts))
 	for _, t := range ts {
-		out = append(out, viewTenant(t))
+		out = append(out, viewTenantKeys(t))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"tenants": out})
 }
@@ -186,7 +207,37 @@ func (s *Server) rotateDEK(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
 		return
 	}
-	writeJSON(w, http.StatusOK, viewTenant(t))
+	writeJSON(w, http.StatusOK, viewTenantKeys(t))
+}
+
+// rewrapTenant serves POST /v1/tenants/{id}/rewrap (operator): every DEK
+// of the tenant wrapped again under the current KEK, after a KEK rotation.
+// Audited as key.rotate with detail "rewrap ...".
+func (s *Server) rewrapTenant(w http.ResponseWriter, r *http.Request, id string) {
+	sub, ok := s.subject(w, r, policy.ActKeyRotate, false)
+	if !ok || !s.authorize(w, r, sub, policy.ActKeyRotate, policy.Resource{Tenant: id}) {
+		return
+	}
+	ctx := r.Context()
+	t, n, err := s.vault.RewrapTenant(ctx, id)
+	ev := audit.Event{TenantID: id, Actor: sub.Principal, Action: audit.ActionKeyRotate}
+	if err != nil {
+		if !errors.Is(err, vault.ErrTenantNotFound) {
+			ev.Outcome, ev.HTTPStatus, ev.Detail = audit.OutcomeFailure, statusForVaultErr(err), "rewrap: "+errKind(err)
+			_ = s.record(ctx, ev)
+		}
+		s.vaultError(w, r, err, msgTenantNotFound)
+		return
+	}
+	ev.Outcome, ev.HTTPStatus, ev.Detail = audit.OutcomeSuccess, http.StatusOK, fmt.Sprintf("rewrap deks=%d kek_version=%d", n, t.KEKVersion)
+	if s.record(ctx, ev) != nil {
+		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		tenantKeysView
+		Rewrapped int `json:"rewrapped_deks"`
+	}{viewTenantKeys(t), n})
 }
 
 func (s *Server) listProviders(w http.ResponseWriter, r *http.Request) {

@@ -218,6 +218,13 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) string {
 			}
 			s.rotateDEK(w, r, unescape(seg[1]))
 			return "tenant.rotate"
+		case len(seg) == 3 && seg[2] == "rewrap":
+			if method != http.MethodPost {
+				methodNotAllowed(w, r, "POST")
+				return "tenant.rewrap"
+			}
+			s.rewrapTenant(w, r, unescape(seg[1]))
+			return "tenant.rewrap"
 		}
 	case "integrations":
 		switch {

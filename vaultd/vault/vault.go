@@ -303,6 +303,46 @@ func (s *Service) RotateDEK(ctx context.Context, id string) (storage.Tenant, err
 	return t, nil
 }
 
+// RewrapTenant re-wraps every DEK version of tenant id that is not under
+// the current KEK (after a KEK rotation, before the old KEK is retired) and
+// returns the tenant and how many DEKs changed. The DEKs themselves do not
+// change, so no record needs re-sealing. Concurrent updates of the tenant
+// answer ErrConflict (retry).
+func (s *Service) RewrapTenant(ctx context.Context, id string) (storage.Tenant, int, error) {
+	t, err := s.GetTenant(ctx, id)
+	if err != nil {
+		return t, 0, err
+	}
+	current := s.kekVersion()
+	n := 0
+	for i, w := range t.DEKs {
+		nw, changed, err := s.keys.RewrapDEK(ctx, id, w, current)
+		if err != nil {
+			return storage.Tenant{}, 0, fmt.Errorf("%w: rewrap: %w", ErrUnavailable, err)
+		}
+		if changed {
+			t.DEKs[i] = nw
+			n++
+		}
+	}
+	if n == 0 {
+		return t, 0, nil
+	}
+	if w, ok := t.CurrentDEK(); ok {
+		t.KEKVersion = w.KEKVersion
+	}
+	t, err = s.store.UpdateTenant(ctx, t)
+	if errors.Is(err, storage.ErrConflict) {
+		return storage.Tenant{}, 0, ErrConflict
+	}
+	if err != nil {
+		return storage.Tenant{}, 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	// Same keys, new wrappings: drop the cached copies keyed to the old ones.
+	s.keys.Evict(id)
+	return t, n, nil
+}
+
 // tenant loads the tenant for an integration operation. A missing tenant
 // answers ErrNotFound, exactly like a missing integration: callers must not
 // learn which tenants exist.

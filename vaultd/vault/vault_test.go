@@ -426,3 +426,57 @@ func TestStoreTokenCommitsItsAuditEvent(t *testing.T) {
 		t.Fatalf("token.store events after a failed store: %d", got)
 	}
 }
+
+// RewrapTenant after a KEK rotation: every DEK version moves under the new
+// KEK, tokens sealed under both DEK versions still open (from the HSM, not
+// the cache), other tenants are untouched, and HSM trouble changes nothing.
+func TestRewrapTenant(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.svc.kekVersion = f.kr.CurrentVersion
+	f.store0(t, "acme", "old", 3600) // sealed under DEK 1
+	if _, err := f.svc.RotateDEK(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	f.store0(t, "acme", "new", 3600) // sealed under DEK 2
+	f.kr.Rotate()
+
+	// HSM down: an error, and the tenant record is unchanged.
+	f.kr.Fail.Store(true)
+	if _, _, err := f.svc.RewrapTenant(ctx, "acme"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("rewrap with the HSM down: %v", err)
+	}
+	f.kr.Fail.Store(false)
+	if tn, _ := f.store.GetTenant(ctx, "acme"); tn.DEKs[0].KEKVersion != 1 || tn.DEKs[1].KEKVersion != 1 {
+		t.Fatalf("failed rewrap changed the tenant: %+v", tn.DEKs)
+	}
+
+	tn, n, err := f.svc.RewrapTenant(ctx, "acme")
+	if err != nil || n != 2 || tn.KEKVersion != 2 {
+		t.Fatalf("rewrap: n=%d kek=%d %v", n, tn.KEKVersion, err)
+	}
+	for _, d := range tn.DEKs {
+		if d.KEKVersion != 2 {
+			t.Fatalf("DEK %d still under KEK %d", d.Version, d.KEKVersion)
+		}
+	}
+	unwrapsBefore := f.kr.Unwraps()
+	for _, id := range []string{"old", "new"} {
+		l, err := f.svc.AccessToken(ctx, Caller{}, "acme", id)
+		if err != nil || l.Token.Reveal() != "at-0" {
+			t.Fatalf("%s after rewrap: %v", id, err)
+		}
+	}
+	if f.kr.Unwraps() == unwrapsBefore {
+		t.Fatal("tokens opened from the cache: rewrap did not evict the old wrappings")
+	}
+	if _, n, err := f.svc.RewrapTenant(ctx, "acme"); err != nil || n != 0 {
+		t.Fatalf("second rewrap: n=%d %v", n, err)
+	}
+	if g, _ := f.store.GetTenant(ctx, "globex"); g.DEKs[0].KEKVersion != 1 {
+		t.Fatal("another tenant was rewrapped")
+	}
+	if _, _, err := f.svc.RewrapTenant(ctx, "nosuch"); !errors.Is(err, ErrTenantNotFound) && !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing tenant: %v", err)
+	}
+}
