@@ -441,7 +441,8 @@ func TestFilterProgram(t *testing.T) {
 		t.Errorf("i386 read: %#x", r)
 	}
 	if runtime.GOARCH == "amd64" {
-		if r := f.runNr(0x40000000|0, 0); r != retEPERM {
+		const x32SyscallBit, nrRead = 0x40000000, 0 // __X32_SYSCALL_BIT | __NR_read
+		if r := f.runNr(x32SyscallBit+nrRead, 0); r != retEPERM {
 			t.Errorf("x32 read: %#x", r)
 		}
 		if r := f.run("arch_prctl", 0, archSetFS); r != retAllow {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: the README's test command, and what .ci/run runs.
-# Installs what it needs, then gofmt, go vet, and go test -race over every package
+# Installs what it needs, then gofmt, go vet, staticcheck, and go test -race over every package
 # (SoftHSM tokens are made per test process in temp dirs; nothing global is touched).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,10 @@ if [ -n "$unformatted" ]; then
 fi
 echo "== go vet"
 go vet ./...
+# Pinned: staticcheck's checks change between releases, and an unpinned
+# linter would fail CI on a day nobody changed a line.
+echo "== staticcheck"
+go run honnef.co/go/tools/cmd/staticcheck@v0.7.0 ./...
 echo "== go build ./cmd/..."
 go build -o /dev/null ./cmd/...
 echo "== go test -race"
