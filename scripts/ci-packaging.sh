@@ -310,6 +310,22 @@ vaultctl audit verify /var/log/vaultd/audit.jsonl || fail "audit mirror does not
 grep -q '"tenant.create"' /var/log/vaultd/audit.jsonl || fail "tenant.create not in the audit mirror"
 if grep -qF "$PIN" "$WORK/vaultd.log" /var/log/vaultd/audit.jsonl; then fail "the PIN appears in logs or audit"; fi
 
+step "KEK rotation and online backup with the installed binaries"
+out=$(runuser -u vaultd -- vaultctl kek-rotate -config "$conf")
+echo "$out"
+grep -q "version 2 created" <<<"$out" || fail "kek-rotate"
+kill -HUP "$VAULTD_PID"
+for ((i = 0; i < 40; i++)); do
+  grep -q '"configuration reloaded".*"kek_version":2' "$WORK/vaultd.log" && break
+  sleep 0.25
+done
+grep -q '"configuration reloaded".*"kek_version":2' "$WORK/vaultd.log" || { cat "$WORK/vaultd.log" >&2; fail "reload did not pick up KEK version 2"; }
+op=("${api[@]}" -cert /etc/vaultd/tls/operator.crt -key /etc/vaultd/tls/operator.key)
+vaultctl tenant rewrap ci-tenant "${op[@]}" | grep -q '"rewrapped_deks": 1' || fail "tenant rewrap"
+vaultctl backup -out "$WORK/backup.db" "${op[@]}" || fail "vaultctl backup"
+expect_stat "$WORK/backup.db" "600 root root"
+if grep -qaF "$PIN" "$WORK/backup.db"; then fail "the PIN appears in the backup"; fi
+
 step "SIGTERM: graceful stop, exit 0"
 kill -TERM "$VAULTD_PID"
 set +e
