@@ -149,6 +149,11 @@ type Store interface {
 	// UpdateTenant replaces t if t.Revision matches the stored revision
 	// (ErrConflict otherwise) and returns it with the new revision.
 	UpdateTenant(ctx context.Context, t Tenant) (Tenant, error)
+	// CreateTenantAudited and UpdateTenantAudited are CreateTenant and
+	// UpdateTenant with an AppendAudit in the same transaction, like
+	// PutIntegrationAudited: a key change never exists without its event.
+	CreateTenantAudited(ctx context.Context, t Tenant, build func(head AuditHead) (AuditRecord, error)) (Tenant, AuditRecord, error)
+	UpdateTenantAudited(ctx context.Context, t Tenant, build func(head AuditHead) (AuditRecord, error)) (Tenant, AuditRecord, error)
 
 	// PutIntegration creates or replaces an integration unconditionally
 	// (store_token), returning it with its new revision. ErrTenantNotFound
@@ -166,8 +171,14 @@ type Store interface {
 	// CompareAndSwapIntegration replaces the record if in.Revision equals
 	// the stored revision; ErrConflict if not, ErrNotFound if gone.
 	CompareAndSwapIntegration(ctx context.Context, tenantID string, in Integration) (Integration, error)
+	// CompareAndSwapIntegrationAudited is CompareAndSwapIntegration with an
+	// AppendAudit in the same transaction (a refresh and its event).
+	CompareAndSwapIntegrationAudited(ctx context.Context, tenantID string, in Integration, build func(head AuditHead) (AuditRecord, error)) (Integration, AuditRecord, error)
 	// DeleteIntegration removes it; ErrNotFound if absent.
 	DeleteIntegration(ctx context.Context, tenantID, id string) error
+	// DeleteIntegrationAudited is DeleteIntegration with an AppendAudit in
+	// the same transaction (a disconnect and its event).
+	DeleteIntegrationAudited(ctx context.Context, tenantID, id string, build func(head AuditHead) (AuditRecord, error)) (AuditRecord, error)
 
 	// AppendAudit appends one event atomically at the end of the chain.
 	// build gets the current head and returns the record to store, whose

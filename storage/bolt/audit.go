@@ -41,8 +41,29 @@ func (s *Store) AppendAudit(ctx context.Context, build func(head storage.AuditHe
 	return out, nil
 }
 
-// appendAuditTx is AppendAudit's transaction body, shared with
-// PutIntegrationAudited.
+// maybeAppendAudit appends build's event inside tx unless build is nil: the
+// shared tail of the *Audited writes, which commit a record and its event
+// together or neither.
+func maybeAppendAudit(tx *bbolt.Tx, build func(head storage.AuditHead) (storage.AuditRecord, error), rec *storage.AuditRecord) error {
+	if build == nil {
+		return nil
+	}
+	r, err := appendAuditTx(tx, build)
+	if err != nil {
+		// The record is already written in tx: a rejection here would let
+		// a batch commit it without its event. A plain error rolls the
+		// transaction back (bbolt re-runs the rest of the batch without it).
+		if rj, ok := err.(rejection); ok {
+			return rj.err
+		}
+		return err
+	}
+	*rec = r
+	return nil
+}
+
+// appendAuditTx is AppendAudit's transaction body, shared with the
+// *Audited writes.
 func appendAuditTx(tx *bbolt.Tx, build func(head storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error) {
 	sys, ab, err := auditBuckets(tx)
 	if err != nil {

@@ -44,16 +44,25 @@ func integrationsOf(tx *bbolt.Tx, tenantID string) (*bbolt.Bucket, error) {
 
 // CreateTenant stores t with Revision 1; storage.ErrExists if the id is taken.
 func (s *Store) CreateTenant(ctx context.Context, t storage.Tenant) (storage.Tenant, error) {
+	out, _, err := s.CreateTenantAudited(ctx, t, nil)
+	return out, err
+}
+
+// CreateTenantAudited is CreateTenant and AppendAudit in one transaction
+// (build nil: no event).
+func (s *Store) CreateTenantAudited(ctx context.Context, t storage.Tenant, build func(head storage.AuditHead) (storage.AuditRecord, error)) (storage.Tenant, storage.AuditRecord, error) {
 	if !storage.ValidID(t.ID) {
-		return storage.Tenant{}, invalidID("tenant", t.ID)
+		return storage.Tenant{}, storage.AuditRecord{}, invalidID("tenant", t.ID)
 	}
 	t = cloneTenant(t)
 	t.Revision = 1
 	val, err := encodeTenant(t)
 	if err != nil {
-		return storage.Tenant{}, fmt.Errorf("storage: encode tenant %q: %w", t.ID, err)
+		return storage.Tenant{}, storage.AuditRecord{}, fmt.Errorf("storage: encode tenant %q: %w", t.ID, err)
 	}
+	var rec storage.AuditRecord
 	err = s.write(ctx, func(tx *bbolt.Tx) error {
+		rec = storage.AuditRecord{}
 		name := tenantBucket(t.ID)
 		if tx.Bucket(name) != nil {
 			return reject(fmt.Errorf("%w: tenant %q", storage.ErrExists, t.ID))
@@ -65,12 +74,15 @@ func (s *Store) CreateTenant(ctx context.Context, t storage.Tenant) (storage.Ten
 		if _, err := tb.CreateBucket(bucketIntegrations); err != nil {
 			return err
 		}
-		return tb.Put(keyTenant, val)
+		if err := tb.Put(keyTenant, val); err != nil {
+			return err
+		}
+		return maybeAppendAudit(tx, build, &rec)
 	})
 	if err != nil {
-		return storage.Tenant{}, err
+		return storage.Tenant{}, storage.AuditRecord{}, err
 	}
-	return cloneTenant(t), nil
+	return cloneTenant(t), rec, nil
 }
 
 // GetTenant returns storage.ErrTenantNotFound for an unknown id.
@@ -127,14 +139,24 @@ func (s *Store) ListTenants(ctx context.Context) ([]storage.Tenant, error) {
 
 // UpdateTenant replaces the tenant if t.Revision equals the stored one.
 func (s *Store) UpdateTenant(ctx context.Context, t storage.Tenant) (storage.Tenant, error) {
+	out, _, err := s.UpdateTenantAudited(ctx, t, nil)
+	return out, err
+}
+
+// UpdateTenantAudited is UpdateTenant and AppendAudit in one transaction
+// (build nil: no event).
+func (s *Store) UpdateTenantAudited(ctx context.Context, t storage.Tenant, build func(head storage.AuditHead) (storage.AuditRecord, error)) (storage.Tenant, storage.AuditRecord, error) {
 	if !storage.ValidID(t.ID) {
-		return storage.Tenant{}, invalidID("tenant", t.ID)
+		return storage.Tenant{}, storage.AuditRecord{}, invalidID("tenant", t.ID)
 	}
 	t = cloneTenant(t)
 	want := t.Revision
-	var out storage.Tenant
+	var (
+		out storage.Tenant
+		rec storage.AuditRecord
+	)
 	err := s.write(ctx, func(tx *bbolt.Tx) error {
-		out = storage.Tenant{}
+		out, rec = storage.Tenant{}, storage.AuditRecord{}
 		tb := tx.Bucket(tenantBucket(t.ID))
 		if tb == nil {
 			return reject(tenantNotFound(t.ID))
@@ -156,12 +178,12 @@ func (s *Store) UpdateTenant(ctx context.Context, t storage.Tenant) (storage.Ten
 			return err
 		}
 		out = next
-		return nil
+		return maybeAppendAudit(tx, build, &rec)
 	})
 	if err != nil {
-		return storage.Tenant{}, err
+		return storage.Tenant{}, storage.AuditRecord{}, err
 	}
-	return cloneTenant(out), nil
+	return cloneTenant(out), rec, nil
 }
 
 // prepare validates an integration for tenantID and fills its TenantID.
@@ -227,8 +249,7 @@ func (s *Store) PutIntegrationAudited(ctx context.Context, tenantID string, in s
 		if out, err = putIntegrationsTx(tx, tenantID, prepared); err != nil {
 			return err
 		}
-		rec, err = appendAuditTx(tx, build)
-		return err
+		return maybeAppendAudit(tx, build, &rec)
 	})
 	if err != nil {
 		return storage.Integration{}, storage.AuditRecord{}, err
@@ -358,17 +379,27 @@ func (s *Store) ListIntegrations(ctx context.Context, tenantID string) ([]storag
 // stored revision: storage.ErrConflict if not, storage.ErrNotFound if the
 // record (or tenant) does not exist.
 func (s *Store) CompareAndSwapIntegration(ctx context.Context, tenantID string, in storage.Integration) (storage.Integration, error) {
+	out, _, err := s.CompareAndSwapIntegrationAudited(ctx, tenantID, in, nil)
+	return out, err
+}
+
+// CompareAndSwapIntegrationAudited is CompareAndSwapIntegration and
+// AppendAudit in one transaction (build nil: no event).
+func (s *Store) CompareAndSwapIntegrationAudited(ctx context.Context, tenantID string, in storage.Integration, build func(head storage.AuditHead) (storage.AuditRecord, error)) (storage.Integration, storage.AuditRecord, error) {
 	if !storage.ValidID(tenantID) {
-		return storage.Integration{}, invalidID("tenant", tenantID)
+		return storage.Integration{}, storage.AuditRecord{}, invalidID("tenant", tenantID)
 	}
 	rec, err := prepareIntegration(tenantID, in)
 	if err != nil {
-		return storage.Integration{}, err
+		return storage.Integration{}, storage.AuditRecord{}, err
 	}
 	want := rec.Revision
-	var out storage.Integration
+	var (
+		out  storage.Integration
+		arec storage.AuditRecord
+	)
 	err = s.write(ctx, func(tx *bbolt.Tx) error {
-		out = storage.Integration{}
+		out, arec = storage.Integration{}, storage.AuditRecord{}
 		ib, err := integrationsOf(tx, tenantID)
 		if err != nil {
 			return reject(err)
@@ -399,24 +430,33 @@ func (s *Store) CompareAndSwapIntegration(ctx context.Context, tenantID string, 
 			return err
 		}
 		out = next
-		return nil
+		return maybeAppendAudit(tx, build, &arec)
 	})
 	if err != nil {
-		return storage.Integration{}, err
+		return storage.Integration{}, storage.AuditRecord{}, err
 	}
-	return cloneIntegration(out), nil
+	return cloneIntegration(out), arec, nil
 }
 
 // DeleteIntegration removes the record; storage.ErrNotFound if absent (or
 // the tenant is unknown).
 func (s *Store) DeleteIntegration(ctx context.Context, tenantID, id string) error {
+	_, err := s.DeleteIntegrationAudited(ctx, tenantID, id, nil)
+	return err
+}
+
+// DeleteIntegrationAudited is DeleteIntegration and AppendAudit in one
+// transaction (build nil: no event).
+func (s *Store) DeleteIntegrationAudited(ctx context.Context, tenantID, id string, build func(head storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error) {
 	if !storage.ValidID(tenantID) {
-		return invalidID("tenant", tenantID)
+		return storage.AuditRecord{}, invalidID("tenant", tenantID)
 	}
 	if !storage.ValidID(id) {
-		return invalidID("integration", id)
+		return storage.AuditRecord{}, invalidID("integration", id)
 	}
-	return s.write(ctx, func(tx *bbolt.Tx) error {
+	var rec storage.AuditRecord
+	err := s.write(ctx, func(tx *bbolt.Tx) error {
+		rec = storage.AuditRecord{}
 		ib, err := integrationsOf(tx, tenantID)
 		if err != nil {
 			return reject(err)
@@ -428,6 +468,13 @@ func (s *Store) DeleteIntegration(ctx context.Context, tenantID, id string) erro
 		if ib.Get(key) == nil {
 			return reject(notFound(id))
 		}
-		return ib.Delete(key)
+		if err := ib.Delete(key); err != nil {
+			return err
+		}
+		return maybeAppendAudit(tx, build, &rec)
 	})
+	if err != nil {
+		return storage.AuditRecord{}, err
+	}
+	return rec, nil
 }

@@ -41,6 +41,9 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"AuditRejects", testAuditRejects},
 		{"AuditConcurrent", testAuditConcurrent},
 		{"PutIntegrationAudited", testPutIntegrationAudited},
+		{"TenantAudited", testTenantAudited},
+		{"CASAudited", testCASAudited},
+		{"AuditedWritesUnderBatching", testAuditedWritesUnderBatching},
 		{"Concurrency", testConcurrency},
 		{"Backup", testBackup},
 		{"Context", testContext},
@@ -964,5 +967,157 @@ func testPutIntegrationAudited(t *testing.T, s storage.Store) {
 	got, rec, err = s.PutIntegrationAudited(ctx, "acme", in, ChainBuilder(`"action":"token.store"`))
 	if err != nil || got.Revision != 2 || rec.Seq != 2 {
 		t.Fatalf("replace: rev %d seq %d err %v", got.Revision, rec.Seq, err)
+	}
+}
+
+// testTenantAudited: a tenant creation or update and its audit event commit
+// together, or neither does; a refused update (conflict) writes no event.
+func testTenantAudited(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	boom := errors.New("build failed")
+	failing := func(storage.AuditHead) (storage.AuditRecord, error) { return storage.AuditRecord{}, boom }
+	headSeq := func() uint64 {
+		t.Helper()
+		h, err := s.AuditHead(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h.Seq
+	}
+
+	if _, _, err := s.CreateTenantAudited(ctx, NewTenant("acme"), failing); !errors.Is(err, boom) {
+		t.Fatalf("create with a failing build: %v", err)
+	}
+	if _, err := s.GetTenant(ctx, "acme"); !errors.Is(err, storage.ErrTenantNotFound) {
+		t.Fatalf("tenant created without its audit event: %v", err)
+	}
+	tn, rec, err := s.CreateTenantAudited(ctx, NewTenant("acme"), ChainBuilder(`"action":"tenant.create"`))
+	if err != nil || tn.Revision != 1 || rec.Seq != 1 {
+		t.Fatalf("create: rev %d seq %d %v", tn.Revision, rec.Seq, err)
+	}
+	if _, _, err := s.CreateTenantAudited(ctx, NewTenant("acme"), ChainBuilder(`"action":"tenant.create"`)); !errors.Is(err, storage.ErrExists) {
+		t.Fatalf("second create: %v", err)
+	}
+	if headSeq() != 1 {
+		t.Fatal("a refused create appended an event")
+	}
+
+	next := tn
+	next.DEKVersion = 2
+	if _, _, err := s.UpdateTenantAudited(ctx, next, failing); !errors.Is(err, boom) {
+		t.Fatalf("update with a failing build: %v", err)
+	}
+	if got, _ := s.GetTenant(ctx, "acme"); got.Revision != 1 || got.DEKVersion != 1 {
+		t.Fatalf("tenant updated without its audit event: %+v", got)
+	}
+	upd, rec, err := s.UpdateTenantAudited(ctx, next, ChainBuilder(`"action":"key.rotate"`))
+	if err != nil || upd.Revision != 2 || upd.DEKVersion != 2 || rec.Seq != 2 {
+		t.Fatalf("update: %+v seq %d %v", upd, rec.Seq, err)
+	}
+	if _, _, err := s.UpdateTenantAudited(ctx, next, ChainBuilder(`"action":"key.rotate"`)); !errors.Is(err, storage.ErrConflict) {
+		t.Fatalf("stale update: %v", err)
+	}
+	if headSeq() != 2 {
+		t.Fatal("a refused update appended an event")
+	}
+	var recs []storage.AuditRecord
+	if err := s.ScanAudit(ctx, 0, func(r storage.AuditRecord) (bool, error) { recs = append(recs, r); return true, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyChain(recs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testCASAudited: a compare-and-swap and its audit event commit together;
+// a conflict or a failing build writes neither.
+func testCASAudited(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	if _, err := s.CreateTenant(ctx, NewTenant("acme")); err != nil {
+		t.Fatal(err)
+	}
+	in, err := s.PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A delete and its event likewise.
+	if _, err := s.PutIntegration(ctx, "acme", NewIntegration("acme", "gone", 64)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteIntegrationAudited(ctx, "acme", "gone", func(storage.AuditHead) (storage.AuditRecord, error) {
+		return storage.AuditRecord{}, errors.New("build failed")
+	}); err == nil {
+		t.Fatal("delete with a failing build succeeded")
+	}
+	if _, err := s.GetIntegration(ctx, "acme", "gone"); err != nil {
+		t.Fatalf("deleted without its audit event: %v", err)
+	}
+	if _, err := s.DeleteIntegrationAudited(ctx, "acme", "gone", ChainBuilder(`"action":"integration.delete"`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetIntegration(ctx, "acme", "gone"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("after audited delete: %v", err)
+	}
+	if _, err := s.DeleteIntegrationAudited(ctx, "acme", "gone", ChainBuilder(`"action":"integration.delete"`)); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+
+	upd := in
+	upd.RefreshCount = 1
+	boom := errors.New("build failed")
+	if _, _, err := s.CompareAndSwapIntegrationAudited(ctx, "acme", upd, func(storage.AuditHead) (storage.AuditRecord, error) {
+		return storage.AuditRecord{}, boom
+	}); !errors.Is(err, boom) {
+		t.Fatalf("failing build: %v", err)
+	}
+	if got, _ := s.GetIntegration(ctx, "acme", "crm"); got.Revision != in.Revision || got.RefreshCount != 0 {
+		t.Fatalf("swapped without its audit event: %+v", got)
+	}
+	out, rec, err := s.CompareAndSwapIntegrationAudited(ctx, "acme", upd, ChainBuilder(`"action":"token.refresh"`))
+	if err != nil || out.Revision != in.Revision+1 || out.RefreshCount != 1 || rec.Seq != 2 {
+		t.Fatalf("swap: %+v seq %d %v", out, rec.Seq, err)
+	}
+	if _, _, err := s.CompareAndSwapIntegrationAudited(ctx, "acme", upd, ChainBuilder(`"action":"token.refresh"`)); !errors.Is(err, storage.ErrConflict) {
+		t.Fatalf("stale swap: %v", err)
+	}
+	if h, _ := s.AuditHead(ctx); h.Seq != 2 {
+		t.Fatalf("audit head %d after a refused swap", h.Seq)
+	}
+}
+
+// testAuditedWritesUnderBatching: an audited write whose event the store
+// refuses (here: a record that does not continue the chain) must roll its
+// own record back even while concurrent writes share its transaction.
+func testAuditedWritesUnderBatching(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	if _, err := s.CreateTenant(ctx, NewTenant("acme")); err != nil {
+		t.Fatal(err)
+	}
+	badChain := func(head storage.AuditHead) (storage.AuditRecord, error) {
+		rec, err := ChainBuilder(`"action":"token.store"`)(head)
+		rec.Seq += 5 // not head+1: the store must refuse it
+		return rec, err
+	}
+	for round := range 30 {
+		var wg sync.WaitGroup
+		for w := range 6 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				id := fmt.Sprintf("plain-%d-%d", round, w)
+				if _, err := s.PutIntegration(ctx, "acme", NewIntegration("acme", id, 32)); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		id := fmt.Sprintf("audited-%d", round)
+		_, _, err := s.PutIntegrationAudited(ctx, "acme", NewIntegration("acme", id, 32), badChain)
+		wg.Wait()
+		if err == nil {
+			t.Fatalf("round %d: a broken chain record was accepted", round)
+		}
+		if _, err := s.GetIntegration(ctx, "acme", id); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("round %d: record committed without its audit event (%v)", round, err)
+		}
 	}
 }
