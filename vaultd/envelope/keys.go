@@ -311,6 +311,46 @@ func (k *Keys) SealField(ctx context.Context, t storage.Tenant, integrationID, f
 	return Seal(e.buf.Bytes(), w.Version, AAD{Tenant: t.ID, Integration: integrationID, Field: field}, plaintext)
 }
 
+// Sealer holds a tenant's current DEK (one cache reference) so that values
+// can be sealed later without the HSM. The refresh path takes one before it
+// asks the provider for new tokens: once the provider has rotated them,
+// sealing must not depend on an unwrap that could fail. Release it once.
+type Sealer struct {
+	k       *Keys
+	e       *entry
+	tenant  string
+	version uint32
+}
+
+// HoldCurrentDEK returns a Sealer for t's current DEK.
+func (k *Keys) HoldCurrentDEK(ctx context.Context, t storage.Tenant) (*Sealer, error) {
+	w, ok := t.CurrentDEK()
+	if !ok {
+		return nil, fmt.Errorf("%w: tenant %q current version %d", ErrNoDEK, t.ID, t.DEKVersion)
+	}
+	e, err := k.acquire(ctx, t.ID, w)
+	if err != nil {
+		return nil, err
+	}
+	return &Sealer{k: k, e: e, tenant: t.ID, version: w.Version}, nil
+}
+
+// Seal is SealField with the held DEK.
+func (s *Sealer) Seal(integrationID, field string, plaintext []byte) ([]byte, error) {
+	if s.e == nil {
+		return nil, ErrClosed
+	}
+	return Seal(s.e.buf.Bytes(), s.version, AAD{Tenant: s.tenant, Integration: integrationID, Field: field}, plaintext)
+}
+
+// Release drops the reference; later Seals fail.
+func (s *Sealer) Release() {
+	if s.e != nil {
+		s.k.release(s.e)
+		s.e = nil
+	}
+}
+
 // OpenField opens a value sealed by SealField, with the DEK version named
 // in its header. The caller wipes the result.
 func (k *Keys) OpenField(ctx context.Context, t storage.Tenant, integrationID, field string, sealed []byte) (secret.Bytes, error) {

@@ -140,20 +140,28 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	t, err := s.vault.CreateTenant(ctx, s.caller(r, sub), req.ID)
-	ev := audit.Event{TenantID: req.ID, Actor: sub.Principal, Action: audit.ActionTenantCreate}
+	t, err := s.vault.CreateTenant(ctx, s.keyOpEvent(r, sub, http.StatusCreated), req.ID)
 	if err != nil {
-		ev.Outcome, ev.HTTPStatus, ev.Detail = audit.OutcomeFailure, statusForVaultErr(err), errKind(err)
-		_ = s.record(ctx, ev)
-		s.vaultError(w, r, err, msgTenantNotFound)
-		return
-	}
-	ev.Outcome, ev.HTTPStatus, ev.Detail = audit.OutcomeSuccess, http.StatusCreated, fmt.Sprintf("kek_version=%d dek_version=%d", t.KEKVersion, t.DEKVersion)
-	if s.record(ctx, ev) != nil {
-		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
+		s.keyOpFailed(w, r, sub, audit.ActionTenantCreate, req.ID, "", err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, viewTenant(t))
+}
+
+// keyOpEvent is the audit event a tenant/key operation commits together
+// with its change on success (vault.Service.tenantWrite).
+func (s *Server) keyOpEvent(r *http.Request, sub policy.Subject, status int) audit.Event {
+	return audit.Event{Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf, RequestID: requestID(r.Context()), HTTPStatus: status}
+}
+
+// keyOpFailed audits a failed tenant/key operation and answers it. A
+// missing tenant is not audited: it answers like any unknown id.
+func (s *Server) keyOpFailed(w http.ResponseWriter, r *http.Request, sub policy.Subject, action, tenant, detailPrefix string, err error) {
+	if !errors.Is(err, vault.ErrTenantNotFound) {
+		_ = s.record(r.Context(), audit.Event{TenantID: tenant, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
+			Action: action, Outcome: audit.OutcomeFailure, HTTPStatus: statusForVaultErr(err), Detail: detailPrefix + errKind(err)})
+	}
+	s.vaultError(w, r, err, msgTenantNotFound)
 }
 
 func (s *Server) getTenant(w http.ResponseWriter, r *http.Request, id string) {
@@ -191,20 +199,9 @@ func (s *Server) rotateDEK(w http.ResponseWriter, r *http.Request, id string) {
 	if !ok || !s.authorize(w, r, sub, policy.ActKeyRotate, policy.Resource{Tenant: id}) {
 		return
 	}
-	ctx := r.Context()
-	t, err := s.vault.RotateDEK(ctx, id)
-	ev := audit.Event{TenantID: id, Actor: sub.Principal, Action: audit.ActionKeyRotate}
+	t, err := s.vault.RotateDEK(r.Context(), s.keyOpEvent(r, sub, http.StatusOK), id)
 	if err != nil {
-		if !errors.Is(err, vault.ErrTenantNotFound) {
-			ev.Outcome, ev.HTTPStatus, ev.Detail = audit.OutcomeFailure, statusForVaultErr(err), errKind(err)
-			_ = s.record(ctx, ev)
-		}
-		s.vaultError(w, r, err, msgTenantNotFound)
-		return
-	}
-	ev.Outcome, ev.HTTPStatus, ev.Detail = audit.OutcomeSuccess, http.StatusOK, fmt.Sprintf("dek_version=%d kek_version=%d", t.DEKVersion, t.KEKVersion)
-	if s.record(ctx, ev) != nil {
-		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
+		s.keyOpFailed(w, r, sub, audit.ActionKeyRotate, id, "", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, viewTenantKeys(t))
@@ -218,20 +215,9 @@ func (s *Server) rewrapTenant(w http.ResponseWriter, r *http.Request, id string)
 	if !ok || !s.authorize(w, r, sub, policy.ActKeyRotate, policy.Resource{Tenant: id}) {
 		return
 	}
-	ctx := r.Context()
-	t, n, err := s.vault.RewrapTenant(ctx, id)
-	ev := audit.Event{TenantID: id, Actor: sub.Principal, Action: audit.ActionKeyRotate}
+	t, n, err := s.vault.RewrapTenant(r.Context(), s.keyOpEvent(r, sub, http.StatusOK), id)
 	if err != nil {
-		if !errors.Is(err, vault.ErrTenantNotFound) {
-			ev.Outcome, ev.HTTPStatus, ev.Detail = audit.OutcomeFailure, statusForVaultErr(err), "rewrap: "+errKind(err)
-			_ = s.record(ctx, ev)
-		}
-		s.vaultError(w, r, err, msgTenantNotFound)
-		return
-	}
-	ev.Outcome, ev.HTTPStatus, ev.Detail = audit.OutcomeSuccess, http.StatusOK, fmt.Sprintf("rewrap deks=%d kek_version=%d", n, t.KEKVersion)
-	if s.record(ctx, ev) != nil {
-		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
+		s.keyOpFailed(w, r, sub, audit.ActionKeyRotate, id, "rewrap: ", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, struct {
@@ -347,7 +333,8 @@ func (s *Server) deleteIntegration(w http.ResponseWriter, r *http.Request, id st
 		return
 	}
 	ctx := r.Context()
-	revoked, err := s.vault.Disconnect(ctx, s.caller(r, sub), sub.Tenant, id)
+	revoked, err := s.vault.Disconnect(ctx, audit.Event{Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
+		RequestID: requestID(ctx), HTTPStatus: http.StatusOK}, sub.Tenant, id)
 	if err != nil {
 		if !errors.Is(err, vault.ErrNotFound) {
 			_ = s.record(ctx, audit.Event{TenantID: sub.Tenant, IntegrationID: id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
@@ -356,12 +343,7 @@ func (s *Server) deleteIntegration(w http.ResponseWriter, r *http.Request, id st
 		s.vaultError(w, r, err, msgIntegrationNotFound)
 		return
 	}
-	if s.record(ctx, audit.Event{TenantID: sub.Tenant, IntegrationID: id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
-		Action: audit.ActionIntegrationDelete, Outcome: audit.OutcomeSuccess, HTTPStatus: http.StatusOK,
-		Detail: fmt.Sprintf("revoked_at_provider=%t", revoked)}) != nil {
-		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
-		return
-	}
+	// The integration.delete event was committed with the delete.
 	writeJSON(w, http.StatusOK, map[string]bool{"revoked_at_provider": revoked})
 }
 
@@ -406,8 +388,13 @@ func (s *Server) queryAudit(w http.ResponseWriter, r *http.Request) {
 		}
 		return nil
 	})
-	if err != nil && !wrote {
-		s.log.ErrorContext(r.Context(), "audit query failed", "request_id", requestID(r.Context()), "err", err)
+	if err != nil {
+		s.log.ErrorContext(r.Context(), "audit query failed", "request_id", requestID(r.Context()), "wrote", wrote, "err", err)
+		if wrote {
+			// A cut export would still verify as a chain prefix: reset
+			// the stream so the client sees a failure, not a 200.
+			panic(http.ErrAbortHandler)
+		}
 		writeError(w, r, CodeIntegrationUnavailable, "audit store unavailable")
 		return
 	}

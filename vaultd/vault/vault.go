@@ -224,8 +224,9 @@ func (s *Service) Close() error {
 // ---- tenants ----
 
 // CreateTenant provisions a tenant with a fresh DEK wrapped by the current
-// KEK.
-func (s *Service) CreateTenant(ctx context.Context, c Caller, id string) (storage.Tenant, error) {
+// KEK. ev (actor, request id, status) becomes its tenant.create event,
+// committed in the same transaction as the tenant.
+func (s *Service) CreateTenant(ctx context.Context, ev audit.Event, id string) (storage.Tenant, error) {
 	if !storage.ValidID(id) {
 		return storage.Tenant{}, fmt.Errorf("%w: invalid tenant id", ErrBadRequest)
 	}
@@ -243,7 +244,11 @@ func (s *Service) CreateTenant(ctx context.Context, c Caller, id string) (storag
 		ID: id, CreatedAt: now, Status: storage.TenantActive,
 		KEKVersion: dek.KEKVersion, DEKVersion: 1, DEKs: []storage.WrappedDEK{dek},
 	}
-	t, err = s.store.CreateTenant(ctx, t)
+	ev.TenantID, ev.Action, ev.Outcome = id, audit.ActionTenantCreate, audit.OutcomeSuccess
+	ev.Detail = fmt.Sprintf("kek_version=%d dek_version=%d", t.KEKVersion, t.DEKVersion)
+	t, err = s.tenantWrite(ctx, ev, func(build auditBuild) (storage.Tenant, storage.AuditRecord, error) {
+		return s.store.CreateTenantAudited(ctx, t, build)
+	})
 	if errors.Is(err, storage.ErrExists) {
 		return storage.Tenant{}, ErrTenantExists
 	}
@@ -251,6 +256,22 @@ func (s *Service) CreateTenant(ctx context.Context, c Caller, id string) (storag
 		return storage.Tenant{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return t, nil
+}
+
+type auditBuild = func(storage.AuditHead) (storage.AuditRecord, error)
+
+// tenantWrite commits a tenant change and its audit event ev together
+// (storage's *Audited writes through audit.Log.RecordWith): a key change
+// that cannot be audited does not happen.
+func (s *Service) tenantWrite(ctx context.Context, ev audit.Event, write func(build auditBuild) (storage.Tenant, storage.AuditRecord, error)) (storage.Tenant, error) {
+	var out storage.Tenant
+	_, err := s.audit.RecordWith(ctx, ev, func(build auditBuild) (storage.AuditRecord, error) {
+		var rec storage.AuditRecord
+		var err error
+		out, rec, err = write(build)
+		return rec, err
+	})
+	return out, err
 }
 
 // GetTenant returns a tenant record.
@@ -280,7 +301,7 @@ func (s *Service) ListTenants(ctx context.Context) ([]storage.Tenant, error) {
 // RotateDEK gives a tenant a new current DEK (wrapped by the current KEK);
 // older versions stay to open existing records, which are re-sealed under
 // the new DEK on their next write.
-func (s *Service) RotateDEK(ctx context.Context, id string) (storage.Tenant, error) {
+func (s *Service) RotateDEK(ctx context.Context, ev audit.Event, id string) (storage.Tenant, error) {
 	t, err := s.GetTenant(ctx, id)
 	if err != nil {
 		return t, err
@@ -293,7 +314,11 @@ func (s *Service) RotateDEK(ctx context.Context, id string) (storage.Tenant, err
 	t.DEKs = append(t.DEKs, dek)
 	t.DEKVersion = next
 	t.KEKVersion = dek.KEKVersion
-	t, err = s.store.UpdateTenant(ctx, t)
+	ev.TenantID, ev.Action, ev.Outcome = id, audit.ActionKeyRotate, audit.OutcomeSuccess
+	ev.Detail = fmt.Sprintf("dek_version=%d kek_version=%d", t.DEKVersion, t.KEKVersion)
+	t, err = s.tenantWrite(ctx, ev, func(build auditBuild) (storage.Tenant, storage.AuditRecord, error) {
+		return s.store.UpdateTenantAudited(ctx, t, build)
+	})
 	if errors.Is(err, storage.ErrConflict) {
 		return storage.Tenant{}, ErrConflict
 	}
@@ -308,7 +333,7 @@ func (s *Service) RotateDEK(ctx context.Context, id string) (storage.Tenant, err
 // returns the tenant and how many DEKs changed. The DEKs themselves do not
 // change, so no record needs re-sealing. Concurrent updates of the tenant
 // answer ErrConflict (retry).
-func (s *Service) RewrapTenant(ctx context.Context, id string) (storage.Tenant, int, error) {
+func (s *Service) RewrapTenant(ctx context.Context, ev audit.Event, id string) (storage.Tenant, int, error) {
 	t, err := s.GetTenant(ctx, id)
 	if err != nil {
 		return t, 0, err
@@ -325,13 +350,21 @@ func (s *Service) RewrapTenant(ctx context.Context, id string) (storage.Tenant, 
 			n++
 		}
 	}
-	if n == 0 {
-		return t, 0, nil
-	}
 	if w, ok := t.CurrentDEK(); ok {
 		t.KEKVersion = w.KEKVersion
 	}
-	t, err = s.store.UpdateTenant(ctx, t)
+	ev.TenantID, ev.Action, ev.Outcome = id, audit.ActionKeyRotate, audit.OutcomeSuccess
+	ev.Detail = fmt.Sprintf("rewrap deks=%d kek_version=%d", n, t.KEKVersion)
+	if n == 0 {
+		// Nothing to change; the check itself is still on record.
+		if _, err := s.audit.Record(ctx, ev); err != nil {
+			return storage.Tenant{}, 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		return t, 0, nil
+	}
+	t, err = s.tenantWrite(ctx, ev, func(build auditBuild) (storage.Tenant, storage.AuditRecord, error) {
+		return s.store.UpdateTenantAudited(ctx, t, build)
+	})
 	if errors.Is(err, storage.ErrConflict) {
 		return storage.Tenant{}, 0, ErrConflict
 	}
@@ -394,6 +427,8 @@ func (s *Service) StoreToken(ctx context.Context, ev audit.Event, tenantID, id, 
 	defer unlock()
 	if old, err := s.store.GetIntegration(ctx, tenantID, id); err == nil {
 		in.CreatedAt = old.CreatedAt
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return Metadata{}, s.storeErr(err)
 	}
 	if err := s.sealTokens(ctx, t, &in, tok.AccessToken, tok.RefreshToken); err != nil {
 		return Metadata{}, err
@@ -447,7 +482,8 @@ func (s *Service) ListIntegrations(ctx context.Context, tenantID string) ([]Meta
 // does not keep the record: the caller asked to disconnect, and a stored
 // token is worse than an unrevoked one we no longer hold; the result says
 // whether the provider confirmed.
-func (s *Service) Disconnect(ctx context.Context, c Caller, tenantID, id string) (revoked bool, err error) {
+func (s *Service) Disconnect(ctx context.Context, ev audit.Event, tenantID, id string) (revoked bool, err error) {
+	c := Caller{Principal: ev.Actor, OnBehalfOf: ev.OnBehalfOf, RequestID: ev.RequestID}
 	unlock, err := s.lock(ctx, tenantID, id)
 	if err != nil {
 		return false, err
@@ -492,7 +528,16 @@ func (s *Service) Disconnect(ctx context.Context, c Caller, tenantID, id string)
 			}
 		}
 	}
-	if err := s.store.DeleteIntegration(ctx, tenantID, id); err != nil {
+	// The tokens may be revoked already: delete and audit whatever the
+	// caller does now, in one transaction (a record never disappears
+	// without its integration.delete event).
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
+	ev.TenantID, ev.IntegrationID, ev.Action, ev.Outcome = tenantID, id, audit.ActionIntegrationDelete, audit.OutcomeSuccess
+	ev.Detail = fmt.Sprintf("revoked_at_provider=%t", revoked)
+	if _, err := s.audit.RecordWith(cctx, ev, func(build auditBuild) (storage.AuditRecord, error) {
+		return s.store.DeleteIntegrationAudited(cctx, tenantID, id, build)
+	}); err != nil {
 		return false, s.storeErr(err)
 	}
 	s.usage.forget(tenantID, id)
@@ -616,15 +661,26 @@ func (s *Service) refreshLocked(ctx context.Context, c Caller, tenantID string, 
 	}
 	oldRefresh := secret.NewString(string(rt.Reveal()))
 	rt.Wipe()
+	// The DEK the new tokens will be sealed with is held from before the
+	// provider call: after it, sealing needs no HSM.
+	sealer, err := s.keys.HoldCurrentDEK(ctx, t)
+	if err != nil {
+		return Lease{}, fmt.Errorf("%w: data key: %w", ErrUnavailable, err)
+	}
+	defer sealer.Release()
 
 	tok, rerr := s.refresh(ctx, p.Endpoint, oldRefresh)
+	// From here on the provider's answer must be recorded whatever the
+	// caller does (see commitTimeout).
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
 	if rerr != nil {
 		if oauth.IsInvalidGrant(rerr) {
 			s.metrics.Refresh(p.Name, "invalid_grant")
-			return Lease{}, s.markReauth(ctx, c, tenantID, in, p, safeReason(rerr))
+			return Lease{}, s.markReauth(cctx, c, tenantID, in, p, safeReason(rerr))
 		}
 		s.metrics.Refresh(p.Name, "transient")
-		return s.markDegraded(ctx, c, tenantID, in, p, rerr, stillValid)
+		return s.markDegraded(cctx, c, tenantID, in, p, rerr, stillValid)
 	}
 	s.metrics.Refresh(p.Name, "success")
 
@@ -648,31 +704,31 @@ func (s *Service) refreshLocked(ctx context.Context, c Caller, tenantID string, 
 	upd.LastRefreshAt = now
 	upd.UpdatedAt = now
 	upd.RefreshCount++
-	if err := s.sealTokens(ctx, t, &upd, tok.AccessToken, newRefresh); err != nil {
+	if err := sealTokensWith(&upd, tok.AccessToken, newRefresh, func(field string, pt []byte) ([]byte, error) {
+		return sealer.Seal(in.ID, field, pt)
+	}); err != nil {
 		return Lease{}, err
-	}
-	out, err := s.store.CompareAndSwapIntegration(ctx, tenantID, upd)
-	if err != nil {
-		// The provider may have rotated the refresh token we could not
-		// commit; the record keeps the old one and the next refresh will
-		// tell (invalid_grant -> reauthorization_required).
-		return Lease{}, s.storeErr(err)
 	}
 	detail := ""
 	if len(drift) > 0 {
 		detail = "scope drift"
 	}
-	if _, err := s.audit.Record(ctx, audit.Event{
+	// The new tokens and their token.refresh event commit together. On
+	// failure the record keeps the old refresh token; if the provider
+	// rotated it, the next refresh tells (invalid_grant ->
+	// reauthorization_required): fail closed, never a silent bypass.
+	out, err := s.casAudited(cctx, tenantID, upd, audit.Event{
 		TenantID: tenantID, IntegrationID: in.ID, Actor: c.Principal, OnBehalfOf: c.OnBehalfOf,
 		Action: audit.ActionTokenRefresh, Outcome: audit.OutcomeSuccess, RequestID: c.RequestID,
 		TargetHost: hostOf(p.Endpoint.TokenURL), Detail: detail,
-	}); err != nil {
-		return Lease{}, fmt.Errorf("%w: audit: %w", ErrUnavailable, err)
+	})
+	if err != nil {
+		return Lease{}, err
 	}
 	if len(drift) > 0 {
 		s.metrics.ScopeDrift(p.Name)
 		s.log.WarnContext(ctx, "scope drift on refresh", "tenant_id", tenantID, "integration_id", in.ID, "provider", p.Name, "extra_scopes", drift)
-		if _, err := s.audit.Record(ctx, audit.Event{
+		if _, err := s.audit.Record(cctx, audit.Event{
 			TenantID: tenantID, IntegrationID: in.ID, Actor: c.Principal, OnBehalfOf: c.OnBehalfOf,
 			Action: audit.ActionScopeDrift, Outcome: audit.OutcomeSuccess, RequestID: c.RequestID,
 			TargetHost: hostOf(p.Endpoint.TokenURL), Detail: "unexpected scopes: " + joinScopes(drift),
@@ -689,17 +745,14 @@ func (s *Service) markReauth(ctx context.Context, c Caller, tenantID string, in 
 	upd.ConsecutiveFailures++
 	upd.LastError = reason
 	upd.UpdatedAt = s.now().UTC()
-	if _, err := s.store.CompareAndSwapIntegration(ctx, tenantID, upd); err != nil {
-		return s.storeErr(err)
-	}
-	s.log.WarnContext(ctx, "integration needs reauthorization", "tenant_id", tenantID, "integration_id", in.ID, "provider", p.Name, "reason", reason)
-	if _, err := s.audit.Record(ctx, audit.Event{
+	if _, err := s.casAudited(ctx, tenantID, upd, audit.Event{
 		TenantID: tenantID, IntegrationID: in.ID, Actor: c.Principal, OnBehalfOf: c.OnBehalfOf,
 		Action: audit.ActionTokenRefresh, Outcome: audit.OutcomeFailure, RequestID: c.RequestID,
 		TargetHost: hostOf(p.Endpoint.TokenURL), Detail: "reauthorization_required: " + reason,
 	}); err != nil {
-		return fmt.Errorf("%w: audit: %w", ErrUnavailable, err)
+		return err
 	}
+	s.log.WarnContext(ctx, "integration needs reauthorization", "tenant_id", tenantID, "integration_id", in.ID, "provider", p.Name, "reason", reason)
 	return ErrReauthorizationRequired
 }
 
@@ -721,18 +774,15 @@ func (s *Service) markDegraded(ctx context.Context, c Caller, tenantID string, i
 	now := s.now().UTC()
 	upd.UpdatedAt = now
 	upd.NextRefreshAt = now.Add(backoff(upd.ConsecutiveFailures))
-	out, err := s.store.CompareAndSwapIntegration(ctx, tenantID, upd)
-	if err != nil {
-		return Lease{}, s.storeErr(err)
-	}
-	s.log.WarnContext(ctx, "token refresh failed", "tenant_id", tenantID, "integration_id", in.ID, "provider", p.Name, "reason", reason, "consecutive_failures", upd.ConsecutiveFailures)
-	if _, err := s.audit.Record(ctx, audit.Event{
+	out, err := s.casAudited(ctx, tenantID, upd, audit.Event{
 		TenantID: tenantID, IntegrationID: in.ID, Actor: c.Principal, OnBehalfOf: c.OnBehalfOf,
 		Action: audit.ActionTokenRefresh, Outcome: audit.OutcomeFailure, RequestID: c.RequestID,
 		TargetHost: hostOf(p.Endpoint.TokenURL), Detail: "degraded: " + reason,
-	}); err != nil {
-		return Lease{}, fmt.Errorf("%w: audit: %w", ErrUnavailable, err)
+	})
+	if err != nil {
+		return Lease{}, err
 	}
+	s.log.WarnContext(ctx, "token refresh failed", "tenant_id", tenantID, "integration_id", in.ID, "provider", p.Name, "reason", reason, "consecutive_failures", upd.ConsecutiveFailures)
 	if stillValid {
 		return s.lease(ctx, tenantID, out, p)
 	}
@@ -758,14 +808,21 @@ func (s *Service) lease(ctx context.Context, tenantID string, in storage.Integra
 func (s *Service) MarkUsed(tenantID, id string) { s.usage.mark(tenantID, id, s.now().UTC()) }
 
 func (s *Service) sealTokens(ctx context.Context, t storage.Tenant, in *storage.Integration, access, refresh secret.String) error {
-	ct, err := s.keys.SealField(ctx, t, in.ID, fieldAccess, []byte(access.Reveal()))
+	return sealTokensWith(in, access, refresh, func(field string, pt []byte) ([]byte, error) {
+		return s.keys.SealField(ctx, t, in.ID, field, pt)
+	})
+}
+
+// sealTokensWith seals the access and (if any) refresh token into in.
+func sealTokensWith(in *storage.Integration, access, refresh secret.String, seal func(field string, pt []byte) ([]byte, error)) error {
+	ct, err := seal(fieldAccess, []byte(access.Reveal()))
 	if err != nil {
 		return fmt.Errorf("%w: seal: %w", ErrUnavailable, err)
 	}
 	in.AccessToken = ct
 	in.RefreshToken = nil
 	if !refresh.IsZero() {
-		ct, err := s.keys.SealField(ctx, t, in.ID, fieldRefresh, []byte(refresh.Reveal()))
+		ct, err := seal(fieldRefresh, []byte(refresh.Reveal()))
 		if err != nil {
 			return fmt.Errorf("%w: seal: %w", ErrUnavailable, err)
 		}
@@ -773,6 +830,27 @@ func (s *Service) sealTokens(ctx context.Context, t storage.Tenant, in *storage.
 	}
 	return nil
 }
+
+// casAudited swaps upd in and commits ev with it, in one transaction: an
+// integration's state never changes without its event.
+func (s *Service) casAudited(ctx context.Context, tenantID string, upd storage.Integration, ev audit.Event) (storage.Integration, error) {
+	var out storage.Integration
+	_, err := s.audit.RecordWith(ctx, ev, func(build auditBuild) (storage.AuditRecord, error) {
+		var rec storage.AuditRecord
+		var err error
+		out, rec, err = s.store.CompareAndSwapIntegrationAudited(ctx, tenantID, upd, build)
+		return rec, err
+	})
+	if err != nil {
+		return storage.Integration{}, s.storeErr(err)
+	}
+	return out, nil
+}
+
+// commitTimeout bounds the work after a provider answered a refresh. It runs
+// detached from the caller: a caller that hangs up once the provider has
+// rotated the refresh token must not stop the new one being stored.
+const commitTimeout = 30 * time.Second
 
 func (s *Service) get(ctx context.Context, tenantID, id string) (storage.Integration, error) {
 	if !storage.ValidID(id) || !storage.ValidID(tenantID) {

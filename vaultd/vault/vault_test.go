@@ -1,11 +1,13 @@
 package vault
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -42,6 +44,7 @@ type fakeProvider struct {
 	scopes  []string
 	noRT    bool
 	gate    chan struct{} // when set, Refresh waits on it (widens races)
+	after   func()        // when set, runs once the provider has answered
 	lastRT  string
 	revoked []string
 }
@@ -49,9 +52,12 @@ type fakeProvider struct {
 func (f *fakeProvider) refresh(ctx context.Context, ep oauth.Endpoint, rt secret.String) (oauth.Token, error) {
 	n := f.calls.Add(1)
 	f.mu.Lock()
-	gate, err, scopes, noRT := f.gate, f.err, f.scopes, f.noRT
+	gate, err, scopes, noRT, after := f.gate, f.err, f.scopes, f.noRT, f.after
 	f.lastRT = rt.Reveal()
 	f.mu.Unlock()
+	if after != nil {
+		defer after()
+	}
 	if gate != nil {
 		select {
 		case <-gate:
@@ -120,10 +126,10 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { svc.Close() })
-	if _, err := svc.CreateTenant(ctx, Caller{Principal: "op"}, "acme"); err != nil {
+	if _, err := svc.CreateTenant(ctx, audit.Event{Actor: "op"}, "acme"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.CreateTenant(ctx, Caller{Principal: "op"}, "globex"); err != nil {
+	if _, err := svc.CreateTenant(ctx, audit.Event{Actor: "op"}, "globex"); err != nil {
 		t.Fatal(err)
 	}
 	return &fixture{svc: svc, store: st, kr: kr, fp: fp, clk: clk, audit: al}
@@ -364,13 +370,13 @@ func TestTenantIsolationAndDisconnect(t *testing.T) {
 	if _, err := f.svc.AccessToken(ctx, Caller{}, "globex", "crm"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("cross-tenant use: %v", err)
 	}
-	if _, err := f.svc.Disconnect(ctx, Caller{}, "globex", "crm"); !errors.Is(err, ErrNotFound) {
+	if _, err := f.svc.Disconnect(ctx, audit.Event{Actor: "app"}, "globex", "crm"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("cross-tenant delete: %v", err)
 	}
 	if _, err := f.svc.GetIntegration(ctx, "nosuch", "crm"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown tenant: %v", err)
 	}
-	revoked, err := f.svc.Disconnect(ctx, Caller{}, "acme", "crm")
+	revoked, err := f.svc.Disconnect(ctx, audit.Event{Actor: "app"}, "acme", "crm")
 	if err != nil || !revoked {
 		t.Fatalf("disconnect: %v %v", revoked, err)
 	}
@@ -389,7 +395,7 @@ func TestHSMFailureFailsClosed(t *testing.T) {
 	// A new tenant's DEK needs the HSM: with it down, provisioning fails.
 	f.kr.Fail.Store(true)
 	defer f.kr.Fail.Store(false)
-	if _, err := f.svc.CreateTenant(ctx, Caller{}, "initech"); !errors.Is(err, ErrUnavailable) {
+	if _, err := f.svc.CreateTenant(ctx, audit.Event{Actor: "op"}, "initech"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("create tenant with HSM down: %v", err)
 	}
 }
@@ -435,7 +441,7 @@ func TestRewrapTenant(t *testing.T) {
 	ctx := context.Background()
 	f.svc.kekVersion = f.kr.CurrentVersion
 	f.store0(t, "acme", "old", 3600) // sealed under DEK 1
-	if _, err := f.svc.RotateDEK(ctx, "acme"); err != nil {
+	if _, err := f.svc.RotateDEK(ctx, audit.Event{Actor: "op"}, "acme"); err != nil {
 		t.Fatal(err)
 	}
 	f.store0(t, "acme", "new", 3600) // sealed under DEK 2
@@ -443,21 +449,36 @@ func TestRewrapTenant(t *testing.T) {
 
 	// HSM down: an error, and the tenant record is unchanged.
 	f.kr.Fail.Store(true)
-	if _, _, err := f.svc.RewrapTenant(ctx, "acme"); !errors.Is(err, ErrUnavailable) {
+	if _, _, err := f.svc.RewrapTenant(ctx, audit.Event{Actor: "op"}, "acme"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("rewrap with the HSM down: %v", err)
 	}
 	f.kr.Fail.Store(false)
-	if tn, _ := f.store.GetTenant(ctx, "acme"); tn.DEKs[0].KEKVersion != 1 || tn.DEKs[1].KEKVersion != 1 {
+	if tn, err := f.store.GetTenant(ctx, "acme"); err != nil || tn.DEKs[0].KEKVersion != 1 || tn.DEKs[1].KEKVersion != 1 {
 		t.Fatalf("failed rewrap changed the tenant: %+v", tn.DEKs)
 	}
 
-	tn, n, err := f.svc.RewrapTenant(ctx, "acme")
+	sealedBefore := map[string]storage.Integration{}
+	for _, id := range []string{"old", "new"} {
+		in, err := f.store.GetIntegration(ctx, "acme", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sealedBefore[id] = in
+	}
+	tn, n, err := f.svc.RewrapTenant(ctx, audit.Event{Actor: "op"}, "acme")
 	if err != nil || n != 2 || tn.KEKVersion != 2 {
 		t.Fatalf("rewrap: n=%d kek=%d %v", n, tn.KEKVersion, err)
 	}
 	for _, d := range tn.DEKs {
 		if d.KEKVersion != 2 {
 			t.Fatalf("DEK %d still under KEK %d", d.Version, d.KEKVersion)
+		}
+	}
+	// Only the DEK wrappings changed: no sealed record was touched.
+	for id, before := range sealedBefore {
+		in, err := f.store.GetIntegration(ctx, "acme", id)
+		if err != nil || in.Revision != before.Revision || !bytes.Equal(in.AccessToken, before.AccessToken) || !bytes.Equal(in.RefreshToken, before.RefreshToken) {
+			t.Fatalf("%s changed by the rewrap (%v)", id, err)
 		}
 	}
 	unwrapsBefore := f.kr.Unwraps()
@@ -470,13 +491,118 @@ func TestRewrapTenant(t *testing.T) {
 	if f.kr.Unwraps() == unwrapsBefore {
 		t.Fatal("tokens opened from the cache: rewrap did not evict the old wrappings")
 	}
-	if _, n, err := f.svc.RewrapTenant(ctx, "acme"); err != nil || n != 0 {
+	if _, n, err := f.svc.RewrapTenant(ctx, audit.Event{Actor: "op"}, "acme"); err != nil || n != 0 {
 		t.Fatalf("second rewrap: n=%d %v", n, err)
 	}
 	if g, _ := f.store.GetTenant(ctx, "globex"); g.DEKs[0].KEKVersion != 1 {
 		t.Fatal("another tenant was rewrapped")
 	}
-	if _, _, err := f.svc.RewrapTenant(ctx, "nosuch"); !errors.Is(err, ErrTenantNotFound) && !errors.Is(err, ErrNotFound) {
+	if _, _, err := f.svc.RewrapTenant(ctx, audit.Event{Actor: "op"}, "nosuch"); !errors.Is(err, ErrTenantNotFound) && !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing tenant: %v", err)
+	}
+}
+
+// A tenant or key change whose audit event cannot be committed does not
+// happen: the change and its event share one transaction.
+func TestKeyChangesNeedTheirAuditEvent(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	before, err := f.store.GetTenant(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, _ := f.store.AuditHead(ctx)
+	if err := f.audit.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.CreateTenant(ctx, audit.Event{Actor: "op"}, "initech"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("create without audit: %v", err)
+	}
+	if _, err := f.store.GetTenant(ctx, "initech"); !errors.Is(err, storage.ErrTenantNotFound) {
+		t.Fatalf("tenant created without its event: %v", err)
+	}
+	if _, err := f.svc.RotateDEK(ctx, audit.Event{Actor: "op"}, "acme"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("rotate without audit: %v", err)
+	}
+	f.kr.Rotate()
+	f.svc.kekVersion = f.kr.CurrentVersion
+	if _, _, err := f.svc.RewrapTenant(ctx, audit.Event{Actor: "op"}, "acme"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("rewrap without audit: %v", err)
+	}
+	after, err := f.store.GetTenant(ctx, "acme")
+	if err != nil || after.Revision != before.Revision || len(after.DEKs) != 1 || after.DEKs[0].KEKVersion != 1 {
+		t.Fatalf("tenant changed without its event: %+v %v", after, err)
+	}
+	if h, _ := f.store.AuditHead(ctx); h.Seq != head.Seq {
+		t.Fatalf("audit head moved: %d -> %d", head.Seq, h.Seq)
+	}
+}
+
+// The success events are committed by the vault itself, with the change.
+func TestKeyChangesAuditedWithTheChange(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, err := f.svc.RotateDEK(ctx, audit.Event{Actor: "op", HTTPStatus: 200}, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	f.kr.Rotate()
+	f.svc.kekVersion = f.kr.CurrentVersion
+	if _, _, err := f.svc.RewrapTenant(ctx, audit.Event{Actor: "op", HTTPStatus: 200}, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	var details []string
+	err := f.store.ScanAudit(ctx, 0, func(r storage.AuditRecord) (bool, error) {
+		ev, err := audit.ParseEvent(r.Data)
+		if err != nil {
+			return false, err
+		}
+		if ev.TenantID == "acme" {
+			details = append(details, ev.Action+" "+ev.Actor+" "+ev.Detail)
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"tenant.create op kek_version=1 dek_version=1", "key.rotate op dek_version=2 kek_version=1", "key.rotate op rewrap deks=2 kek_version=2"}
+	if !slices.Equal(details, want) {
+		t.Fatalf("events %q, want %q", details, want)
+	}
+}
+
+// A caller that hangs up once the provider has rotated the refresh token,
+// or a DEK cache emptied meanwhile, must not cost the new token: it is
+// sealed with the DEK held from before the call and committed detached
+// from the caller, so the next refresh presents it.
+func TestRotatedRefreshTokenSurvivesCallerCancel(t *testing.T) {
+	f := newFixture(t)
+	f.store0(t, "acme", "crm", 30) // inside the margin: refresh due
+	ctx, cancel := context.WithCancel(context.Background())
+	f.fp.mu.Lock()
+	f.fp.after = func() {
+		cancel()
+		f.svc.keys.EvictAll() // and the HSM would have to unwrap again
+		f.kr.Fail.Store(true)
+	}
+	f.fp.mu.Unlock()
+	_, _ = f.svc.AccessToken(ctx, Caller{}, "acme", "crm")
+	f.kr.Fail.Store(false)
+	f.fp.mu.Lock()
+	f.fp.after = nil
+	f.fp.mu.Unlock()
+
+	in, err := f.store.GetIntegration(context.Background(), "acme", "crm")
+	if err != nil || in.RefreshCount != 1 {
+		t.Fatalf("refresh not committed: count %d %v", in.RefreshCount, err)
+	}
+	f.clk.Add(2 * time.Hour) // expire it: the next call refreshes again
+	if _, err := f.svc.AccessToken(context.Background(), Caller{}, "acme", "crm"); err != nil {
+		t.Fatal(err)
+	}
+	f.fp.mu.Lock()
+	last := f.fp.lastRT
+	f.fp.mu.Unlock()
+	if last != "rt-1" {
+		t.Fatalf("second refresh presented %q, want the rotated rt-1", last)
 	}
 }
