@@ -143,29 +143,39 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
+// localKeyring parses `-config FILE` (no other argument), loads the config
+// and the PIN, and opens the keyring: the start of every local HSM command.
+func localKeyring(ctx context.Context, name string, args []string, stderr io.Writer) (*hsm.PKCS11, *config.Config, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", config.DefaultPath, "config file")
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	if fs.NArg() != 0 {
+		return nil, nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := config.Load(*cfgPath, config.ModeInit)
+	if err != nil {
+		return nil, nil, err
+	}
+	pin, err := cfg.HSM.LoadPIN()
+	if err != nil {
+		return nil, nil, err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	kr, err := hsm.Open(ctx, cfg.HSM.KeyringConfig(pin), log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return kr, cfg, nil
+}
+
 // cmdKEKRotate creates KEK version current+1 in the HSM, with the same
 // attributes as init (sensitive, non-extractable). Old versions stay: the
 // DEKs they wrap keep working until `tenant rewrap` moves them.
 func cmdKEKRotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("kek-rotate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", config.DefaultPath, "config file")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() != 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	cfg, err := config.Load(*cfgPath, config.ModeInit)
-	if err != nil {
-		return err
-	}
-	pin, err := cfg.HSM.LoadPIN()
-	if err != nil {
-		return err
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	kr, err := hsm.Open(ctx, cfg.HSM.KeyringConfig(pin), log)
+	kr, cfg, err := localKeyring(ctx, "kek-rotate", args, stderr)
 	if err != nil {
 		return err
 	}
@@ -180,22 +190,7 @@ func cmdKEKRotate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 }
 
 func cmdKEKInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("kek-info", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", config.DefaultPath, "config file")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := config.Load(*cfgPath, config.ModeInit)
-	if err != nil {
-		return err
-	}
-	pin, err := cfg.HSM.LoadPIN()
-	if err != nil {
-		return err
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	kr, err := hsm.Open(ctx, cfg.HSM.KeyringConfig(pin), log)
+	kr, _, err := localKeyring(ctx, "kek-info", args, stderr)
 	if err != nil {
 		return err
 	}

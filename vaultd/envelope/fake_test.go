@@ -48,6 +48,16 @@ func newFakeKeyring(t testing.TB) *fakeKeyring {
 	return &fakeKeyring{aead: aead}
 }
 
+// hold makes every later Unwrap block until gate is closed; started
+// receives once per Unwrap that reached the gate (room for n).
+func (f *fakeKeyring) hold(n int) (gate chan struct{}, started chan struct{}) {
+	gate, started = make(chan struct{}), make(chan struct{}, n)
+	f.mu.Lock()
+	f.gate, f.started = gate, started
+	f.mu.Unlock()
+	return gate, started
+}
+
 func (f *fakeKeyring) setFail(err error) { f.mu.Lock(); f.fail = err; f.mu.Unlock() }
 
 func (f *fakeKeyring) Wrap(ctx context.Context, plaintext, aad []byte) (hsm.WrappedKey, error) {

@@ -416,11 +416,7 @@ func TestSingleflight(t *testing.T) {
 	k.EvictAll()
 	base := kr.unwraps.Load()
 
-	gate := make(chan struct{})
-	started := make(chan struct{}, 64)
-	kr.mu.Lock()
-	kr.gate, kr.started = gate, started
-	kr.mu.Unlock()
+	gate, started := kr.hold(64)
 
 	const n = 32
 	errs := make(chan error, n)
@@ -455,11 +451,7 @@ func TestSingleflight(t *testing.T) {
 func TestWaiterContextCancelled(t *testing.T) {
 	k, kr, _ := newKeys(t, Options{})
 	tn := newTenant(t, k, "acme")
-	gate := make(chan struct{})
-	started := make(chan struct{}, 4)
-	kr.mu.Lock()
-	kr.gate, kr.started = gate, started
-	kr.mu.Unlock()
+	gate, started := kr.hold(4)
 	leader := make(chan error, 1)
 	go func() {
 		_, err := k.SealField(context.Background(), tn, "i", "f", []byte("x"))
@@ -482,11 +474,7 @@ func TestWaiterContextCancelled(t *testing.T) {
 func TestLeaderCancelledWaiterRetries(t *testing.T) {
 	k, kr, _ := newKeys(t, Options{})
 	tn := newTenant(t, k, "acme")
-	gate := make(chan struct{})
-	started := make(chan struct{}, 4)
-	kr.mu.Lock()
-	kr.gate, kr.started = gate, started
-	kr.mu.Unlock()
+	gate, started := kr.hold(4)
 	lctx, lcancel := context.WithCancel(context.Background())
 	leader := make(chan error, 1)
 	go func() {
@@ -643,11 +631,7 @@ func TestEvictDuringUnwrap(t *testing.T) {
 		freed++
 	}
 	tn := newTenant(t, k, "acme")
-	gate := make(chan struct{})
-	started := make(chan struct{}, 4)
-	kr.mu.Lock()
-	kr.gate, kr.started = gate, started
-	kr.mu.Unlock()
+	gate, started := kr.hold(4)
 	done := make(chan error, 1)
 	go func() {
 		_, err := k.SealField(context.Background(), tn, "i", "f", []byte("x"))

@@ -205,35 +205,27 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) string {
 			}
 			return "tenants"
 		case len(seg) == 2:
-			if method != http.MethodGet {
-				methodNotAllowed(w, r, "GET")
-				return "tenant"
+			if onlyMethod(w, r, http.MethodGet) {
+				s.getTenant(w, r, unescape(seg[1]))
 			}
-			s.getTenant(w, r, unescape(seg[1]))
 			return "tenant"
 		case len(seg) == 3 && seg[2] == "rotate-dek":
-			if method != http.MethodPost {
-				methodNotAllowed(w, r, "POST")
-				return "tenant.rotate"
+			if onlyMethod(w, r, http.MethodPost) {
+				s.rotateDEK(w, r, unescape(seg[1]))
 			}
-			s.rotateDEK(w, r, unescape(seg[1]))
 			return "tenant.rotate"
 		case len(seg) == 3 && seg[2] == "rewrap":
-			if method != http.MethodPost {
-				methodNotAllowed(w, r, "POST")
-				return "tenant.rewrap"
+			if onlyMethod(w, r, http.MethodPost) {
+				s.rewrapTenant(w, r, unescape(seg[1]))
 			}
-			s.rewrapTenant(w, r, unescape(seg[1]))
 			return "tenant.rewrap"
 		}
 	case "integrations":
 		switch {
 		case len(seg) == 1:
-			if method != http.MethodGet {
-				methodNotAllowed(w, r, "GET")
-				return "integrations"
+			if onlyMethod(w, r, http.MethodGet) {
+				s.listIntegrations(w, r)
 			}
-			s.listIntegrations(w, r)
 			return "integrations"
 		case len(seg) == 2:
 			id := unescape(seg[1])
@@ -249,11 +241,9 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) string {
 			}
 			return "integration"
 		case len(seg) == 3 && seg[2] == "execute":
-			if method != http.MethodPost {
-				methodNotAllowed(w, r, "POST")
-				return "execute"
+			if onlyMethod(w, r, http.MethodPost) {
+				s.execute(w, r, unescape(seg[1]))
 			}
-			s.execute(w, r, unescape(seg[1]))
 			return "execute"
 		case len(seg) >= 3 && seg[2] == "proxy":
 			// Everything after ".../proxy/" stays escaped: proxy.Target
@@ -267,30 +257,38 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) string {
 		}
 	case "audit":
 		if len(seg) == 1 {
-			if method != http.MethodGet {
-				methodNotAllowed(w, r, "GET")
-				return "audit"
+			if onlyMethod(w, r, http.MethodGet) {
+				s.queryAudit(w, r)
 			}
-			s.queryAudit(w, r)
 			return "audit"
 		}
 	case "admin":
 		if len(seg) == 2 && seg[1] == "backup" {
-			if method != http.MethodGet {
-				methodNotAllowed(w, r, "GET")
-				return "backup"
+			if onlyMethod(w, r, http.MethodGet) {
+				s.backup(w, r)
 			}
-			s.backup(w, r)
 			return "backup"
 		}
 	case "providers":
-		if len(seg) == 1 && method == http.MethodGet {
-			s.listProviders(w, r)
+		if len(seg) == 1 {
+			if onlyMethod(w, r, http.MethodGet) {
+				s.listProviders(w, r)
+			}
 			return "providers"
 		}
 	}
 	writeError(w, r, CodeNotFound, msgNotFound)
 	return "notfound"
+}
+
+// onlyMethod reports whether r uses method m; otherwise it answers 405
+// with Allow: m.
+func onlyMethod(w http.ResponseWriter, r *http.Request, m string) bool {
+	if r.Method == m {
+		return true
+	}
+	methodNotAllowed(w, r, m)
+	return false
 }
 
 func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
