@@ -112,8 +112,26 @@ func newScrubber(secrets ...secret.String) scrubber {
 		if q := url.PathEscape(v.Reveal()); q != v.Reveal() {
 			s = append(s, q)
 		}
+		// The form sanitizeDescription leaves of it: a secret holding '"',
+		// '\\' or control bytes would otherwise slip through the scrub after
+		// those bytes were dropped from the text.
+		if q := keepDescriptionChars(v.Reveal()); q != v.Reveal() && q != "" {
+			s = append(s, q)
+		}
 	}
 	return s
+}
+
+// keepDescriptionChars drops the bytes outside RFC 6749 §5.2's
+// error_description set (%x20-21 / %x23-5B / %x5D-7E).
+func keepDescriptionChars(d string) string {
+	var b strings.Builder
+	for i := 0; i < len(d); i++ {
+		if c := d[i]; c >= 0x20 && c <= 0x7e && c != '"' && c != '\\' {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 func (s scrubber) scrub(text string) string {
@@ -157,13 +175,7 @@ func (s scrubber) sanitizeCode(code string) string {
 // character is reassembled and caught; scrubbing before truncating means a
 // cut cannot leave a secret's prefix behind.
 func (s scrubber) sanitizeDescription(d string) string {
-	var b strings.Builder
-	for i := 0; i < len(d); i++ {
-		if c := d[i]; c >= 0x20 && c <= 0x7e && c != '"' && c != '\\' {
-			b.WriteByte(c)
-		}
-	}
-	out := s.scrub(b.String())
+	out := s.scrub(keepDescriptionChars(d))
 	if len(out) > maxDescriptionLen {
 		out = out[:maxDescriptionLen]
 	}

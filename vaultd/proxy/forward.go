@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -296,8 +297,21 @@ func (f *Forwarder) classify(ctx context.Context, err error, host string, tracke
 		(errors.As(err, &ne) && ne.Timeout()) {
 		kind, reason = ErrUpstreamTimeout, "timeout"
 	}
-	f.log.WarnContext(ctx, "upstream call failed", "host", host, "kind", reason, "cause", cause.Error())
+	f.log.WarnContext(ctx, "upstream call failed", "host", host, "kind", reason, "cause", loggableCause(reason, cause))
 	return &UpstreamError{Kind: kind, Host: host, Reason: reason}
+}
+
+// loggableCause is what the log may say of a transport error. Network, DNS
+// and TLS errors describe our side of the connection; the "protocol" ones
+// (net/http's "malformed HTTP response %q" and the like) quote bytes the
+// upstream sent, which may reflect the Authorization header we injected,
+// so only their type is logged.
+func loggableCause(reason string, err error) string {
+	switch reason {
+	case "dns", "tls", "dial", "reset", "timeout":
+		return err.Error()
+	}
+	return fmt.Sprintf("%T (text withheld: it may quote upstream bytes)", err)
 }
 
 func unreachableReason(err error) string {

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -531,5 +532,20 @@ func TestReplayable(t *testing.T) {
 		if got := Replayable(c.method, c.body...); got != c.want {
 			t.Errorf("Replayable(%q, %T) = %v", c.method, c.body, got)
 		}
+	}
+}
+
+// A transport error that quotes upstream bytes (net/http's malformed
+// response errors) is logged by type only: the upstream may have reflected
+// the injected Authorization header.
+func TestLoggableCauseWithholdsUpstreamBytes(t *testing.T) {
+	err := fmt.Errorf("net/http: HTTP/1.x transport connection broken: malformed HTTP response %q", "Bearer tok-SECRET")
+	got := loggableCause(unreachableReason(err), err)
+	if strings.Contains(got, "tok-SECRET") {
+		t.Fatalf("logged cause keeps upstream bytes: %q", got)
+	}
+	dial := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+	if got := loggableCause(unreachableReason(dial), dial); !strings.Contains(got, "connection refused") {
+		t.Fatalf("dial error text dropped: %q", got)
 	}
 }
