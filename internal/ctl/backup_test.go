@@ -3,6 +3,9 @@ package ctl
 import (
 	"bytes"
 	"context"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -100,4 +103,33 @@ func TestVerifyBackup(t *testing.T) {
 			t.Fatalf("tampered trail: %v", err)
 		}
 	})
+}
+
+// A backup that fails (here: a stream without the trailers that vouch for
+// it) leaves nothing behind: no target file, no .partial file.
+func TestBackupFailureLeavesNothing(t *testing.T) {
+	data := bytes.Repeat([]byte("not a whole backup "), 500)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Vaultd-Backup-Size, X-Vaultd-Backup-Sha256")
+		_, _ = w.Write(data) // and no trailers
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	backups := filepath.Join(dir, "backups")
+	if err := os.Mkdir(backups, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(backups, "vault.db")
+	var stdout, stderr bytes.Buffer
+	err := cmdBackup(context.Background(), []string{"-server", srv.URL, "-ca", ca, "-out", out}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "incomplete") {
+		t.Fatalf("backup of a stream without trailers: %v", err)
+	}
+	if ents, _ := os.ReadDir(backups); len(ents) != 0 {
+		t.Fatalf("failed backup left %d file(s), e.g. %s", len(ents), ents[0].Name())
+	}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"slices"
 	"strings"
@@ -67,8 +68,24 @@ func TestKEKRotation(t *testing.T) {
 	if !slices.Equal(inUse["acme"], []uint32{2}) || !slices.Equal(inUse["globex"], []uint32{1}) || !slices.Equal(inUse["initech"], []uint32{2}) {
 		t.Fatalf("KEK versions in use: %v", inUse)
 	}
-	if out, err := e.Ctl("kek-info", "-config", e.ConfigPath); err != nil || !strings.Contains(out, "2") {
+	out, err = e.Ctl("kek-info", "-config", e.ConfigPath)
+	if err != nil {
 		t.Fatalf("kek-info: %v\n%s", err, out)
+	}
+	var infos []struct {
+		Version                uint32
+		Sensitive, Extractable bool
+	}
+	must(t, json.Unmarshal([]byte(out), &infos))
+	var versions []uint32
+	for _, in := range infos {
+		if !in.Sensitive || in.Extractable {
+			t.Fatalf("KEK version %d: sensitive %v extractable %v", in.Version, in.Sensitive, in.Extractable)
+		}
+		versions = append(versions, in.Version)
+	}
+	if !slices.Equal(versions, []uint32{1, 2}) {
+		t.Fatalf("kek-info versions %v, want [1 2]", versions)
 	}
 
 	// The rewrapped DEK, from the database, after a restart.
@@ -80,8 +97,10 @@ func TestKEKRotation(t *testing.T) {
 
 	var rewraps []string
 	for _, ev := range obAudit(t, e) {
-		if ev["action"] == "key.rotate" && strings.HasPrefix(ev["detail"].(string), "rewrap") {
-			rewraps = append(rewraps, ev["tenant_id"].(string)+" "+ev["detail"].(string))
+		detail, _ := ev["detail"].(string)
+		tenant, _ := ev["tenant_id"].(string)
+		if ev["action"] == "key.rotate" && strings.HasPrefix(detail, "rewrap") {
+			rewraps = append(rewraps, tenant+" "+detail)
 		}
 	}
 	if !slices.Equal(rewraps, []string{"acme rewrap deks=1 kek_version=2", "acme rewrap deks=0 kek_version=2"}) {
