@@ -131,6 +131,11 @@ type AuditRecord struct {
 	Seq  uint64
 	Hash string
 	Data []byte
+	// More are further events appended right after this one in the same
+	// transaction, each at the next seq and chaining on its predecessor
+	// (a refresh and the scope.drift it revealed commit together). Stores
+	// return them, as stored, in the record they give back.
+	More []AuditRecord
 }
 
 // GenesisHash is the prev_hash of the first audit event.
@@ -180,10 +185,11 @@ type Store interface {
 	// the same transaction (a disconnect and its event).
 	DeleteIntegrationAudited(ctx context.Context, tenantID, id string, build func(head AuditHead) (AuditRecord, error)) (AuditRecord, error)
 
-	// AppendAudit appends one event atomically at the end of the chain.
-	// build gets the current head and returns the record to store, whose
-	// Seq must be head.Seq+1. build may be called more than once (batched
-	// writes retry), so it must be pure.
+	// AppendAudit appends one event (and its More) atomically at the end
+	// of the chain. build gets the current head and returns the record to
+	// store, whose Seq must be head.Seq+1 (each of More's the next). build
+	// may be called more than once (batched writes retry), so it must be
+	// pure.
 	AppendAudit(ctx context.Context, build func(head AuditHead) (AuditRecord, error)) (AuditRecord, error)
 	// ScanAudit calls fn for every record with Seq > afterSeq in order,
 	// until fn returns false or an error.

@@ -89,20 +89,34 @@ func appendAuditTx(tx *bbolt.Tx, build func(head storage.AuditHead) (storage.Aud
 	if err != nil {
 		return storage.AuditRecord{}, reject(err)
 	}
-	if rec.Seq != head.Seq+1 {
-		return storage.AuditRecord{}, reject(fmt.Errorf("%w: audit record seq %d, want %d", storage.ErrInvalidRecord, rec.Seq, head.Seq+1))
+	out := storage.AuditRecord{}
+	prev := head
+	for i, r := range append([]storage.AuditRecord{rec}, rec.More...) {
+		if i > 0 && len(r.More) > 0 {
+			return storage.AuditRecord{}, reject(fmt.Errorf("%w: nested audit records", storage.ErrInvalidRecord))
+		}
+		if r.Seq != prev.Seq+1 {
+			return storage.AuditRecord{}, reject(fmt.Errorf("%w: audit record seq %d, want %d", storage.ErrInvalidRecord, r.Seq, prev.Seq+1))
+		}
+		if err := checkAuditData(r); err != nil {
+			return storage.AuditRecord{}, reject(err)
+		}
+		data := bytes.Clone(r.Data)
+		if err := ab.Put(seqKey(r.Seq), data); err != nil {
+			return storage.AuditRecord{}, err
+		}
+		stored := storage.AuditRecord{Seq: r.Seq, Hash: r.Hash, Data: bytes.Clone(data)}
+		if i == 0 {
+			out = stored
+		} else {
+			out.More = append(out.More, stored)
+		}
+		prev = storage.AuditHead{Seq: r.Seq, Hash: r.Hash}
 	}
-	if err := checkAuditData(rec); err != nil {
-		return storage.AuditRecord{}, reject(err)
-	}
-	data := bytes.Clone(rec.Data)
-	if err := ab.Put(seqKey(rec.Seq), data); err != nil {
+	if err := putAuditHead(sys, prev); err != nil {
 		return storage.AuditRecord{}, err
 	}
-	if err := putAuditHead(sys, storage.AuditHead{Seq: rec.Seq, Hash: rec.Hash}); err != nil {
-		return storage.AuditRecord{}, err
-	}
-	return storage.AuditRecord{Seq: rec.Seq, Hash: rec.Hash, Data: bytes.Clone(data)}, nil
+	return out, nil
 }
 
 // AuditHead returns the tail of the chain ({0, GenesisHash} when empty).

@@ -43,6 +43,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"PutIntegrationAudited", testPutIntegrationAudited},
 		{"TenantAudited", testTenantAudited},
 		{"CASAudited", testCASAudited},
+		{"AuditedMore", testAuditedMore},
 		{"AuditedWritesUnderBatching", testAuditedWritesUnderBatching},
 		{"Concurrency", testConcurrency},
 		{"Backup", testBackup},
@@ -1119,5 +1120,65 @@ func testAuditedWritesUnderBatching(t *testing.T, s storage.Store) {
 		if _, err := s.GetIntegration(ctx, "acme", id); !errors.Is(err, storage.ErrNotFound) {
 			t.Fatalf("round %d: record committed without its audit event (%v)", round, err)
 		}
+	}
+}
+
+// chainPair builds a record with one More event chaining on it, as the
+// audit package does for a refresh and the scope.drift it revealed. With
+// skip, the second record's seq jumps by one (a caller bug to refuse).
+func chainPair(first, second string, skip bool) func(storage.AuditHead) (storage.AuditRecord, error) {
+	return func(head storage.AuditHead) (storage.AuditRecord, error) {
+		a, err := ChainBuilder(first)(head)
+		if err != nil {
+			return a, err
+		}
+		next := storage.AuditHead{Seq: a.Seq, Hash: a.Hash}
+		if skip {
+			next.Seq++
+		}
+		b, err := ChainBuilder(second)(next)
+		a.More = []storage.AuditRecord{b}
+		return a, err
+	}
+}
+
+// testAuditedMore: a write with two events commits both, chained and in
+// order, or (on a bad second event) neither, nor the record.
+func testAuditedMore(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	if _, err := s.CreateTenant(ctx, NewTenant("acme")); err != nil {
+		t.Fatal(err)
+	}
+	in, err := s.PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	upd := in
+	upd.RefreshCount = 7
+	if _, _, err := s.CompareAndSwapIntegrationAudited(ctx, "acme", upd, chainPair(`"action":"token.refresh"`, `"action":"scope.drift"`, true)); !errors.Is(err, storage.ErrInvalidRecord) {
+		t.Fatalf("second event out of sequence: %v, want ErrInvalidRecord", err)
+	}
+	if got, _ := s.GetIntegration(ctx, "acme", "crm"); got.Revision != in.Revision {
+		t.Fatalf("record swapped although its second event was refused: %+v", got)
+	}
+	if h, _ := s.AuditHead(ctx); h.Seq != 0 {
+		t.Fatalf("head moved to %d after a refused write", h.Seq)
+	}
+	out, rec, err := s.CompareAndSwapIntegrationAudited(ctx, "acme", upd, chainPair(`"action":"token.refresh"`, `"action":"scope.drift"`, false))
+	if err != nil || out.RefreshCount != 7 {
+		t.Fatalf("swap with two events: %+v %v", out, err)
+	}
+	if rec.Seq != 1 || len(rec.More) != 1 || rec.More[0].Seq != 2 || !bytes.Contains(rec.More[0].Data, []byte("scope.drift")) {
+		t.Fatalf("returned records: %+v", rec)
+	}
+	var recs []storage.AuditRecord
+	if err := s.ScanAudit(ctx, 0, func(r storage.AuditRecord) (bool, error) { recs = append(recs, r); return true, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyChain(recs); err != nil || len(recs) != 2 {
+		t.Fatalf("stored chain (%d records): %v", len(recs), err)
+	}
+	if h, _ := s.AuditHead(ctx); h.Seq != 2 || h.Hash != recs[1].Hash {
+		t.Fatalf("head %+v, want the second event", h)
 	}
 }
