@@ -3,7 +3,6 @@ package audit
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -110,43 +109,11 @@ func (l *Log) Record(ctx context.Context, ev Event) (Event, error) {
 // to the chain atomically with its own write, and return it. Everything
 // else, including the mirror, is as in Record.
 func (l *Log) RecordWith(ctx context.Context, ev Event, commit func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error)) (Event, error) {
-	if l.closed.Load() {
-		return Event{}, ErrClosed
-	}
-	ev, err := sanitize(ev)
+	out, err := l.RecordAllWith(ctx, []Event{ev}, commit)
 	if err != nil {
 		return Event{}, err
 	}
-	rec, err := commit(func(head storage.AuditHead) (storage.AuditRecord, error) {
-		// Pure apart from reading the clock: the store may call this
-		// again on a retried batch, and only the committed call counts.
-		if head.Seq >= maxSafeSeq {
-			return storage.AuditRecord{}, ErrChainFull
-		}
-		e := ev
-		e.Seq = head.Seq + 1
-		e.Time = NewTimestamp(l.now())
-		e.PrevHash = head.Hash
-		line, hash, err := seal(e)
-		if err != nil {
-			return storage.AuditRecord{}, err
-		}
-		return storage.AuditRecord{Seq: e.Seq, Hash: hash, Data: line}, nil
-	})
-	if err != nil {
-		return Event{}, fmt.Errorf("audit: record %s: %w", ev.Action, err)
-	}
-	var out Event
-	if err := json.Unmarshal(rec.Data, &out); err != nil {
-		// Committed but unreadable: cannot happen with our own encoder.
-		return Event{}, fmt.Errorf("audit: decode committed seq %d: %w", rec.Seq, err)
-	}
-	if l.path != "" {
-		// The commit happened; a cancelled caller must not leave the
-		// mirror behind.
-		l.mirror(context.WithoutCancel(ctx), rec)
-	}
-	return out, nil
+	return out[0], nil
 }
 
 // seal returns the stored line and hash of e (whose Hash is ignored).

@@ -1,0 +1,78 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/vaultd/vaultd/storage"
+)
+
+// RecordAllWith is RecordWith for several events that must commit in one
+// transaction with the caller's write and with each other, in order (a
+// refresh and the scope.drift it revealed): build returns the first
+// event's record with the rest in its More. It returns the events as
+// stored.
+func (l *Log) RecordAllWith(ctx context.Context, evs []Event, commit func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error)) ([]Event, error) {
+	if l.closed.Load() {
+		return nil, ErrClosed
+	}
+	if len(evs) == 0 {
+		return nil, errors.New("audit: no event to record")
+	}
+	clean := make([]Event, len(evs))
+	for i, ev := range evs {
+		var err error
+		if clean[i], err = sanitize(ev); err != nil {
+			return nil, err
+		}
+	}
+	rec, err := commit(func(head storage.AuditHead) (storage.AuditRecord, error) {
+		// Pure apart from reading the clock: the store may call this
+		// again on a retried batch, and only the committed call counts.
+		var first storage.AuditRecord
+		for i, ev := range clean {
+			if head.Seq >= maxSafeSeq {
+				return storage.AuditRecord{}, ErrChainFull
+			}
+			ev.Seq = head.Seq + 1
+			ev.Time = NewTimestamp(l.now())
+			ev.PrevHash = head.Hash
+			line, hash, err := seal(ev)
+			if err != nil {
+				return storage.AuditRecord{}, err
+			}
+			r := storage.AuditRecord{Seq: ev.Seq, Hash: hash, Data: line}
+			if i == 0 {
+				first = r
+			} else {
+				first.More = append(first.More, r)
+			}
+			head = storage.AuditHead{Seq: r.Seq, Hash: hash}
+		}
+		return first, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit: record %s: %w", clean[0].Action, err)
+	}
+	recs := append([]storage.AuditRecord{rec}, rec.More...)
+	if len(recs) != len(clean) {
+		return nil, fmt.Errorf("audit: store committed %d of %d events", len(recs), len(clean))
+	}
+	out := make([]Event, len(recs))
+	for i, r := range recs {
+		if err := json.Unmarshal(r.Data, &out[i]); err != nil {
+			// Committed but unreadable: cannot happen with our own encoder.
+			return nil, fmt.Errorf("audit: decode committed seq %d: %w", r.Seq, err)
+		}
+	}
+	if l.path != "" {
+		// The commit happened; a cancelled caller must not leave the
+		// mirror behind. The mirror catches up on any seq it skipped.
+		for _, r := range recs {
+			l.mirror(context.WithoutCancel(ctx), r)
+		}
+	}
+	return out, nil
+}
