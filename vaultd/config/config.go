@@ -106,6 +106,11 @@ type ServerConfig struct {
 	RequestTimeout  Duration `toml:"request_timeout"`
 	MaxBodyBytes    int64    `toml:"max_body_bytes"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+
+	// OpsAllowNonLoopback lets ops_listen name an address other than
+	// loopback: the ops listener has no TLS and no authentication, so
+	// exposing it must be a decision, not a typo.
+	OpsAllowNonLoopback bool `toml:"ops_allow_non_loopback"`
 }
 
 // HSMConfig is [hsm].

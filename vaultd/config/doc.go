@@ -33,8 +33,14 @@
 //	tls_key          required. Server private key (PEM).
 //	client_ca        required. CA bundle (PEM) every API client certificate must chain to.
 //	ops_listen       optional, "" = off. host:port of the plain-HTTP ops listener
-//	                 (/healthz, /readyz, /metrics). It has no authentication: bind it
-//	                 to loopback. Must differ from listen.
+//	                 (/healthz, /readyz, /metrics). It has no TLS and no authentication,
+//	                 so it must be a loopback address: 127.0.0.0/8, ::1 or localhost
+//	                 (another name may resolve anywhere; an empty host, ":9090", is
+//	                 every interface). Must differ from listen.
+//	ops_allow_non_loopback
+//	                 bool, default false: true lets ops_listen be any address (a
+//	                 management network). Then filter who reaches the port: anyone
+//	                 who does reads /metrics and probes readiness.
 //	request_timeout  duration, default "60s": overall limit of one outbound proxy or
 //	                 execute call.
 //	max_body_bytes   integer, default 10485760 (10 MiB), at most 1 GiB: limit of

@@ -77,6 +77,12 @@ func (v *validator) server() error {
 	if s.OpsListen != "" && s.OpsListen == s.Listen {
 		return v.fail("server.ops_listen", "must differ from server.listen")
 	}
+	// The ops listener is plain HTTP without client certificates, and
+	// /metrics describes the vault: exposing it takes an explicit opt-in.
+	if s.OpsListen != "" && !s.OpsAllowNonLoopback && !isLoopbackListen(s.OpsListen) {
+		return v.fail("server.ops_listen", "must be a loopback address (127.0.0.0/8, ::1 or localhost): the ops listener "+
+			"has no TLS and no authentication (set server.ops_allow_non_loopback = true to expose it anyway)")
+	}
 	if s.MaxBodyBytes <= 0 || s.MaxBodyBytes > maxMaxBodyBytes {
 		return v.fail("server.max_body_bytes", "must be between 1 and %d", maxMaxBodyBytes)
 	}
@@ -448,6 +454,21 @@ func (v *validator) endpoint(key, raw string, required, allowQuery bool) (*url.U
 		return nil, v.fail(key, "must not contain a query")
 	}
 	return u, nil
+}
+
+// isLoopbackListen reports whether a listen address (already checked by
+// hostPort) binds loopback only. An empty host is every interface; a name
+// other than localhost may resolve to anything.
+func isLoopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func isLoopbackHost(h string) bool {
