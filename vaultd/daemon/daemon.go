@@ -57,7 +57,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, hooks Hoo
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return configError(err)
 	}
 	if *showVersion {
 		fmt.Fprintln(stdout, "vaultd", Version)
@@ -65,7 +65,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, hooks Hoo
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("bad -log-level %q", *logLevel)
+		return configError(fmt.Errorf("bad -log-level %q", *logLevel))
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 
@@ -109,18 +109,20 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err 
 	// Everything that needs only files and ports is checked first: a bad
 	// TLS key or a taken port fails at once with one line, before the HSM
 	// is opened (and before the HSM and store log anything).
+	// Identity, TLS and provider files passed validation as readable; one
+	// that does not parse is a configuration error too (exit 78).
 	ident, err := buildIdentity(cfg)
 	if err != nil {
-		return err
+		return configError(err)
 	}
 	tlsConf, err := buildTLS(cfg)
 	if err != nil {
-		return err
+		return configError(err)
 	}
 	d.apiTLS.Store(tlsConf)
 	providers, fwd, err := buildProviders(cfg, log)
 	if err != nil {
-		return err
+		return configError(err)
 	}
 	// Listeners: systemd socket activation when present, else bind.
 	tcpLn, udpConn, err := listen(cfg.Server.Listen, cfg.Server.HTTP3)
