@@ -32,10 +32,26 @@
 //     to compare against it.
 //   - A segment that does not start at seq 1 (a rotated mirror file, an
 //     export with since= or after_seq=) is checked from its own first line:
-//     its first prev_hash is taken on trust (VerifyResult.Anchored is false).
+//     its first prev_hash is taken on trust (VerifyResult.Anchored is false),
+//     so a file with its first lines removed verifies too. Verifier.Anchor
+//     checks it from a known point instead (the seq and hash of the event
+//     before it, from a copy held elsewhere), and Verifier.AddReader checks
+//     several files as one chain. vaultctl audit verify refuses an
+//     unanchored file set.
 //   - An export filtered by tenant_id, integration_id or action has gaps in
 //     seq by construction and is NOT chain-verifiable; Verify reports the
 //     first gap. Verify the unfiltered export or the mirror instead.
+//
+// # Start-up verification
+//
+// With Options.VerifyOnStart (vaultd's [audit] verify_on_start, on by
+// default) New verifies the chain in the store before it touches the
+// mirror: the newest DefaultVerifyTail events at once, so a break there
+// fails New (vaultd refuses to start, naming the first broken seq), and
+// the older ones in the background, where a break is logged, exported as
+// vaultd_audit_chain_broken_seq and makes every later Record fail with
+// ErrChainBroken. Verifying costs tens of microseconds per event (see
+// DefaultVerifyTail), too much to hold the start for a long trail.
 //
 // # Writing
 //

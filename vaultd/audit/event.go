@@ -30,6 +30,9 @@ var (
 	// ErrChainFull: seq would exceed 2^53, beyond which JSON numbers (and
 	// so the canonical form) lose precision.
 	ErrChainFull = errors.New("audit: sequence space exhausted")
+	// ErrChainBroken: the start-up verification found the chain in the
+	// store broken; nothing more is appended to it.
+	ErrChainBroken = errors.New("audit: the stored chain is broken; refusing to append")
 )
 
 // Actions. The contract (§5) names the first nine; the others are vaultd

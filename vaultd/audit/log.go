@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gowebpki/jcs"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vaultd/vaultd/storage"
 )
@@ -26,6 +28,17 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now. Tests inject a fixed clock.
 	Now func() time.Time
+	// VerifyOnStart makes New verify the chain held in the store before it
+	// touches the mirror (vaultd start-up): the newest VerifyTail events
+	// before New returns, a break failing New with a *ChainError naming
+	// the first broken seq; the older ones in the background, a break
+	// there making Record fail with ErrChainBroken. See startup.go.
+	VerifyOnStart bool
+	// VerifyTail is how many of the newest events VerifyOnStart checks
+	// before New returns; 0 means DefaultVerifyTail.
+	VerifyTail uint64
+	// Registerer receives the chain verification metrics; nil for none.
+	Registerer prometheus.Registerer
 }
 
 // mirrorRetry is how long Record waits, after the mirror file was lost,
@@ -50,6 +63,14 @@ type Log struct {
 	synced  bool // the mirror has been opened at least once
 
 	mirrorFailures atomic.Uint64
+
+	// Start-up verification (Options.VerifyOnStart), see startup.go.
+	broken         atomic.Pointer[ChainError] // a break found in the background
+	bgCancel       context.CancelFunc
+	bgDone         chan struct{} // closed when the background pass ends
+	bgErr          error         // its result, read after bgDone
+	chainVerified  prometheus.Gauge
+	chainBrokenSeq prometheus.Gauge
 }
 
 // New returns a Log writing to store. With a mirror path it opens (0600,
@@ -79,13 +100,26 @@ func New(ctx context.Context, store storage.Store, opts Options) (*Log, error) {
 	if l.now == nil {
 		l.now = time.Now
 	}
-	if l.path == "" {
-		return l, nil
+	l.initMetrics(opts.Registerer)
+	var background func(context.Context) error
+	if opts.VerifyOnStart {
+		// Before the mirror: repairing it from a tampered store would
+		// overwrite the honest copy with the tampered one.
+		var err error
+		if background, err = l.verifyOnStart(ctx, opts.VerifyTail); err != nil {
+			return nil, err
+		}
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if err := l.syncMirrorLocked(ctx); err != nil && !errors.Is(err, errCatchUp) {
-		return nil, err
+	if l.path != "" {
+		l.mu.Lock()
+		err := l.syncMirrorLocked(ctx)
+		l.mu.Unlock()
+		if err != nil && !errors.Is(err, errCatchUp) {
+			return nil, err
+		}
+	}
+	if background != nil {
+		l.startBackground(ctx, background)
 	}
 	return l, nil
 }
@@ -186,44 +220,28 @@ func (l *Log) Close() error {
 	if l.closed.Swap(true) {
 		return nil
 	}
+	if l.bgCancel != nil {
+		// The caller closes the store next: stop reading it first.
+		l.bgCancel()
+		<-l.bgDone
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.closeMirrorLocked()
 }
 
 // VerifyStore checks the whole chain held in the store, as Verify checks a
-// file (for start-up or an operator check; it reads every event).
+// file (an operator check; start-up uses Options.VerifyOnStart). It reads
+// every event. A record the store cannot return in order (a deleted or
+// mis-keyed event) is a *ChainError wrapping storage.ErrCorrupt.
 func (l *Log) VerifyStore(ctx context.Context) (VerifyResult, error) {
 	var v Verifier
-	var prev uint64
-	err := l.store.ScanAudit(ctx, 0, func(rec storage.AuditRecord) (bool, error) {
-		if err := v.Add(rec.Data, 0); err != nil {
-			return false, err
-		}
-		if rec.Seq != v.Result().LastSeq || rec.Hash != v.Result().LastHash {
-			return false, &ChainError{Seq: rec.Seq, Reason: "stored key or hash disagrees with the event"}
-		}
-		prev = rec.Seq
-		return true, nil
-	})
-	if err != nil {
+	if err := l.scanChain(ctx, &v, 0, math.MaxUint64); err != nil {
 		return v.Result(), err
 	}
 	res := v.Result()
 	if res.Events > 0 && !res.Anchored {
 		return res, &ChainError{Seq: res.FirstSeq, Reason: "the store's chain does not start at seq 1"}
 	}
-	head, err := l.store.AuditHead(ctx)
-	if err != nil {
-		return res, fmt.Errorf("audit: head: %w", err)
-	}
-	// A head behind the scan means events appended meanwhile: fine. A
-	// head disagreeing with a record we read is not.
-	if head.Seq == prev && head.Seq > 0 && head.Hash != res.LastHash {
-		return res, &ChainError{Seq: head.Seq, Reason: "stored head hash disagrees with the last event"}
-	}
-	if head.Seq < prev {
-		return res, &ChainError{Seq: head.Seq + 1, Reason: "stored head is behind the last event"}
-	}
-	return res, nil
+	return res, l.checkHead(ctx, res)
 }

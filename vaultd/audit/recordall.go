@@ -18,6 +18,9 @@ func (l *Log) RecordAllWith(ctx context.Context, evs []Event, commit func(build 
 	if l.closed.Load() {
 		return nil, ErrClosed
 	}
+	if err := l.refuseIfBroken(); err != nil {
+		return nil, err
+	}
 	if len(evs) == 0 {
 		return nil, errors.New("audit: no event to record")
 	}

@@ -25,6 +25,9 @@ type ChainError struct {
 	Seq    uint64
 	Line   int // 1-based line number in the input, 0 if not from a file
 	Reason string
+	// Err is the underlying error when the break was reported by the
+	// store (a missing or mis-keyed record: storage.ErrCorrupt), else nil.
+	Err error
 }
 
 func (e *ChainError) Error() string {
@@ -38,6 +41,9 @@ func (e *ChainError) Error() string {
 	return "audit: chain broken at " + where + ": " + e.Reason
 }
 
+// Unwrap returns Err, so a store's corruption stays recognisable.
+func (e *ChainError) Unwrap() error { return e.Err }
+
 // VerifyResult summarises a verified chain. LastSeq and LastHash are what
 // to compare against an external anchor (a SIEM's copy) to detect a
 // truncated tail.
@@ -46,16 +52,30 @@ type VerifyResult struct {
 	FirstSeq uint64
 	LastSeq  uint64
 	LastHash string
-	// Anchored is true when the chain starts at seq 1 from the genesis
-	// hash; false for a segment whose first prev_hash is taken on trust.
+	// Anchored is true when the first event's prev_hash was checked: seq 1
+	// from the genesis hash, or the hash given to Verifier.Anchor. False
+	// for a segment whose first prev_hash is taken on trust.
 	Anchored bool
 }
 
-// Verifier checks a chain line by line; the zero value is ready. Verify
-// and Log.VerifyStore use it.
+// Verifier checks a chain line by line; the zero value is ready and
+// accepts a chain starting at any seq (see Anchor). Verify, Log.VerifyStore
+// and vaultctl audit verify use it.
 type Verifier struct {
 	res VerifyResult
 	err error
+
+	anchored   bool // Anchor was called
+	anchorSeq  uint64
+	anchorHash string
+}
+
+// Anchor makes the chain start after a known point: the first event must
+// be seq+1 with prev_hash equal to hash (the hash of event seq, taken from
+// a copy held elsewhere). Anchor(0, storage.GenesisHash) requires a chain
+// from seq 1. Call it before the first Add.
+func (v *Verifier) Anchor(seq uint64, hash string) {
+	v.anchored, v.anchorSeq, v.anchorHash = true, seq, hash
 }
 
 // Add checks the next line (without its newline). After the first error
@@ -82,8 +102,12 @@ func (v *Verifier) add(line []byte, lineNo int) error {
 		return &ChainError{Seq: v.brokenAt(seq), Line: lineNo, Reason: reasonOf(err)}
 	}
 	if expected != 0 && p.seq != expected {
-		reason := fmt.Sprintf("seq %d follows seq %d (line deleted, inserted or reordered)", p.seq, v.res.LastSeq)
+		reason := fmt.Sprintf("seq %d follows seq %d (line deleted, inserted or reordered; an export filtered by tenant, integration or action is not a contiguous chain)", p.seq, v.res.LastSeq)
 		return &ChainError{Seq: v.brokenAt(p.seq), Line: lineNo, Reason: reason}
+	}
+	if v.res.Events == 0 && v.anchored && p.seq != v.anchorSeq+1 {
+		reason := fmt.Sprintf("first event is seq %d, but the anchor is seq %d", p.seq, v.anchorSeq)
+		return &ChainError{Seq: v.anchorSeq + 1, Line: lineNo, Reason: reason}
 	}
 	if p.computed != p.hash {
 		return &ChainError{Seq: p.seq, Line: lineNo, Reason: "hash does not match the event's content"}
@@ -93,6 +117,14 @@ func (v *Verifier) add(line []byte, lineNo int) error {
 		if p.prevHash != v.res.LastHash {
 			return &ChainError{Seq: p.seq, Line: lineNo, Reason: fmt.Sprintf("prev_hash does not equal the hash of seq %d", v.res.LastSeq)}
 		}
+	case v.anchored:
+		if p.prevHash != v.anchorHash {
+			return &ChainError{Seq: p.seq, Line: lineNo, Reason: fmt.Sprintf("prev_hash does not equal the anchor's hash of seq %d", v.anchorSeq)}
+		}
+		if p.seq == 1 && p.prevHash != storage.GenesisHash {
+			return &ChainError{Seq: 1, Line: lineNo, Reason: "seq 1 does not start from the genesis hash (64 zeros)"}
+		}
+		v.res.Anchored = true
 	case p.seq == 1:
 		if p.prevHash != storage.GenesisHash {
 			return &ChainError{Seq: 1, Line: lineNo, Reason: "seq 1 does not start from the genesis hash (64 zeros)"}
@@ -114,6 +146,9 @@ func (v *Verifier) add(line []byte, lineNo int) error {
 // (a line moved down from earlier), which is then the earliest break.
 func (v *Verifier) brokenAt(seq uint64) uint64 {
 	if v.res.Events == 0 {
+		if v.anchored {
+			return v.anchorSeq + 1
+		}
 		return seq
 	}
 	if seq != 0 && seq < v.res.FirstSeq {
@@ -146,26 +181,46 @@ func (v *Verifier) Result() VerifyResult { return v.res }
 // file) and checks every line: its hash recomputed from its content, seq
 // consecutive, prev_hash equal to the previous line's hash, and, for a
 // chain starting at seq 1, the genesis prev_hash. A chain starting later is
-// checked from its own first line (Anchored false). Blank lines are allowed
-// only at the end. Lines over MaxLineBytes are refused. The error is a
-// *ChainError naming the first broken seq, or an I/O error from r. Empty
-// input verifies with Events 0. See the package doc for what this proves.
+// checked from its own first line (Anchored false: the caller decides
+// whether that is acceptable). Blank lines are allowed only at the end.
+// Lines over MaxLineBytes are refused. The error is a *ChainError naming
+// the first broken seq, or an I/O error from r. Empty input verifies with
+// Events 0. See the package doc for what this proves.
 func Verify(r io.Reader) (VerifyResult, error) {
 	var v Verifier
+	err := v.AddReader(r)
+	return v.Result(), err
+}
+
+// AddReader checks the lines of r, as Verify does, as the continuation of
+// the chain added so far: several files given in order (rotated mirror
+// segments, export pages) are checked as one chain across their
+// boundaries. Line numbers in errors count from 1 in each reader; blank
+// lines may end a reader but not interrupt one. After the first error
+// every later call returns the same error.
+func (v *Verifier) AddReader(r io.Reader) error {
+	if v.err != nil {
+		return v.err
+	}
+	v.err = v.addReader(r)
+	return v.err
+}
+
+func (v *Verifier) addReader(r io.Reader) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	lineNo := 0
 	blankAt := 0 // first blank line seen, if any
 	for {
 		line, err := readLine(br, MaxLineBytes)
 		if errors.Is(err, io.EOF) && line == nil {
-			return v.Result(), nil
+			return nil
 		}
 		lineNo++
 		if errors.Is(err, errLineTooLong) {
-			return v.Result(), &ChainError{Seq: next(v), Line: lineNo, Reason: fmt.Sprintf("line longer than %d bytes", MaxLineBytes)}
+			return &ChainError{Seq: v.next(), Line: lineNo, Reason: fmt.Sprintf("line longer than %d bytes", MaxLineBytes)}
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
-			return v.Result(), fmt.Errorf("audit: read line %d: %w", lineNo, err)
+			return fmt.Errorf("audit: read line %d: %w", lineNo, err)
 		}
 		if len(bytes.TrimSpace(line)) == 0 {
 			if blankAt == 0 {
@@ -173,24 +228,27 @@ func Verify(r io.Reader) (VerifyResult, error) {
 			}
 		} else {
 			if blankAt != 0 {
-				return v.Result(), &ChainError{Seq: next(v), Line: blankAt, Reason: "blank line inside the chain"}
+				return &ChainError{Seq: v.next(), Line: blankAt, Reason: "blank line inside the chain"}
 			}
 			if aerr := v.Add(line, lineNo); aerr != nil {
-				return v.Result(), aerr
+				return aerr
 			}
 		}
 		if errors.Is(err, io.EOF) {
-			return v.Result(), nil
+			return nil
 		}
 	}
 }
 
 // next is the seq expected on the next line, 0 if unknown.
-func next(v Verifier) uint64 {
-	if v.res.Events == 0 {
-		return 0
+func (v *Verifier) next() uint64 {
+	switch {
+	case v.res.Events > 0:
+		return v.res.LastSeq + 1
+	case v.anchored:
+		return v.anchorSeq + 1
 	}
-	return v.res.LastSeq + 1
+	return 0
 }
 
 var errLineTooLong = errors.New("line too long")
