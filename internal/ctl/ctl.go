@@ -4,7 +4,6 @@
 package ctl
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,7 +18,6 @@ import (
 	"github.com/vaultd/vaultd/hsm"
 	"github.com/vaultd/vaultd/internal/devpki"
 	"github.com/vaultd/vaultd/storage/bolt"
-	"github.com/vaultd/vaultd/vaultd/audit"
 	"github.com/vaultd/vaultd/vaultd/client"
 	"github.com/vaultd/vaultd/vaultd/config"
 )
@@ -44,7 +42,9 @@ API commands (mTLS; flags or VAULTCTL_SERVER/_CERT/_KEY/_CA/_TENANT_CONTEXT):
   audit export [-tenant T] [-integration I] [-action A] [-since RFC3339] [-until RFC3339] [-limit N]   (auditor)
 
 Offline:
-  audit verify FILE                  check the hash chain of an NDJSON export or the audit mirror
+  audit verify [-from-anchor SEQ:HASH] FILE...
+                                     check the hash chain across NDJSON files in order (export pages,
+                                     rotated mirror segments, .gz too) from seq 1, or after SEQ:HASH
   dev-pki DIR                        write a throwaway dev PKI (CA, server, clients); not for production
   version
 `
@@ -369,30 +369,11 @@ func cmdIntegration(ctx context.Context, args []string, stdout, stderr io.Writer
 
 func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: vaultctl audit export [filters] | verify FILE")
+		return errors.New("usage: vaultctl audit export [filters] | verify [-from-anchor SEQ:HASH] FILE...")
 	}
 	switch args[0] {
 	case "verify":
-		if len(args) != 2 {
-			return errors.New("usage: vaultctl audit verify FILE")
-		}
-		var r io.Reader
-		if args[1] == "-" {
-			r = os.Stdin
-		} else {
-			f, err := os.Open(args[1])
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			r = f
-		}
-		res, err := audit.Verify(bufio.NewReaderSize(r, 1<<16))
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "ok: %d events chain (last seq %d)\n", res.Events, res.LastSeq)
-		return nil
+		return cmdAuditVerify(args[1:], stdout, stderr)
 	case "export":
 		var q client.AuditQuery
 		var since, until string
@@ -422,5 +403,5 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return c.Audit(ctx, q, stdout)
 	}
-	return errors.New("usage: vaultctl audit export [filters] | verify FILE")
+	return errors.New("usage: vaultctl audit export [filters] | verify [-from-anchor SEQ:HASH] FILE...")
 }
