@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/textproto"
@@ -239,6 +240,8 @@ func (e ExecuteRequest) MarshalJSON() ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
+// bodyFields gives the request body's wire field: "body" for UTF-8,
+// else "body_base64".
 func bodyFields(b []byte) (text, b64 *string) {
 	if utf8.Valid(b) {
 		s := string(b)
@@ -248,11 +251,81 @@ func bodyFields(b []byte) (text, b64 *string) {
 	return nil, &s
 }
 
+// escapedLen is the length of b as the inside of a JSON string (the
+// escaping encoding/json applies without HTML escaping): what "body" costs.
+func escapedLen(b []byte) int64 {
+	n := int64(0)
+	for i := 0; i < len(b); {
+		e, size := jsonEscape(b[i:])
+		if e != "" {
+			n += int64(len(e))
+		} else {
+			n += int64(size)
+		}
+		i += size
+	}
+	return n
+}
+
+// ctlEscapes are the "\u00XX" forms of the control characters, built
+// once so that escaping allocates nothing per byte.
+var ctlEscapes = func() (t [0x20]string) {
+	const hex = "0123456789abcdef"
+	for c := range t {
+		t[c] = `\u00` + string(hex[c>>4]) + string(hex[c&0xf])
+	}
+	return t
+}()
+
+// jsonEscape returns the escape encoding/json writes (HTML escaping off)
+// for the character at the start of b, or "" when it is written as is;
+// size is the character's length in bytes. b must be valid UTF-8.
+func jsonEscape(b []byte) (esc string, size int) {
+	c := b[0]
+	switch {
+	case c == '"':
+		return `\"`, 1
+	case c == '\\':
+		return `\\`, 1
+	case c == '\n':
+		return `\n`, 1
+	case c == '\r':
+		return `\r`, 1
+	case c == '\t':
+		return `\t`, 1
+	case c == '\b':
+		return `\b`, 1
+	case c == '\f':
+		return `\f`, 1
+	case c < 0x20:
+		return ctlEscapes[c], 1
+	case c < utf8.RuneSelf:
+		return "", 1
+	}
+	r, size := utf8.DecodeRune(b)
+	if r == '\u2028' {
+		return `\u2028`, size
+	}
+	if r == '\u2029' {
+		return `\u2029`, size
+	}
+	return "", size
+}
+
+// useBase64 decides how body travels: as "body_base64" when it is not
+// valid UTF-8, or when escaping would more than double it (a body of
+// control bytes grows sixfold as "\u00XX"; base64 grows by a third).
+func useBase64(b []byte) bool {
+	return !utf8.Valid(b) || escapedLen(b) > 2*int64(len(b))+2
+}
+
 // EncodeExecuteResponse writes {"status":..,"headers":{..},"body":".."} to
 // w: multi-valued headers joined with ", ", and "body_base64" instead of
-// "body" when body is not valid UTF-8. h should already have passed
-// InboundHeaders (Forwarder.Do does that). Header values that are not
-// UTF-8 (obs-text) are carried with U+FFFD replacements.
+// "body" when body is not valid UTF-8 or would more than double in size
+// escaped. h should already have passed InboundHeaders (Forwarder.Do does
+// that). Header values that are not UTF-8 (obs-text) are carried with
+// U+FFFD replacements. The body is streamed in chunks, never copied or
+// escaped whole: an answer costs its own size plus a small buffer.
 func EncodeExecuteResponse(w io.Writer, status int, h http.Header, body []byte) error {
 	hm := make(map[string]string, len(h))
 	keys := make([]string, 0, len(h))
@@ -268,14 +341,56 @@ func EncodeExecuteResponse(w io.Writer, status int, h http.Header, body []byte) 
 			hm[ck] = strings.Join(h[k], ", ")
 		}
 	}
-	resp := struct {
-		Status     int               `json:"status"`
-		Headers    map[string]string `json:"headers"`
-		Body       *string           `json:"body,omitempty"`
-		BodyBase64 *string           `json:"body_base64,omitempty"`
-	}{Status: status, Headers: hm}
-	resp.Body, resp.BodyBase64 = bodyFields(body)
-	enc := json.NewEncoder(w)
+	var head bytes.Buffer
+	enc := json.NewEncoder(&head)
 	enc.SetEscapeHTML(false)
-	return enc.Encode(resp)
+	if err := enc.Encode(hm); err != nil {
+		return err
+	}
+	field := "body"
+	if useBase64(body) {
+		field = "body_base64"
+	}
+	hdr := fmt.Sprintf(`{"status":%d,"headers":%s,%q:"`, status, bytes.TrimRight(head.Bytes(), "\n"), field)
+	if _, err := io.WriteString(w, hdr); err != nil {
+		return err
+	}
+	if field == "body_base64" {
+		bw := base64.NewEncoder(base64.StdEncoding, w)
+		if _, err := bw.Write(body); err != nil {
+			return err
+		}
+		if err := bw.Close(); err != nil {
+			return err
+		}
+	} else if err := writeJSONStringBody(w, body); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, "\"}\n")
+	return err
+}
+
+// writeJSONStringBody writes valid UTF-8 b as the inside of a JSON string,
+// escaped exactly as encoding/json does (HTML escaping off), through a
+// small buffer.
+func writeJSONStringBody(w io.Writer, b []byte) error {
+	const flushAt = 16 << 10
+	buf := make([]byte, 0, flushAt+8)
+	for i := 0; i < len(b); {
+		e, size := jsonEscape(b[i:])
+		if e != "" {
+			buf = append(buf, e...)
+		} else {
+			buf = append(buf, b[i:i+size]...)
+		}
+		i += size
+		if len(buf) >= flushAt {
+			if _, err := w.Write(buf); err != nil {
+				return err
+			}
+			buf = buf[:0]
+		}
+	}
+	_, err := w.Write(buf)
+	return err
 }

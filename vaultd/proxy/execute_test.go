@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
+	"math/rand/v2"
 	"net/http"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -197,4 +200,79 @@ func FuzzDecodeExecuteRequest(f *testing.F) {
 			t.Fatalf("response encoding: %v %q", err, buf.Bytes())
 		}
 	})
+}
+
+// The streamed "body" is byte for byte what encoding/json writes for the
+// same string (HTML escaping off), across chunk boundaries and for every
+// class of escaped character.
+func TestEncodeExecuteResponseMatchesEncodingJSON(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := []string{"a", "\"", "\\", "\n", "\t", "\x01", "\x7f", "\b", "\f", "\x1f", "\r", "é", "€", "\u2028", "\u2029", "<", "&", "😀", "/"}
+	for i := 0; i < 200; i++ {
+		var sb strings.Builder
+		n := rng.IntN(40 << 10)
+		for sb.Len() < n {
+			sb.WriteString(alphabet[rng.IntN(len(alphabet))])
+		}
+		body := []byte(sb.String())
+		if useBase64(body) {
+			continue
+		}
+		var got bytes.Buffer
+		if err := EncodeExecuteResponse(&got, 200, nil, body); err != nil {
+			t.Fatal(err)
+		}
+		var want bytes.Buffer
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(struct {
+			Status  int               `json:"status"`
+			Headers map[string]string `json:"headers"`
+			Body    string            `json:"body"`
+		}{200, map[string]string{}, string(body)})
+		if !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Fatalf("case %d (%d bytes): streamed encoding differs from encoding/json", i, len(body))
+		}
+		if escapedLen(body) != int64(want.Len()-len(`{"status":200,"headers":{},"body":""}`+"\n")) {
+			t.Fatalf("case %d: escapedLen %d disagrees with the encoding", i, escapedLen(body))
+		}
+	}
+}
+
+// A valid-UTF-8 body of control bytes would grow sixfold as "\u00XX": it
+// travels as body_base64, and encoding it allocates a small buffer, not a
+// multiple of the body (10 MB of them took RSS from 31 MB to 293 MB).
+func TestEncodeExecuteResponseBoundedMemory(t *testing.T) {
+	body := bytes.Repeat([]byte{0x01}, 10<<20)
+	if !useBase64(body) {
+		t.Fatal("control-byte body not sent as base64")
+	}
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	if err := EncodeExecuteResponse(io.Discard, 200, http.Header{"A": {"b"}}, body); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&ms1)
+	if alloc := ms1.TotalAlloc - ms0.TotalAlloc; alloc > 1<<20 {
+		t.Fatalf("encoding a 10 MiB body allocated %d bytes", alloc)
+	}
+	text := bytes.Repeat([]byte("a\"b\n"), 10<<18) // 10 MiB of text needing escapes
+	if useBase64(text) {
+		t.Fatal("ordinary text sent as base64")
+	}
+	runtime.ReadMemStats(&ms0)
+	if err := EncodeExecuteResponse(io.Discard, 200, nil, text); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&ms1)
+	if alloc := ms1.TotalAlloc - ms0.TotalAlloc; alloc > 1<<20 {
+		t.Fatalf("encoding 10 MiB of text allocated %d bytes", alloc)
+	}
+	var buf bytes.Buffer
+	if err := EncodeExecuteResponse(&buf, 200, nil, body[:3]); err != nil {
+		t.Fatal(err)
+	}
+	if buf.String() != `{"status":200,"headers":{},"body_base64":"AQEB"}`+"\n" {
+		t.Fatalf("control bytes: %s", buf.String())
+	}
 }
