@@ -148,6 +148,9 @@ type StorageConfig struct {
 // AuditConfig is [audit].
 type AuditConfig struct {
 	File string `toml:"file"` // "" = no mirror file
+	// VerifyOnStart: verify the chain in the database at start-up and
+	// refuse to start on a break (audit.Options.VerifyOnStart).
+	VerifyOnStart bool `toml:"verify_on_start"`
 }
 
 // Hardening modes.
@@ -238,8 +241,9 @@ type Provider struct {
 	// ClientSecret is read from ClientSecretFile in ModeDaemon (zero
 	// otherwise).
 	ClientSecret secret.String `toml:"-"`
-	// RootCAs is the system pool plus CAFile's certificates, loaded in
-	// ModeDaemon; nil means "use the system roots".
+	// RootCAs holds CAFile's certificates (only those: the provider is
+	// pinned to its CA), loaded in ModeDaemon; nil means "use the system
+	// roots".
 	RootCAs *x509.CertPool `toml:"-"`
 }
 
@@ -344,6 +348,7 @@ func defaults() *Config {
 		},
 		HSM:     HSMConfig{MaxSessions: DefaultMaxSessions, HealthInterval: NewDuration(DefaultHSMHealthInterval)},
 		Storage: StorageConfig{LockTimeout: NewDuration(DefaultLockTimeout)},
+		Audit:   AuditConfig{VerifyOnStart: true},
 		Harden: HardenConfig{
 			Mlock:      defaultMlock,
 			Seccomp:    defaultSeccmp,

@@ -551,10 +551,10 @@ func loadRoots(file string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, err
 	}
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
+	// The file's certificates only, not the system roots as well: a
+	// provider with its own CA is pinned to it, so a public CA cannot
+	// vouch for its hosts either.
+	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("%s: no PEM certificate found", file)
 	}

@@ -173,7 +173,9 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err 
 	}
 	closers = append(closers, func() { d.keys.Close() })
 
-	d.audit, err = audit.New(ctx, d.store, audit.Options{MirrorPath: cfg.Audit.File, Logger: log})
+	// VerifyOnStart: a broken chain in the database refuses the start.
+	d.audit, err = audit.New(ctx, d.store, audit.Options{MirrorPath: cfg.Audit.File, Logger: log,
+		VerifyOnStart: cfg.Audit.VerifyOnStart, Registerer: d.metrics.Registry})
 	if err != nil {
 		return err
 	}
@@ -194,7 +196,7 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err 
 		altSvc = fmt.Sprintf(`h3=":%d"; ma=86400`, port)
 	}
 	d.srv = server.New(server.Options{
-		Logger: log, Vault: d.svc, Audit: d.audit, Forwarder: fwd, Metrics: d.metrics,
+		Logger: log, Vault: d.svc, Audit: d.audit, Forwarders: fwd, Metrics: d.metrics,
 		Identity: ident, MaxBodyBytes: cfg.Server.MaxBodyBytes, AltSvc: altSvc,
 		Ready: d.ready, Backup: d.store.Backup,
 	})
@@ -401,8 +403,8 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 	}
 	d.apiTLS.Store(tlsConf)
 	d.srv.SetIdentity(ident)
+	d.srv.SetForwarders(fwd) // before the providers: a new provider is never without one
 	d.svc.SetProviders(providers)
-	d.srv.SetForwarder(fwd)
 	d.cfg.Store(cfg)
 	return nil
 }
@@ -460,28 +462,28 @@ func buildIdentity(cfg *config.Config) (server.Identity, error) {
 	return id, nil
 }
 
-func buildProviders(cfg *config.Config, log *slog.Logger) (vault.Providers, *proxy.Forwarder, error) {
+// buildProviders makes each provider's OAuth client and outbound
+// forwarder. Each trusts its own roots only: its ca_file's certificates
+// when set, else the system roots. A CA one provider needs must never
+// vouch for another provider's hosts (it would receive that provider's
+// tokens and client secret), so no pool is shared or mutated.
+func buildProviders(cfg *config.Config, log *slog.Logger) (vault.Providers, map[string]*proxy.Forwarder, error) {
 	ps := vault.Providers{}
-	roots, err := x509.SystemCertPool()
-	if err != nil || roots == nil {
-		roots = x509.NewCertPool()
-	}
+	fwds := map[string]*proxy.Forwarder{}
 	for _, name := range cfg.ProviderNames() {
 		p := cfg.Providers[name]
-		if p.CAFile != "" {
-			pemData, err := os.ReadFile(p.CAFile)
-			if err != nil {
-				return nil, nil, fmt.Errorf("provider %s ca_file: %w", name, err)
-			}
-			roots.AppendCertsFromPEM(pemData)
-		}
 		pool := p.RootCAs
 		if pool == nil {
+			roots, err := x509.SystemCertPool() // a fresh copy per call
+			if err != nil || roots == nil {
+				roots = x509.NewCertPool()
+			}
 			pool = roots
 		}
 		hc := &http.Client{
 			Timeout: p.Timeout.Duration(),
 			Transport: &http.Transport{
+				Proxy:               nil, // token and revocation calls go straight to the provider
 				TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool},
 				ForceAttemptHTTP2:   true,
 				MaxIdleConnsPerHost: 8,
@@ -500,13 +502,13 @@ func buildProviders(cfg *config.Config, log *slog.Logger) (vault.Providers, *pro
 			RefreshMargin:   p.RefreshMargin.Duration(),
 			DefaultLifetime: p.DefaultTokenLifetime.Duration(),
 		}
+		fwds[name] = proxy.NewForwarder(proxy.ForwarderOptions{
+			Timeout:   cfg.Server.RequestTimeout.Duration(),
+			TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool},
+			Logger:    log,
+		})
 	}
-	fwd := proxy.NewForwarder(proxy.ForwarderOptions{
-		Timeout:   cfg.Server.RequestTimeout.Duration(),
-		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots},
-		Logger:    log,
-	})
-	return ps, fwd, nil
+	return ps, fwds, nil
 }
 
 func notify(log *slog.Logger, state string) {

@@ -62,6 +62,10 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 	return body, true
 }
 
+// auditTimeout bounds a detached audit write (a store that cannot commit
+// in this time is failing, and the call fails closed).
+const auditTimeout = 30 * time.Second
+
 func decodeStrict(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -74,10 +78,15 @@ func decodeStrict(data []byte, v any) error {
 	return nil
 }
 
-// record writes an audit event; a failure fails the call (CONTRACT: audit
-// is synchronous), so the caller must stop and answer 503.
+// record writes an audit event; a failure fails the call (audit is
+// synchronous), so the caller must stop and answer 503. The write is
+// detached from the caller: an event about something that already
+// happened (a token sent upstream) is recorded even when the caller has
+// hung up, timed out or reset the stream.
 func (s *Server) record(ctx context.Context, ev audit.Event) error {
 	ev.RequestID = requestID(ctx)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+	defer cancel()
 	if _, err := s.audit.Record(ctx, ev); err != nil {
 		s.log.ErrorContext(ctx, "audit write failed", "request_id", ev.RequestID, "action", ev.Action, "err", err)
 		return err

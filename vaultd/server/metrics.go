@@ -24,6 +24,9 @@ type Metrics struct {
 	lockWait      prometheus.Histogram
 	authDenied    prometheus.Counter
 	forcedRefresh prometheus.Counter
+	// forcedRefreshThrottled counts upstream 401s passed on without a
+	// refresh (ForceRefresh declined).
+	forcedRefreshThrottled prometheus.Counter
 	reloads       *prometheus.CounterVec
 }
 
@@ -57,11 +60,14 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		forcedRefresh: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vaultd_forced_refresh_total", Help: "Refreshes forced by an upstream 401 on a token considered valid.",
 		}),
+		forcedRefreshThrottled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vaultd_forced_refresh_throttled_total", Help: "Upstream 401s answered as they came because a forced refresh was throttled.",
+		}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vaultd_config_reloads_total", Help: "SIGHUP reloads by outcome.",
 		}, []string{"outcome"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.refresh, m.scopeDrift, m.lockWait, m.authDenied, m.forcedRefresh, m.reloads,
+	reg.MustRegister(m.requests, m.duration, m.refresh, m.scopeDrift, m.lockWait, m.authDenied, m.forcedRefresh, m.forcedRefreshThrottled, m.reloads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

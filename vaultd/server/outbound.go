@@ -27,6 +27,7 @@ type outbound struct {
 	replay  func() io.Reader // non-nil when the request can be sent again
 	via     string           // "proxy" | "execute"
 	base    *url.URL
+	fwd     *proxy.Forwarder // the provider's own (its own trust store)
 	tenant  string
 	id      string
 	caller  vault.Caller
@@ -37,22 +38,30 @@ type outbound struct {
 // both proxy and execute take. An upstream 401 on a token the vault
 // thought valid triggers one forced refresh and one retry when the request
 // can be replayed safely.
+//
+// The forced refresh is throttled by the vault (once per access token,
+// once per ForcedRefreshInterval): when it declines, the 401 goes back to
+// the caller as it came.
 func (s *Server) call(ctx context.Context, o outbound) (*http.Response, error) {
-	fwd := s.fwd.Load()
 	lease, err := s.vault.AccessToken(ctx, o.caller, o.tenant, o.id)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := fwd.Do(ctx, proxy.OutboundRequest{Method: o.method, URL: o.target, Header: o.header, Body: o.body, ContentLength: o.length}, lease.Token)
+	resp, err := o.fwd.Do(ctx, proxy.OutboundRequest{Method: o.method, URL: o.target, Header: o.header, Body: o.body, ContentLength: o.length}, lease.Token)
 	if err == nil && resp.StatusCode == http.StatusUnauthorized && o.replay != nil && proxy.Replayable(o.method) {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		resp.Body.Close()
-		s.metrics.forcedRefresh.Inc()
-		lease2, rerr := s.vault.ForceRefresh(ctx, o.caller, o.tenant, o.id, lease.Revision)
-		if rerr != nil {
+		lease2, rerr := s.vault.ForceRefresh(ctx, o.caller, o.tenant, o.id, lease)
+		switch {
+		case errors.Is(rerr, vault.ErrRefreshThrottled):
+			s.metrics.forcedRefreshThrottled.Inc()
+		case rerr != nil:
+			resp.Body.Close()
 			return nil, rerr
+		default:
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			s.metrics.forcedRefresh.Inc()
+			resp, err = o.fwd.Do(ctx, proxy.OutboundRequest{Method: o.method, URL: o.target, Header: o.header, Body: o.replay(), ContentLength: o.length}, lease2.Token)
 		}
-		resp, err = fwd.Do(ctx, proxy.OutboundRequest{Method: o.method, URL: o.target, Header: o.header, Body: o.replay(), ContentLength: o.length}, lease2.Token)
 	}
 	if err != nil {
 		return nil, err
@@ -99,6 +108,9 @@ func (s *Server) outboundError(w http.ResponseWriter, r *http.Request, o outboun
 	case errors.Is(err, proxy.ErrUpstreamUnreachable):
 		code, msg = CodeUpstreamUnreachable, "upstream unreachable"
 		ev.Outcome = audit.OutcomeFailure
+	case errors.Is(err, errBufferBudget):
+		code, msg = CodeIntegrationUnavailable, "vaultd is buffering too many execute answers; retry later or use the proxy route, which streams"
+		ev.Outcome = audit.OutcomeFailure
 	case errors.Is(err, vault.ErrNotFound):
 		// Vanished between the metadata read and the token read.
 		writeError(w, r, CodeNotFound, msgIntegrationNotFound)
@@ -106,10 +118,12 @@ func (s *Server) outboundError(w http.ResponseWriter, r *http.Request, o outboun
 	case errors.Is(err, vault.ErrReauthorizationRequired):
 		code, msg = CodeReauthorizationRequired, msgReauth
 		ev.Outcome = audit.OutcomeFailure
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-		// The caller went away; nothing to answer.
+	case r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
+		// The caller went away; nothing to answer, but the attempt (the
+		// token may have reached the upstream) is on record.
 		code, msg = CodeUpstreamUnreachable, "request cancelled"
 		ev.Outcome = audit.OutcomeFailure
+		ev.Detail += " (caller gave up)"
 	default:
 		s.log.ErrorContext(r.Context(), "outbound call failed", "request_id", requestID(r.Context()), "err", err)
 		code, msg = CodeIntegrationUnavailable, msgUnavailable
@@ -132,9 +146,19 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, sub policy.Subj
 		return outbound{}, false
 	}
 	p, ok := s.vault.Provider(md.Provider)
-	if !ok {
+	fwd := s.forwarder(md.Provider)
+	if !ok || fwd == nil {
 		s.log.ErrorContext(ctx, "integration's provider is not configured", "request_id", requestID(ctx), "provider", md.Provider)
 		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
+		return outbound{}, false
+	}
+	if m := strings.ToUpper(method); m == http.MethodConnect || m == http.MethodTrace {
+		// A tunnel and an echo of the request (token included) are not
+		// API calls: refused before any token is touched.
+		_ = s.record(ctx, audit.Event{TenantID: sub.Tenant, IntegrationID: id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
+			Action: audit.ActionProxyRequest, Outcome: audit.OutcomeDenied, TargetHost: p.APIBase.Host,
+			HTTPStatus: http.StatusMethodNotAllowed, Detail: via + " " + m + ": method_not_allowed"})
+		writeError(w, r, CodeMethodNotAllowed, "method "+m+" is not forwarded")
 		return outbound{}, false
 	}
 	target, err := proxy.Target(p.APIBase, rawPath, rawQuery)
@@ -145,7 +169,7 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, sub policy.Subj
 		writeError(w, r, CodeEgressDenied, msgEgress)
 		return outbound{}, false
 	}
-	return outbound{method: method, target: target, via: via, base: p.APIBase, tenant: sub.Tenant, id: id,
+	return outbound{method: method, target: target, via: via, base: p.APIBase, fwd: fwd, tenant: sub.Tenant, id: id,
 		caller: s.caller(r, sub), subject: sub}, true
 }
 
@@ -188,9 +212,16 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, id, rawPath strin
 	}
 	h := w.Header()
 	for k, vs := range resp.Header {
-		h[k] = vs
+		switch k {
+		case "X-Request-Id":
+			// One X-Request-Id, vaultd's: it names this request's audit
+			// events. The upstream's goes along under another name.
+			h["X-Upstream-Request-Id"] = vs
+		case "X-Vaultd-Error": // an upstream must not pass for vaultd
+		default:
+			h[k] = vs
+		}
 	}
-	h.Del("X-Vaultd-Error") // an upstream must not pass for vaultd
 	w.WriteHeader(resp.StatusCode)
 	rc := http.NewResponseController(w)
 	buf := make([]byte, 32<<10)
@@ -256,7 +287,12 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	defer resp.Body.Close()
-	rb, err := io.ReadAll(io.LimitReader(resp.Body, s.maxBody+1))
+	rb, held, err := s.readAnswer(resp.Body)
+	defer s.bufs.release(held)
+	if errors.Is(err, errBufferBudget) {
+		s.outboundError(w, r, o, err)
+		return
+	}
 	if err != nil {
 		s.outboundError(w, r, o, errors.Join(proxy.ErrUpstreamUnreachable, err))
 		return
@@ -276,4 +312,36 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, id string) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	_ = proxy.EncodeExecuteResponse(w, resp.StatusCode, resp.Header, rb)
+}
+
+// readAnswer reads an execute answer of at most maxBody+1 bytes into
+// memory, reserving what it holds from the budget all execute answers
+// share; the caller releases held once the answer is written.
+func (s *Server) readAnswer(body io.Reader) (b []byte, held int64, err error) {
+	limit := s.maxBody + 1
+	r := io.LimitReader(body, limit)
+	for {
+		if len(b) == cap(b) {
+			if int64(len(b)) >= limit {
+				return b, held, nil
+			}
+			grow := min(max(int64(cap(b)), 64<<10), limit-int64(cap(b)))
+			if !s.bufs.reserve(grow) {
+				return nil, held, errBufferBudget
+			}
+			held += grow
+			nb := make([]byte, len(b), int64(cap(b))+grow)
+			copy(nb, b)
+			clear(b) // it held the (redacted) answer
+			b = nb
+		}
+		n, rerr := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if rerr == io.EOF {
+			return b, held, nil
+		}
+		if rerr != nil {
+			return nil, held, rerr
+		}
+	}
 }

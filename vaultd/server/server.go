@@ -39,7 +39,9 @@ type Options struct {
 	Logger    *slog.Logger
 	Vault     *vault.Service
 	Audit     *audit.Log
-	Forwarder *proxy.Forwarder
+	// Forwarders holds each provider's outbound client, keyed by provider
+	// name: each trusts only its provider's CAs.
+	Forwarders map[string]*proxy.Forwarder
 	Metrics   *Metrics
 	Identity  Identity
 	// Ready reports whether the HSM session and the store work.
@@ -57,7 +59,8 @@ type Server struct {
 	log      *slog.Logger
 	vault    *vault.Service
 	audit    *audit.Log
-	fwd      atomic.Pointer[proxy.Forwarder]
+	fwds     atomic.Pointer[map[string]*proxy.Forwarder]
+	bufs     *byteBudget // execute answers held in memory, all requests together
 	metrics  *Metrics
 	identity atomic.Pointer[Identity]
 	ready    func(ctx context.Context) error
@@ -85,15 +88,26 @@ func New(o Options) *Server {
 	}
 	id := o.Identity
 	s.identity.Store(&id)
-	s.fwd.Store(o.Forwarder)
+	s.bufs = newByteBudget(executeBufferBudget(s.maxBody))
+	s.SetForwarders(o.Forwarders)
 	return s
 }
 
 // SetIdentity swaps principals and tenant-context keys (SIGHUP reload).
 func (s *Server) SetIdentity(id Identity) { s.identity.Store(&id) }
 
-// SetForwarder swaps the outbound client (SIGHUP reload of provider CAs).
-func (s *Server) SetForwarder(f *proxy.Forwarder) { s.fwd.Store(f) }
+// SetForwarders swaps the providers' outbound clients (SIGHUP reload of
+// provider CAs). Set them before the vault's providers on reload, so that a
+// new provider is never without one (which fails its calls closed).
+func (s *Server) SetForwarders(f map[string]*proxy.Forwarder) {
+	if f == nil {
+		f = map[string]*proxy.Forwarder{}
+	}
+	s.fwds.Store(&f)
+}
+
+// forwarder returns provider's outbound client, nil if it has none.
+func (s *Server) forwarder(provider string) *proxy.Forwarder { return (*s.fwds.Load())[provider] }
 
 // SetDraining makes /readyz answer 503 while shutting down.
 func (s *Server) SetDraining() { s.draining.Store(true) }

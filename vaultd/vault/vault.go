@@ -44,7 +44,26 @@ var (
 	ErrUnavailable             = errors.New("vault: integration unavailable")
 	ErrReauthorizationRequired = errors.New("vault: reauthorization required")
 	ErrConflict                = errors.New("vault: conflict")
+	// ErrRefreshThrottled: ForceRefresh declined (the token was refreshed
+	// too recently, or refreshes are backing off); the caller answers the
+	// upstream's 401 as it came.
+	ErrRefreshThrottled = errors.New("vault: forced refresh throttled")
 )
+
+// errTokenTooLarge: a provider answered a refresh with a token over
+// MaxTokenBytes; treated as a transient failure.
+var errTokenTooLarge = errors.New("vault: provider token over the size limit")
+
+// MaxTokenBytes bounds a stored access or refresh token. Real tokens are
+// at most a few KiB (JWTs included); anything larger is a mistake or an
+// attempt to grow the database and every proxied call's redaction work.
+const MaxTokenBytes = 64 << 10
+
+// DefaultForcedRefreshInterval is the least time between two refreshes that
+// upstream 401s force on one integration: providers rate-limit the token
+// endpoint per client_id, which every tenant shares, so one tenant's
+// rejected calls must not spend everyone's refresh budget.
+const DefaultForcedRefreshInterval = time.Minute
 
 // Field names bound into the AEAD additional data.
 const (
@@ -60,6 +79,27 @@ type Provider struct {
 	Scopes          []string // the inventory; grants beyond it are drift
 	RefreshMargin   time.Duration
 	DefaultLifetime time.Duration // when a token response omits expires_in
+	// ForcedRefreshInterval is the least time since the last refresh before
+	// an upstream 401 may force another (DefaultForcedRefreshInterval when
+	// zero).
+	ForcedRefreshInterval time.Duration
+}
+
+func (p *Provider) forcedRefreshInterval() time.Duration {
+	if p.ForcedRefreshInterval > 0 {
+		return p.ForcedRefreshInterval
+	}
+	return DefaultForcedRefreshInterval
+}
+
+// refreshBudget bounds a refresh once started: the provider call, then
+// sealing and the commit (commitTimeout).
+func (p *Provider) refreshBudget() time.Duration {
+	t := p.Endpoint.Timeout
+	if t <= 0 {
+		t = oauth.DefaultTimeout
+	}
+	return t + commitTimeout
 }
 
 // Providers is an immutable set of providers, swapped whole on reload.
@@ -77,6 +117,9 @@ type Auditor interface {
 	Record(ctx context.Context, ev audit.Event) (audit.Event, error)
 	// RecordWith commits the event inside the caller's transaction.
 	RecordWith(ctx context.Context, ev audit.Event, commit func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error)) (audit.Event, error)
+	// RecordAllWith commits several events, in order, inside the caller's
+	// transaction.
+	RecordAllWith(ctx context.Context, evs []audit.Event, commit func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error)) ([]audit.Event, error)
 }
 
 // Revoker revokes a token at a provider (RFC 7009); oauth.Revoke in
@@ -131,6 +174,28 @@ type Service struct {
 	usage *usageTracker
 	done  chan struct{}
 	wg    sync.WaitGroup
+	// bg counts refreshes running detached from their callers; bgMu
+	// orders starting one (bg.Add) against Close (bg.Wait): nothing starts
+	// once closed is set.
+	bg     sync.WaitGroup
+	bgMu   sync.Mutex
+	closed bool
+}
+
+// goBackground runs fn in a goroutine Close waits for; false (fn not run)
+// once the service is closing.
+func (s *Service) goBackground(fn func()) bool {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		fn()
+	}()
+	return true
 }
 
 // New builds a Service and starts its background usage flusher; Close
@@ -208,12 +273,17 @@ func (s *Service) ProviderNames() []string {
 
 // Close stops the usage flusher and writes pending last_used_at values.
 func (s *Service) Close() error {
-	select {
-	case <-s.done:
+	s.bgMu.Lock()
+	if s.closed {
+		s.bgMu.Unlock()
 		return nil
-	default:
 	}
+	s.closed = true
 	close(s.done)
+	s.bgMu.Unlock()
+	// Refreshes in flight commit whatever their callers did (bounded by
+	// refreshBudget); then the usage flusher stops.
+	s.bg.Wait()
 	s.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -408,6 +478,9 @@ func (s *Service) StoreToken(ctx context.Context, ev audit.Event, tenantID, id, 
 	if tok.AccessToken.IsZero() {
 		return Metadata{}, fmt.Errorf("%w: access_token is required", ErrBadRequest)
 	}
+	if tok.AccessToken.Len() > MaxTokenBytes || tok.RefreshToken.Len() > MaxTokenBytes {
+		return Metadata{}, fmt.Errorf("%w: access_token and refresh_token are limited to %d bytes each", ErrBadRequest, MaxTokenBytes)
+	}
 	t, err := s.tenant(ctx, tenantID)
 	if err != nil {
 		return Metadata{}, err
@@ -482,6 +555,11 @@ func (s *Service) ListIntegrations(ctx context.Context, tenantID string) ([]Meta
 // does not keep the record: the caller asked to disconnect, and a stored
 // token is worse than an unrevoked one we no longer hold; the result says
 // whether the provider confirmed.
+//
+// Once the lock is held the rest runs detached from ctx (bounded by the
+// provider timeouts and commitTimeout): a token sent to the revocation
+// endpoint must end with its token.revoke event, the record deleted and
+// the integration.delete event, whatever the caller does meanwhile.
 func (s *Service) Disconnect(ctx context.Context, ev audit.Event, tenantID, id string) (revoked bool, err error) {
 	c := Caller{Principal: ev.Actor, OnBehalfOf: ev.OnBehalfOf, RequestID: ev.RequestID}
 	unlock, err := s.lock(ctx, tenantID, id)
@@ -493,12 +571,19 @@ func (s *Service) Disconnect(ctx context.Context, ev audit.Event, tenantID, id s
 	if err != nil {
 		return false, err
 	}
+	p, hasProvider := s.Provider(in.Provider)
+	budget := commitTimeout
+	if hasProvider {
+		budget += 2 * (p.refreshBudget() - commitTimeout) // two revocation calls
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
+	defer cancel()
 	t, err := s.tenant(ctx, tenantID)
 	if err != nil {
 		return false, err
 	}
 	revoked = false
-	if p, ok := s.Provider(in.Provider); ok && p.Endpoint.RevocationURL != "" {
+	if hasProvider && p.Endpoint.RevocationURL != "" {
 		revoked = true
 		for _, f := range []struct {
 			field, hint string
@@ -528,11 +613,11 @@ func (s *Service) Disconnect(ctx context.Context, ev audit.Event, tenantID, id s
 			}
 		}
 	}
-	// The tokens may be revoked already: delete and audit whatever the
-	// caller does now, in one transaction (a record never disappears
-	// without its integration.delete event).
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
-	defer cancel()
+	// The tokens may be revoked already: delete and audit in one
+	// transaction (a record never disappears without its
+	// integration.delete event), with time of its own for the commit.
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer ccancel()
 	ev.TenantID, ev.IntegrationID, ev.Action, ev.Outcome = tenantID, id, audit.ActionIntegrationDelete, audit.OutcomeSuccess
 	ev.Detail = fmt.Sprintf("revoked_at_provider=%t", revoked)
 	if _, err := s.audit.RecordWith(cctx, ev, func(build auditBuild) (storage.AuditRecord, error) {
@@ -550,25 +635,32 @@ type Lease struct {
 	TokenType   string
 	Provider    *Provider
 	Integration storage.Integration
-	// Revision of the record the token came from; pass it back as
-	// ForceRefresh's seen revision after an upstream 401.
+	// Revision of the record the token came from.
 	Revision uint64
 }
 
 // AccessToken returns a usable access token for (tenant, integration),
 // refreshing it first if it expires within the provider's refresh margin.
 func (s *Service) AccessToken(ctx context.Context, c Caller, tenantID, id string) (Lease, error) {
-	return s.accessToken(ctx, c, tenantID, id, 0)
+	return s.accessToken(ctx, c, tenantID, id, nil)
 }
 
-// ForceRefresh refreshes after the upstream rejected a token the vault
-// considered valid (401), unless another caller already replaced the token
-// since seenRevision.
-func (s *Service) ForceRefresh(ctx context.Context, c Caller, tenantID, id string, seenRevision uint64) (Lease, error) {
-	return s.accessToken(ctx, c, tenantID, id, seenRevision)
+// ForceRefresh is called after the upstream rejected rejected's token (a
+// 401) that the vault considered valid. It refreshes at most once per
+// access token and once per provider ForcedRefreshInterval: when the
+// stored token is no longer the rejected one, it returns a lease for the
+// newer token without a refresh; when the integration was refreshed within
+// the interval, or refreshes are backing off after a failure, it returns
+// ErrRefreshThrottled and the caller passes the 401 on.
+func (s *Service) ForceRefresh(ctx context.Context, c Caller, tenantID, id string, rejected Lease) (Lease, error) {
+	if rejected.Token.IsZero() {
+		return Lease{}, fmt.Errorf("%w: no rejected token given", ErrRefreshThrottled)
+	}
+	return s.accessToken(ctx, c, tenantID, id, &rejected.Token)
 }
 
-func (s *Service) accessToken(ctx context.Context, c Caller, tenantID, id string, forceAfter uint64) (Lease, error) {
+// accessToken serves AccessToken (rejected nil) and ForceRefresh.
+func (s *Service) accessToken(ctx context.Context, c Caller, tenantID, id string, rejected *secret.String) (Lease, error) {
 	in, err := s.get(ctx, tenantID, id)
 	if err != nil {
 		return Lease{}, err
@@ -583,7 +675,7 @@ func (s *Service) accessToken(ctx context.Context, c Caller, tenantID, id string
 		return Lease{}, ErrReauthorizationRequired
 	}
 	now := s.now()
-	if forceAfter == 0 && !s.needsRefresh(in, p, now) {
+	if rejected == nil && !s.needsRefresh(in, p, now) {
 		return s.lease(ctx, tenantID, in, p)
 	}
 	seenToken := in.AccessToken
@@ -607,31 +699,86 @@ func (s *Service) accessToken(ctx context.Context, c Caller, tenantID, id string
 		return Lease{}, ErrReauthorizationRequired
 	}
 	now = s.now()
-	force := forceAfter != 0 && in.Revision == forceAfter
-	// A token replaced while we queued (refreshed or re-stored) and still
-	// valid is used as is, even inside the refresh margin: when the margin
-	// exceeds the provider's token lifetime every fresh token is "due", and
-	// each waiter refreshing again would turn one refresh into a storm.
-	replaced := !bytes.Equal(in.AccessToken, seenToken) && in.Status == storage.StatusActive &&
-		!in.ExpiresAt.IsZero() && now.Before(in.ExpiresAt)
-	if !force && (replaced || !s.needsRefresh(in, p, now)) {
-		// Someone refreshed while we waited. Release before opening the
-		// token (a tenant read and a decryption, as on the lock-free fast
-		// path): in a storm every waiter passes through here one by one,
-		// so the critical section is only the re-read.
-		unlock()
-		locked = false
-		return s.lease(ctx, tenantID, in, p)
-	}
-	if !force && in.Status == storage.StatusDegraded && now.Before(in.NextRefreshAt) {
-		// Backing off after a transient failure: keep using the old token
-		// while it is valid; refuse once it has expired.
-		if now.Before(in.ExpiresAt) {
+	if rejected != nil {
+		cur, err := s.lease(ctx, tenantID, in, p)
+		if err != nil {
+			return Lease{}, err
+		}
+		if !cur.Token.Equal(*rejected) {
+			// Replaced (refreshed or re-stored) since the call that got
+			// the 401: try the newer token, no refresh. Comparing the token
+			// itself, not the revision, since last_used_at flushes also
+			// bump the revision.
+			return cur, nil
+		}
+		if last := in.LastRefreshAt; !last.IsZero() && now.Sub(last) < p.forcedRefreshInterval() {
+			s.metrics.Refresh(p.Name, "forced_throttled")
+			return Lease{}, fmt.Errorf("%w: refreshed %s ago", ErrRefreshThrottled, now.Sub(last).Round(time.Second))
+		}
+		if in.Status == storage.StatusDegraded && now.Before(in.NextRefreshAt) {
+			s.metrics.Refresh(p.Name, "forced_throttled")
+			return Lease{}, fmt.Errorf("%w: refresh backing off after failure", ErrRefreshThrottled)
+		}
+	} else {
+		// A token replaced while we queued (refreshed or re-stored) and
+		// still valid is used as is, even inside the refresh margin: when
+		// the margin exceeds the provider's token lifetime every fresh
+		// token is "due", and each waiter refreshing again would turn one
+		// refresh into a storm.
+		replaced := !bytes.Equal(in.AccessToken, seenToken) && in.Status == storage.StatusActive &&
+			!in.ExpiresAt.IsZero() && now.Before(in.ExpiresAt)
+		if replaced || !s.needsRefresh(in, p, now) {
+			// Someone refreshed while we waited. Release before opening
+			// the token (a tenant read and a decryption, as on the
+			// lock-free fast path): in a storm every waiter passes through
+			// here one by one, so the critical section is only the re-read.
+			unlock()
+			locked = false
 			return s.lease(ctx, tenantID, in, p)
 		}
-		return Lease{}, fmt.Errorf("%w: refresh backing off after failure", ErrUnavailable)
+		if in.Status == storage.StatusDegraded && now.Before(in.NextRefreshAt) {
+			// Backing off after a transient failure: keep using the old
+			// token while it is valid; refuse once it has expired.
+			if now.Before(in.ExpiresAt) {
+				return s.lease(ctx, tenantID, in, p)
+			}
+			return Lease{}, fmt.Errorf("%w: refresh backing off after failure", ErrUnavailable)
+		}
 	}
-	return s.refreshLocked(ctx, c, tenantID, in, p)
+	locked = false // the refresh owns the lock now
+	return s.refreshDetached(ctx, c, tenantID, in, p, unlock)
+}
+
+// refreshDetached runs the refresh with the integration's lock held (unlock
+// releases it when the refresh has committed) on a context detached from
+// the caller's and bounded by the provider's refreshBudget. The caller may
+// stop waiting, but a refresh once started always runs to its commit: a
+// provider that rotated the refresh token while the caller hung up must
+// not leave the vault holding the dead one.
+func (s *Service) refreshDetached(ctx context.Context, c Caller, tenantID string, in storage.Integration, p *Provider, unlock func()) (Lease, error) {
+	type result struct {
+		l   Lease
+		err error
+	}
+	done := make(chan result, 1) // buffered: the refresh never waits for an absent caller
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.refreshBudget())
+	started := s.goBackground(func() {
+		defer cancel()
+		defer unlock()
+		l, err := s.refreshLocked(rctx, c, tenantID, in, p)
+		done <- result{l, err}
+	})
+	if !started {
+		cancel()
+		unlock()
+		return Lease{}, fmt.Errorf("%w: shutting down", ErrUnavailable)
+	}
+	select {
+	case r := <-done:
+		return r.l, r.err
+	case <-ctx.Done():
+		return Lease{}, fmt.Errorf("vault: caller stopped waiting for the refresh, which goes on: %w", ctx.Err())
+	}
 }
 
 func (s *Service) needsRefresh(in storage.Integration, p *Provider, now time.Time) bool {
@@ -670,6 +817,9 @@ func (s *Service) refreshLocked(ctx context.Context, c Caller, tenantID string, 
 	defer sealer.Release()
 
 	tok, rerr := s.refresh(ctx, p.Endpoint, oldRefresh)
+	if rerr == nil && (tok.AccessToken.Len() > MaxTokenBytes || tok.RefreshToken.Len() > MaxTokenBytes) {
+		rerr = errTokenTooLarge
+	}
 	// From here on the provider's answer must be recorded whatever the
 	// caller does (see commitTimeout).
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
@@ -713,28 +863,29 @@ func (s *Service) refreshLocked(ctx context.Context, c Caller, tenantID string, 
 	if len(drift) > 0 {
 		detail = "scope drift"
 	}
-	// The new tokens and their token.refresh event commit together. On
-	// failure the record keeps the old refresh token; if the provider
-	// rotated it, the next refresh tells (invalid_grant ->
-	// reauthorization_required): fail closed, never a silent bypass.
-	out, err := s.casAudited(cctx, tenantID, upd, audit.Event{
+	evs := []audit.Event{{
 		TenantID: tenantID, IntegrationID: in.ID, Actor: c.Principal, OnBehalfOf: c.OnBehalfOf,
 		Action: audit.ActionTokenRefresh, Outcome: audit.OutcomeSuccess, RequestID: c.RequestID,
 		TargetHost: hostOf(p.Endpoint.TokenURL), Detail: detail,
-	})
+	}}
+	if len(drift) > 0 {
+		evs = append(evs, audit.Event{
+			TenantID: tenantID, IntegrationID: in.ID, Actor: c.Principal, OnBehalfOf: c.OnBehalfOf,
+			Action: audit.ActionScopeDrift, Outcome: audit.OutcomeSuccess, RequestID: c.RequestID,
+			TargetHost: hostOf(p.Endpoint.TokenURL), Detail: "unexpected scopes: " + joinScopes(drift),
+		})
+	}
+	// The new tokens, their token.refresh event and any scope.drift event
+	// commit together. On failure the record keeps the old refresh token;
+	// if the provider rotated it, the next refresh tells (invalid_grant ->
+	// reauthorization_required): fail closed, never a silent bypass.
+	out, err := s.casAudited(cctx, tenantID, upd, evs...)
 	if err != nil {
 		return Lease{}, err
 	}
 	if len(drift) > 0 {
 		s.metrics.ScopeDrift(p.Name)
 		s.log.WarnContext(ctx, "scope drift on refresh", "tenant_id", tenantID, "integration_id", in.ID, "provider", p.Name, "extra_scopes", drift)
-		if _, err := s.audit.Record(cctx, audit.Event{
-			TenantID: tenantID, IntegrationID: in.ID, Actor: c.Principal, OnBehalfOf: c.OnBehalfOf,
-			Action: audit.ActionScopeDrift, Outcome: audit.OutcomeSuccess, RequestID: c.RequestID,
-			TargetHost: hostOf(p.Endpoint.TokenURL), Detail: "unexpected scopes: " + joinScopes(drift),
-		}); err != nil {
-			return Lease{}, fmt.Errorf("%w: audit: %w", ErrUnavailable, err)
-		}
 	}
 	return Lease{Token: tok.AccessToken, TokenType: out.TokenType, Provider: p, Integration: out, Revision: out.Revision}, nil
 }
@@ -831,11 +982,11 @@ func sealTokensWith(in *storage.Integration, access, refresh secret.String, seal
 	return nil
 }
 
-// casAudited swaps upd in and commits ev with it, in one transaction: an
-// integration's state never changes without its event.
-func (s *Service) casAudited(ctx context.Context, tenantID string, upd storage.Integration, ev audit.Event) (storage.Integration, error) {
+// casAudited swaps upd in and commits evs with it, in one transaction: an
+// integration's state never changes without its events.
+func (s *Service) casAudited(ctx context.Context, tenantID string, upd storage.Integration, evs ...audit.Event) (storage.Integration, error) {
 	var out storage.Integration
-	_, err := s.audit.RecordWith(ctx, ev, func(build auditBuild) (storage.AuditRecord, error) {
+	_, err := s.audit.RecordAllWith(ctx, evs, func(build auditBuild) (storage.AuditRecord, error) {
 		var rec storage.AuditRecord
 		var err error
 		out, rec, err = s.store.CompareAndSwapIntegrationAudited(ctx, tenantID, upd, build)
@@ -953,6 +1104,8 @@ func safeReason(err error) string {
 		return "redirect_refused"
 	case errors.Is(err, oauth.ErrResponseTooLarge):
 		return "response_too_large"
+	case errors.Is(err, errTokenTooLarge):
+		return "token_too_large"
 	case oauth.IsTransient(err):
 		return "unreachable"
 	default:

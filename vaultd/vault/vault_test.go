@@ -44,7 +44,12 @@ type fakeProvider struct {
 	scopes  []string
 	noRT    bool
 	gate    chan struct{} // when set, Refresh waits on it (widens races)
+	entered chan struct{} // when set, Refresh sends on it once called
 	after   func()        // when set, runs once the provider has answered
+	// revokeGate, when set, makes revoke wait on it (or give up with
+	// ctx, as an HTTP call would); revokeEntered gets a send per call.
+	revokeGate    chan struct{}
+	revokeEntered chan struct{}
 	lastRT  string
 	revoked []string
 }
@@ -52,9 +57,12 @@ type fakeProvider struct {
 func (f *fakeProvider) refresh(ctx context.Context, ep oauth.Endpoint, rt secret.String) (oauth.Token, error) {
 	n := f.calls.Add(1)
 	f.mu.Lock()
-	gate, err, scopes, noRT, after := f.gate, f.err, f.scopes, f.noRT, f.after
+	gate, err, scopes, noRT, after, entered := f.gate, f.err, f.scopes, f.noRT, f.after, f.entered
 	f.lastRT = rt.Reveal()
 	f.mu.Unlock()
+	if entered != nil {
+		entered <- struct{}{}
+	}
 	if after != nil {
 		defer after()
 	}
@@ -77,6 +85,19 @@ func (f *fakeProvider) refresh(ctx context.Context, ep oauth.Endpoint, rt secret
 
 func (f *fakeProvider) revoke(ctx context.Context, ep oauth.Endpoint, tok secret.String, hint string) error {
 	f.mu.Lock()
+	gate, entered := f.revokeGate, f.revokeEntered
+	f.mu.Unlock()
+	if entered != nil {
+		entered <- struct{}{}
+	}
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.revoked = append(f.revoked, hint+"="+tok.Reveal())
 	return nil
@@ -91,7 +112,7 @@ type fixture struct {
 	audit *audit.Log
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, opts ...func(*Options)) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	st, err := bolt.Open(ctx, filepath.Join(t.TempDir(), "v.db"), bolt.Options{})
@@ -113,7 +134,7 @@ func newFixture(t *testing.T) *fixture {
 	clk := &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	fp := &fakeProvider{}
 	base, _ := url.Parse("https://api.example.test/v2")
-	svc, err := New(Options{
+	o := Options{
 		Store: st, Keys: keys, Audit: al, Now: clk.Now, Refresh: fp.refresh, Revoke: fp.revoke,
 		Providers: Providers{"example": {
 			Name: "example", APIBase: base, Scopes: []string{"a", "b"}, RefreshMargin: time.Minute,
@@ -121,7 +142,11 @@ func newFixture(t *testing.T) *fixture {
 			Endpoint:        oauth.Endpoint{TokenURL: "https://oauth.example.test/token", RevocationURL: "https://oauth.example.test/revoke"},
 		}},
 		UsageFlushInterval: time.Hour,
-	})
+	}
+	for _, fn := range opts {
+		fn(&o)
+	}
+	svc, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +361,7 @@ func TestScopeDriftAudited(t *testing.T) {
 	}
 }
 
-func TestForceRefreshOnlyOnceForSameRevision(t *testing.T) {
+func TestForceRefreshOnlyOnceForSameToken(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	f.store0(t, "acme", "crm", 3600)
@@ -349,7 +374,7 @@ func TestForceRefreshOnlyOnceForSameRevision(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := f.svc.ForceRefresh(ctx, Caller{}, "acme", "crm", l.Revision); err != nil {
+			if _, err := f.svc.ForceRefresh(ctx, Caller{}, "acme", "crm", l); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -586,6 +611,7 @@ func TestRotatedRefreshTokenSurvivesCallerCancel(t *testing.T) {
 	}
 	f.fp.mu.Unlock()
 	_, _ = f.svc.AccessToken(ctx, Caller{}, "acme", "crm")
+	f.svc.bg.Wait() // the caller may stop waiting before the commit
 	f.kr.Fail.Store(false)
 	f.fp.mu.Lock()
 	f.fp.after = nil
