@@ -109,6 +109,68 @@ type Provider struct {
 	nextRefreshErr *injected
 	nextRevokeErr  *injected
 	apiRequests    []APIRequest
+	holds          map[string]*hold
+}
+
+// Endpoints that Hold can hold.
+const (
+	HoldToken  = "token"  // after the grant is decided (a rotated refresh token is already dead)
+	HoldRevoke = "revoke" // after the token is revoked, before the answer
+	HoldAPI    = "api"    // after the bearer token is checked and the body read
+)
+
+type hold struct {
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+// Hold makes calls to endpoint (HoldToken, HoldRevoke, HoldAPI) wait,
+// after they have done their work, until release is called: a provider
+// that answers slowly, without any timing in the test. entered receives
+// once per held call (buffered; unread sends beyond 64 are dropped). A
+// held call whose client gives up returns without an answer.
+func (p *Provider) Hold(endpoint string) (entered <-chan struct{}, release func()) {
+	h := &hold{entered: make(chan struct{}, 64), gate: make(chan struct{})}
+	p.mu.Lock()
+	if p.holds == nil {
+		p.holds = map[string]*hold{}
+	}
+	p.holds[endpoint] = h
+	p.mu.Unlock()
+	var once sync.Once
+	return h.entered, func() {
+		once.Do(func() {
+			p.mu.Lock()
+			if p.holds[endpoint] == h {
+				delete(p.holds, endpoint)
+			}
+			p.mu.Unlock()
+			close(h.gate)
+		})
+	}
+}
+
+// wait holds a call to endpoint if Hold asked for it; false when the
+// client gave up (or the test ended) meanwhile.
+func (p *Provider) wait(r *http.Request, endpoint string) bool {
+	p.mu.Lock()
+	h := p.holds[endpoint]
+	p.mu.Unlock()
+	if h == nil {
+		return true
+	}
+	select {
+	case h.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-h.gate:
+		return true
+	case <-r.Context().Done():
+		return false
+	case <-p.closing:
+		return false
+	}
 }
 
 // NewProvider returns a Provider without a server; serve Handler() yourself.
@@ -496,6 +558,9 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 		resp["scope"] = strings.Join(scopes, " ")
 	}
 	p.mu.Unlock()
+	if !p.wait(r, HoldToken) {
+		return
+	}
 	w.Header().Set("Pragma", "no-cache")
 	writeJSON(w, http.StatusOK, resp)
 }
@@ -547,6 +612,9 @@ func (p *Provider) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	}
 	delete(p.byAccess, tok)
 	p.mu.Unlock()
+	if !p.wait(r, HoldRevoke) {
+		return
+	}
 	w.WriteHeader(http.StatusOK) // also for unknown tokens (RFC 7009 §2.2)
 }
 
@@ -572,6 +640,9 @@ func (p *Provider) requireBearer(next http.Handler) http.Handler {
 		p.mu.Lock()
 		p.apiRequests = append(p.apiRequests, rec)
 		p.mu.Unlock()
+		if !p.wait(r, HoldAPI) {
+			return
+		}
 		r.Body = io.NopCloser(strings.NewReader(string(body)))
 		r.Header.Set("X-Oauthtest-Token", tok) // for /api/reflect-token; stripped from echoes
 		next.ServeHTTP(w, r)
