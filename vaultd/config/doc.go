@@ -72,6 +72,13 @@
 //
 //	file             optional. Append-only NDJSON mirror of the audit trail for SIEM
 //	                 shipping (its directory must exist). The trail itself is in the database.
+//	verify_on_start  bool, default true: verify the hash chain in the database at start-up,
+//	                 before the mirror is touched. The newest 4096 events are checked before
+//	                 vaultd is ready and a break there refuses the start, naming the first
+//	                 broken seq; older events are checked in the background, and a break
+//	                 there is logged, shown as vaultd_audit_chain_broken_seq and refuses
+//	                 every audited operation. Set false only to run a vault whose broken
+//	                 trail has been investigated and preserved.
 //
 // [harden]
 //
