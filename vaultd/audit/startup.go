@@ -230,3 +230,8 @@ func (l *Log) checkHead(ctx context.Context, res VerifyResult) error {
 	}
 	return nil
 }
+
+// Broken reports a chain break found by the start-up verification (nil
+// while none is known), for readiness: a node refusing every audited
+// operation must not look ready.
+func (l *Log) Broken() error { return l.refuseIfBroken() }

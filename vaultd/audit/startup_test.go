@@ -192,6 +192,10 @@ func TestVerifyOnStartBackground(t *testing.T) {
 			if v := gauge(t, reg, "vaultd_audit_chain_verified"); v != 0 {
 				t.Fatalf("verified %v", v)
 			}
+			var ce *ChainError
+			if err := l.Broken(); !errors.As(err, &ce) || ce.Seq != c.want {
+				t.Fatalf("Broken() = %v, want the break at seq %d (readiness reports it)", err, c.want)
+			}
 			_, err = l.Record(context.Background(), sampleEvent(99))
 			if !errors.Is(err, ErrChainBroken) {
 				t.Fatalf("Record after a break: %v", err)

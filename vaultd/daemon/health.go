@@ -3,12 +3,14 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vaultd/vaultd/hsm"
+	"github.com/vaultd/vaultd/vaultd/audit"
 )
 
 // health watches the HSM and the store between requests. The DEK cache lets
@@ -70,6 +72,13 @@ func (d *daemon) ready(ctx context.Context) error {
 	}
 	if d.health.storeDown.Swap(false) {
 		d.log.Info("store check passes again")
+	}
+	if err := d.audit.Broken(); err != nil {
+		var ce *audit.ChainError
+		if errors.As(err, &ce) {
+			return fmt.Errorf("audit: chain broken at seq %d", ce.Seq)
+		}
+		return errors.New("audit: chain broken")
 	}
 	return nil
 }
