@@ -135,7 +135,8 @@
 //	timeout                duration, default "30s": limit of one call to the token or
 //	                       revocation endpoint.
 //	ca_file                optional. PEM certificates trusted for this provider's
-//	                       endpoints in addition to the system roots.
+//	                       token, revocation and API endpoints instead of the
+//	                       system roots, and for no other provider.
 //
 // Provider URLs must be absolute https URLs without user info or fragment;
 // http is accepted only for the loopback hosts 127.0.0.1, ::1 and localhost
