@@ -2,9 +2,14 @@ package proxy
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"math/rand/v2"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -353,5 +358,259 @@ func TestRedactReadCloserCloseDuringRead(t *testing.T) {
 	}
 	if err := <-done; !errors.Is(err, io.ErrClosedPipe) {
 		t.Fatalf("read after close: %v", err)
+	}
+}
+
+// tokenSpellings are the forms in which an upstream was seen to, or could
+// plausibly, reflect a token, built with the standard library's encoders
+// rather than with tokenVariants, so that a gap in the latter shows.
+func tokenSpellings(tok string) map[string]string {
+	jsonPlain := func(s string) string {
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(s)
+		return strings.TrimSuffix(strings.TrimSuffix(b.String(), "\n")[1:], `"`)
+	}
+	jsonGo, _ := json.Marshal(tok)
+	form := strings.ReplaceAll(tok, "+", " ")
+	uLower := strings.NewReplacer("/", `\u002f`, "+", `\u002b`)
+	uUpper := strings.NewReplacer("/", `\u002F`, "+", `\u002B`)
+	sp := map[string]string{
+		"raw":             tok,
+		"query":           url.QueryEscape(tok),
+		"query lower":     lowerPercent(url.QueryEscape(tok)),
+		"path":            url.PathEscape(tok),
+		"path lower":      lowerPercent(url.PathEscape(tok)),
+		"form":            form,
+		"json go":         string(jsonGo[1 : len(jsonGo)-1]),
+		"json go upper":   upperUnicodeEscapes(string(jsonGo[1 : len(jsonGo)-1])),
+		"json plain":      jsonPlain(tok),
+		"json php":        strings.ReplaceAll(jsonPlain(tok), "/", `\/`),
+		"json php form":   strings.ReplaceAll(jsonPlain(form), "/", `\/`),
+		"json u lower":    uLower.Replace(jsonPlain(tok)),
+		"json u upper":    uUpper.Replace(jsonPlain(tok)),
+		"json u eq":       strings.ReplaceAll(uLower.Replace(jsonPlain(tok)), "=", `\u003d`),
+		"hex":             hex.EncodeToString([]byte(tok)),
+		"hex upper":       strings.ToUpper(hex.EncodeToString([]byte(tok))),
+		"json u lower \\": strings.ReplaceAll(uLower.Replace(jsonPlain(tok)), `\\`, `\u005c`),
+	}
+	for _, pre := range []string{"", "Bearer ", "user:", "x"} {
+		for name, enc := range map[string]*base64.Encoding{"std": base64.StdEncoding, "url": base64.URLEncoding,
+			"rawstd": base64.RawStdEncoding, "rawurl": base64.RawURLEncoding} {
+			sp["base64 "+name+" "+pre] = enc.EncodeToString([]byte(pre + tok))
+		}
+	}
+	return sp
+}
+
+// lowerPercent lower-cases the hex digits of every %XX escape.
+func lowerPercent(s string) string {
+	b := []byte(s)
+	for i := 0; i+2 < len(b); i++ {
+		if b[i] == '%' {
+			b[i+1], b[i+2] = bytes.ToLower(b[i+1 : i+2])[0], bytes.ToLower(b[i+2 : i+3])[0]
+			i += 2
+		}
+	}
+	return string(b)
+}
+
+// upperUnicodeEscapes upper-cases the hex digits of every \uXXXX escape.
+func upperUnicodeEscapes(s string) string {
+	b := []byte(s)
+	for i := 0; i+5 < len(b); i++ {
+		if b[i] == '\\' && b[i+1] == 'u' {
+			copy(b[i+2:i+6], bytes.ToUpper(b[i+2:i+6]))
+			i += 5
+		} else if b[i] == '\\' {
+			i++ // skip the escaped byte ("\\u" is a backslash, then "u")
+		}
+	}
+	return string(b)
+}
+
+// spellingSurvives returns the name of a spelling of tok found in out.
+func spellingSurvives(out []byte, tok string) string {
+	for name, s := range tokenSpellings(tok) {
+		if len(s) > 0 && !strings.Contains(secretMarker, s) && bytes.Contains(out, []byte(s)) {
+			return name
+		}
+	}
+	return ""
+}
+
+const secretMarker = "[REDACTED]"
+
+// Reserved-byte tokens as providers issue them: base64 with "+/=",
+// Salesforce-style "!", and one with every byte class the encoders treat
+// differently.
+var reservedTokens = []string{
+	"at-Zm9vYmFy/+.c2VjcmV0LXRva2Vu-7f3a",
+	"ya29.a0AfB/H+xQ9kc2Vj+cmV0/LXRva2Vu==",
+	"00D5g000004Ckbc!AQ0AQ.Ir7+h/W=5jXqRz",
+	"tok/+=!$&'()*,;:@%\"\\<>?#^`{|}~-._zz",
+}
+
+// Regression: the redactor caught only the raw, QueryEscape, PathEscape and
+// "\/" forms; a token reflected in base64 (alone, or inside the base64 of
+// "Bearer <token>"), with lower-case %2f escapes, \u002f JSON escapes or
+// with "+" form-decoded to a space came back in clear.
+func TestRedactorTokenSpellings(t *testing.T) {
+	for _, tok := range reservedTokens {
+		ss := tokenVariants(tok)
+		sp := tokenSpellings(tok)
+		var all []byte
+		for name, s := range sp {
+			in := []byte(`{"x":"` + s + `"} ` + s + "&t=" + s)
+			all = append(append(all, in...), ' ')
+			for _, sizes := range [][]int{{1}, {3, 7}, {4096}} {
+				out := readAllSmall(t, NewRedactor(&chunkReader{data: bytes.Clone(in), sizes: sizes}, ss...), 5)
+				if got := spellingSurvives(out, tok); got != "" {
+					t.Errorf("token %q, spelling %q in the input: spelling %q survives in %q", tok, name, got, out)
+				}
+			}
+			// Header values go through the in-memory form.
+			if got := spellingSurvives(redactAll([]byte("Bearer "+s), normSecrets(ss)), tok); got != "" {
+				t.Errorf("token %q, spelling %q: %q survives in a header value", tok, name, got)
+			}
+		}
+		out := readAllSmall(t, NewRedactor(&chunkReader{data: all, sizes: []int{5, 1, 300}}, ss...), 7)
+		if got := spellingSurvives(out, tok); got != "" {
+			t.Errorf("token %q: spelling %q survives in the concatenation", tok, got)
+		}
+		if !bytes.Equal(out, refRedact(all, ss...)) {
+			t.Errorf("token %q: streaming output differs from the reference", tok)
+		}
+	}
+}
+
+// tokenAlphabet replaces the fuzz bytes access tokens are not made of
+// (RFC 6749 VSCHAR), and brackets and space, which overlap the marker or
+// are not valid in a Bearer header; it favours the base64 bytes "/+=".
+const tokenAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789" +
+	"/+=/+=/+=!$&'()*,;:@%\"\\<>?#^`{|}~-._"
+
+// FuzzRedactorTokenVariants: whatever the token (reserved bytes included),
+// the filler around it and the chunking, no spelling of the token survives
+// the redactor, and the streaming output equals the in-memory reference.
+func FuzzRedactorTokenVariants(f *testing.F) {
+	for i, tok := range reservedTokens {
+		f.Add([]byte(tok), []byte("some body text {\"a\":1}"), uint8(i*37+1))
+	}
+	f.Add([]byte("/+=/+=/+=/+=/+=/+="), []byte("%2F%2f\\u002f"), uint8(3))
+	f.Add([]byte("aaaaaaaaaaaaaaaaaaaaaaaaaa"), []byte("YWFh"), uint8(200))
+	f.Fuzz(func(t *testing.T, raw, filler []byte, chunk uint8) {
+		if len(raw) < 16 || len(raw) > 200 {
+			return
+		}
+		tb := make([]byte, len(raw))
+		for i, c := range raw {
+			if c <= ' ' || c >= 0x7f || c == '[' || c == ']' {
+				c = tokenAlphabet[int(c)%len(tokenAlphabet)]
+			}
+			tb[i] = c
+		}
+		tok := string(tb)
+		if len(filler) > 256 {
+			filler = filler[:256]
+		}
+		var in []byte
+		in = append(in, filler...)
+		sp := tokenSpellings(tok)
+		k := 0
+		for _, s := range sp {
+			in = append(in, s...)
+			if len(filler) > 0 {
+				in = append(in, filler[k%len(filler)])
+			}
+			k++
+		}
+		in = append(in, filler...)
+		ss := tokenVariants(tok)
+		sizes := []int{int(chunk%64) + 1, int(chunk/64)*97 + 1}
+		out := readAllSmall(t, NewRedactor(&chunkReader{data: bytes.Clone(in), sizes: sizes}, ss...), int(chunk%13)+1)
+		if name := spellingSurvives(out, tok); name != "" {
+			t.Fatalf("token %q: spelling %q survives", tok, name)
+		}
+		if !bytes.Equal(out, refRedact(in, ss...)) {
+			t.Fatalf("token %q: streaming output differs from the reference", tok)
+		}
+	})
+}
+
+// BenchmarkRedactorReserved is BenchmarkRedactor with a token whose
+// variants differ (base64 "+/=" bytes), i.e. many secrets at once.
+func BenchmarkRedactorReserved(b *testing.B) {
+	tok := []byte("ya29.a0AfB/H+xQ9kc2Vj+cmV0/LXRva2Vu==eyJzdWIiOiIxMjM0NTY3ODkwIn0.sig-abcdefghijklmnop")
+	body := bytes.Repeat([]byte(`{"id":123,"name":"some contact","email":"a@example.com"},`), 20000)
+	copy(body[len(body)/2:], tok)
+	ss := tokenVariants(string(tok))
+	b.SetBytes(int64(len(body)))
+	b.ResetTimer()
+	for range b.N {
+		n, err := io.Copy(io.Discard, NewRedactor(bytes.NewReader(body), ss...))
+		if err != nil || n == 0 {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkTokenVariants is the per-request cost of deriving the variants.
+func BenchmarkTokenVariants(b *testing.B) {
+	for range b.N {
+		if len(tokenVariants("ya29.a0AfB/H+xQ9kc2Vj+cmV0/LXRva2Vu==eyJzdWIiOiIxMjM0NTY3ODkwIn0.sig-abcdefghijklmnop")) == 0 {
+			b.Fatal("no variants")
+		}
+	}
+}
+
+// The matcher's skip table is only used when the shortest secret has at
+// least minShiftWindow bytes: compare it with the reference on repetitive
+// input over a small alphabet, many secrets at once, random chunkings.
+func TestRedactorManySecretsRandom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	alphabet := []byte("ab/+=%2f")
+	randBytes := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		return b
+	}
+	for iter := range 2000 {
+		var ss [][]byte
+		for range 1 + rng.IntN(40) {
+			ss = append(ss, randBytes(minShiftWindow+rng.IntN(40)))
+		}
+		in := randBytes(rng.IntN(3000))
+		for range rng.IntN(5) { // plant some secrets
+			s := ss[rng.IntN(len(ss))]
+			at := rng.IntN(len(in) + 1)
+			in = append(in[:at], append(bytes.Clone(s), in[at:]...)...)
+		}
+		sizes := []int{1 + rng.IntN(100), 1 + rng.IntN(5000)}
+		want := refRedact(in, ss...)
+		got := readAllSmall(t, NewRedactor(&chunkReader{data: bytes.Clone(in), sizes: sizes}, ss...), 1+rng.IntN(700))
+		if !bytes.Equal(got, want) {
+			t.Fatalf("iter %d: in %q secrets %q sizes %v:\n got %q\nwant %q", iter, in, ss, sizes, got, want)
+		}
+	}
+}
+
+// The variants are deduplicated and longest first, and a token without
+// reserved bytes keeps a short list (the common case costs little).
+func TestTokenVariantsForm(t *testing.T) {
+	for _, tok := range append(reservedTokens, "oauthtest-at-0123456789abcdef0123456789abcdef0123456789abcdef") {
+		vs := tokenVariants(tok)
+		if !isNorm(vs) {
+			t.Errorf("%q: variants not deduplicated and longest first", tok)
+		}
+		if !slices.ContainsFunc(vs, func(v []byte) bool { return string(v) == tok }) {
+			t.Errorf("%q: raw token missing", tok)
+		}
+	}
+	if n := len(tokenVariants("oauthtest-at-0123456789abcdef0123456789abcdef0123456789abcdef")); n > 8 {
+		t.Errorf("%d variants for a token without reserved bytes", n)
 	}
 }
