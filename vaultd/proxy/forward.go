@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -30,8 +31,8 @@ type ForwarderOptions struct {
 	// TLSConfig is cloned; nil uses the system roots. MinVersion is raised
 	// to TLS 1.2 if lower.
 	TLSConfig *tls.Config
-	// Logger receives the raw causes of upstream failures (never a URL
-	// query or header value). nil discards.
+	// Logger receives the class and Go types of upstream failures, never
+	// their text (see loggableCause). nil discards.
 	Logger *slog.Logger
 }
 
@@ -297,40 +298,110 @@ func (f *Forwarder) classify(ctx context.Context, err error, host string, tracke
 		(errors.As(err, &ne) && ne.Timeout()) {
 		kind, reason = ErrUpstreamTimeout, "timeout"
 	}
-	f.log.WarnContext(ctx, "upstream call failed", "host", host, "kind", reason, "cause", loggableCause(reason, cause))
+	f.log.WarnContext(ctx, "upstream call failed", append([]any{"host", host, "kind", reason}, loggableCause(cause)...)...)
 	return &UpstreamError{Kind: kind, Host: host, Reason: reason}
 }
 
-// loggableCause is what the log may say of a transport error. Network, DNS
-// and TLS errors describe our side of the connection; the "protocol" ones
-// (net/http's "malformed HTTP response %q" and the like) quote bytes the
-// upstream sent, which may reflect the Authorization header we injected,
-// so only their type is logged.
-func loggableCause(reason string, err error) string {
-	switch reason {
-	case "dns", "tls", "dial", "reset", "timeout":
-		return err.Error()
+// loggableCause is what the log may say of a transport error: the Go types
+// along its chain, and only fields whose text is ours (the operation and
+// address of a *net.OpError, an errno, a DNS lookup's flags, an x509
+// reason code). Never its text: net/http's protocol errors quote what the
+// upstream sent (which may reflect the Authorization header we injected),
+// x509 errors quote the names in the peer's certificate, and a DNS error
+// carries the resolver's words.
+func loggableCause(err error) []any {
+	attrs := []any{"cause_types", typeChain(err)}
+	var op *net.OpError
+	if errors.As(err, &op) {
+		attrs = append(attrs, "op", op.Op)
+		if op.Addr != nil {
+			attrs = append(attrs, "addr", op.Addr.String())
+		}
 	}
-	return fmt.Sprintf("%T (text withheld: it may quote upstream bytes)", err)
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		attrs = append(attrs, "errno", errno.Error())
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		attrs = append(attrs, "dns_not_found", dns.IsNotFound, "dns_timeout", dns.IsTimeout)
+	}
+	var ci x509.CertificateInvalidError
+	if errors.As(err, &ci) {
+		attrs = append(attrs, "x509_reason", int(ci.Reason))
+	}
+	return attrs
 }
 
+// typeChain lists the types of err and of what it wraps, depth first, at
+// most maxTypes of them.
+func typeChain(err error) string {
+	const maxTypes = 8
+	var types []string
+	var walk func(error)
+	walk = func(e error) {
+		for e != nil && len(types) < maxTypes {
+			types = append(types, fmt.Sprintf("%T", e))
+			switch u := e.(type) {
+			case interface{ Unwrap() error }:
+				e = u.Unwrap()
+			case interface{ Unwrap() []error }:
+				for _, x := range u.Unwrap() {
+					walk(x)
+				}
+				return
+			default:
+				return
+			}
+		}
+	}
+	walk(err)
+	return strings.Join(types, " > ")
+}
+
+// unreachableReason classifies a transport error by its type alone: its
+// text may be the upstream's (a reply "tls:..." is a protocol error, not a
+// TLS one).
 func unreachableReason(err error) string {
 	var dns *net.DNSError
 	var op *net.OpError
-	var rh tls.RecordHeaderError
-	var ae tls.AlertError
-	var cv *tls.CertificateVerificationError
 	switch {
 	case errors.As(err, &dns):
 		return "dns"
-	case errors.As(err, &cv), errors.As(err, &rh), errors.As(err, &ae), strings.Contains(err.Error(), "tls:"), strings.Contains(err.Error(), "x509:"):
+	case isTLSError(err):
 		return "tls"
-	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNABORTED),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "reset"
 	case errors.As(err, &op) && op.Op == "dial":
 		return "dial"
 	}
 	return "protocol"
+}
+
+// isTLSError reports the error types of crypto/tls and crypto/x509. A
+// handshake error crypto/tls makes with errors.New ("tls: handshake
+// failure") has no type of its own and counts as "protocol".
+func isTLSError(err error) bool {
+	var (
+		cv  *tls.CertificateVerificationError
+		rh  tls.RecordHeaderError
+		ae  tls.AlertError
+		ech *tls.ECHRejectionError
+		hn  x509.HostnameError
+		ua  x509.UnknownAuthorityError
+		ci  x509.CertificateInvalidError
+		sr  x509.SystemRootsError
+		cve x509.ConstraintViolationError
+		ia  x509.InsecureAlgorithmError
+		uce x509.UnhandledCriticalExtension
+		op  *net.OpError
+	)
+	return errors.As(err, &cv) || errors.As(err, &rh) || errors.As(err, &ae) || errors.As(err, &ech) ||
+		errors.As(err, &hn) || errors.As(err, &ua) || errors.As(err, &ci) || errors.As(err, &sr) ||
+		errors.As(err, &cve) || errors.As(err, &ia) || errors.As(err, &uce) ||
+		// crypto/tls reports an alert, sent or received, as these.
+		errors.As(err, &op) && (op.Op == "remote error" || op.Op == "local error")
 }
 
 // trackedBody remembers the caller body's read error, so a failed upload

@@ -4,19 +4,29 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -535,17 +545,241 @@ func TestReplayable(t *testing.T) {
 	}
 }
 
-// A transport error that quotes upstream bytes (net/http's malformed
-// response errors) is logged by type only: the upstream may have reflected
-// the injected Authorization header.
-func TestLoggableCauseWithholdsUpstreamBytes(t *testing.T) {
-	err := fmt.Errorf("net/http: HTTP/1.x transport connection broken: malformed HTTP response %q", "Bearer tok-SECRET")
-	got := loggableCause(unreachableReason(err), err)
-	if strings.Contains(got, "tok-SECRET") {
-		t.Fatalf("logged cause keeps upstream bytes: %q", got)
+// Regression: only the raw, QueryEscape, PathEscape and "\/" forms of a
+// reflected token were redacted. The upstream here echoes the token it
+// received in every spelling of tokenSpellings (base64 of "Bearer "+token,
+// lower-case %2f, \u002f, "+" as a space...), in headers, in a body it
+// streams in pieces, and in a trailer.
+func TestForwardRedactsEncodedToken(t *testing.T) {
+	e := newEnv(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		sp := tokenSpellings(tok)
+		names := slices.Sorted(maps.Keys(sp))
+		w.Header().Set("Trailer", "X-Trail")
+		for i, name := range names {
+			w.Header().Set(fmt.Sprintf("X-Spell-%d", i), "v="+sp[name])
+		}
+		for _, name := range names {
+			s := sp[name]
+			_, _ = io.WriteString(w, `{"`+name+`":"`+s[:len(s)/2])
+			http.NewResponseController(w).Flush()
+			_, _ = io.WriteString(w, s[len(s)/2:]+`"}`+"\n")
+		}
+		w.Header().Set("X-Trail", sp["base64 std Bearer "]+" "+sp["query lower"])
+	}), false, ForwarderOptions{})
+	resp, err := e.fwd.Do(context.Background(), OutboundRequest{Method: "GET", URL: e.target(t, "echo", "")}, tok())
+	if err != nil {
+		t.Fatal(err)
 	}
-	dial := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
-	if got := loggableCause(unreachableReason(dial), dial); !strings.Contains(got, "connection refused") {
-		t.Fatalf("dial error text dropped: %q", got)
+	b, err := io.ReadAll(iotestOneByte(resp.Body))
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name := spellingSurvives(b, testToken); name != "" {
+		t.Errorf("spelling %q of the token survives in the body:\n%s", name, b)
+	}
+	if n := bytes.Count(b, []byte(secretMarker)); n < len(tokenSpellings(testToken)) {
+		t.Errorf("only %d redactions in the body:\n%s", n, b)
+	}
+	for _, h := range []http.Header{resp.Header, resp.Trailer} {
+		for k, vv := range h {
+			if name := spellingSurvives([]byte(k+": "+strings.Join(vv, ",")), testToken); name != "" {
+				t.Errorf("spelling %q of the token survives in header %s: %q", name, k, vv)
+			}
+		}
+	}
+	// The base64 core of the token is redacted; "Bearer " before it is not.
+	if tr := resp.Trailer.Get("X-Trail"); tr != "QmVhcmVyIG[REDACTED] [REDACTED]" {
+		t.Errorf("trailer = %q", resp.Trailer.Get("X-Trail"))
+	}
+}
+
+// rawUpstream listens on 127.0.0.1 and answers every connection with
+// reply(request head) and closes it: not HTTP, whatever it writes.
+func rawUpstream(t *testing.T, reply func(head string) string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second)) // a safety bound only
+				var head []byte
+				buf := make([]byte, 4096)
+				for len(head) < 1<<16 && !bytes.Contains(head, []byte("\r\n\r\n")) {
+					n, err := c.Read(buf)
+					head = append(head, buf[:n]...)
+					if err != nil {
+						return
+					}
+				}
+				_, _ = io.WriteString(c, reply(string(head)))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func authOf(head string) string {
+	for _, line := range strings.Split(head, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "Authorization: "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// Regression: errors were classified by their text (strings.Contains
+// "tls:"/"x509:"), which the upstream controls, and the text of the "tls"
+// class was logged: an upstream answering "tls:<Authorization value>" put
+// the token into vaultd's log.
+func TestForwardMalformedResponseNotLogged(t *testing.T) {
+	replies := map[string]func(auth string) string{
+		"tls prefix":    func(a string) string { return "tls:" + a + "\r\n\r\n" },
+		"tls no space":  func(a string) string { return "tls:" + strings.ReplaceAll(a, " ", "") + "\r\n\r\n" },
+		"x509 no space": func(a string) string { return "x509:" + strings.ReplaceAll(a, " ", "") + "\n" },
+		"header line":   func(a string) string { return "HTTP/1.1 200 OK\r\n tls:" + a + "\r\n\r\n" },
+		"encoded reply": func(a string) string { return "tls:" + base64.StdEncoding.EncodeToString([]byte(a)) + "\r\n\r\n" },
+	}
+	for name, reply := range replies {
+		t.Run(name, func(t *testing.T) {
+			addr := rawUpstream(t, func(head string) string { return reply(authOf(head)) })
+			logs := &syncBuf{}
+			fwd := NewForwarder(ForwarderOptions{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+			t.Cleanup(fwd.Close)
+			u, err := Target(mustURL(t, "http://"+addr+"/v2"), "x", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := fwd.Do(context.Background(), OutboundRequest{Method: "GET", URL: u}, tok())
+			if err == nil {
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+			if name := spellingSurvives([]byte(logs.String()), testToken); name != "" || !strings.Contains(logs.String(), "upstream call failed") {
+				t.Errorf("log (spelling %q of the token):\n%s", name, logs)
+			}
+			var ue *UpstreamError
+			if !errors.As(err, &ue) || ue.Reason != "protocol" {
+				t.Fatalf("err = %v, want an UpstreamError with reason protocol", err)
+			}
+			noToken(t, "error", err.Error())
+		})
+	}
+}
+
+// selfSignedWithNames is a CA certificate for 127.0.0.1 that names only
+// dnsNames, which the peer chooses (here: the token).
+func selfSignedWithNames(t *testing.T, cn string, dnsNames ...string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn}, DNSNames: dnsNames,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// Certificate verification errors quote the names in the peer's
+// certificate, which the peer chooses: they must not reach the log. The
+// target is named (an IP target's error lists only IP SANs), and the
+// Forwarder's dialer is pointed at the test server on 127.0.0.1.
+func TestForwardCertNamesNotLogged(t *testing.T) {
+	for _, trusted := range []bool{true, false} {
+		cert := selfSignedWithNames(t, "CN "+testToken, testToken, "x."+url.PathEscape(testToken)+".example")
+		srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+		srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+		srv.StartTLS()
+		t.Cleanup(srv.Close)
+		pool := x509.NewCertPool()
+		if trusted {
+			leaf, err := x509.ParseCertificate(cert.Certificate[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			pool.AddCert(leaf) // the chain verifies, the name does not
+		}
+		logs := &syncBuf{}
+		fwd := NewForwarder(ForwarderOptions{TLSConfig: &tls.Config{RootCAs: pool},
+			Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		t.Cleanup(fwd.Close)
+		addr := srv.Listener.Addr().String()
+		fwd.tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}
+		_, port, _ := net.SplitHostPort(addr)
+		u, err := Target(mustURL(t, "https://api.upstream.test:"+port+"/v2"), "x", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = fwd.Do(context.Background(), OutboundRequest{Method: "GET", URL: u}, tok())
+		if name := spellingSurvives([]byte(logs.String()), testToken); name != "" || !strings.Contains(logs.String(), "kind=tls") {
+			t.Errorf("trusted=%v: log (spelling %q of the token):\n%s", trusted, name, logs)
+		}
+		var ue *UpstreamError
+		if !errors.As(err, &ue) || ue.Reason != "tls" {
+			t.Fatalf("trusted=%v: err = %v, want reason tls", trusted, err)
+		}
+	}
+}
+
+// The reason comes from the error's type, never its text, and the log
+// attributes carry only our own fields (address, errno), whatever the
+// text says.
+func TestUnreachableReasonByType(t *testing.T) {
+	const secretText = "tok-SECRET/+="
+	named := &x509.Certificate{Subject: pkix.Name{CommonName: secretText}, DNSNames: []string{secretText}}
+	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8443}
+	cases := []struct {
+		err    error
+		reason string
+		want   []string // in the attributes
+	}{
+		{errors.New("tls: " + secretText), "protocol", nil},
+		{fmt.Errorf("net/http: HTTP/1.x transport connection broken: malformed HTTP response %q", "tls:Bearer "+secretText), "protocol", nil},
+		{fmt.Errorf("malformed HTTP status code %q", "x509: "+secretText), "protocol", nil},
+		{&tls.CertificateVerificationError{UnverifiedCertificates: []*x509.Certificate{named}, Err: x509.HostnameError{Certificate: named, Host: "127.0.0.1"}}, "tls", []string{"x509.HostnameError"}},
+		{x509.UnknownAuthorityError{Cert: named}, "tls", []string{"x509.UnknownAuthorityError"}},
+		{x509.CertificateInvalidError{Cert: named, Reason: x509.Expired, Detail: secretText}, "tls", []string{"x509.CertificateInvalidError"}},
+		{tls.RecordHeaderError{Msg: "tls: first record does not look like a TLS handshake"}, "tls", nil},
+		{&net.OpError{Op: "dial", Net: "tcp", Addr: addr, Err: &os.SyscallError{Syscall: "connect", Err: syscall.ECONNREFUSED}}, "dial", []string{"127.0.0.1:8443", "connection refused"}},
+		{&net.OpError{Op: "read", Net: "tcp", Addr: addr, Err: &os.SyscallError{Syscall: "read", Err: syscall.ECONNRESET}}, "reset", []string{"connection reset"}},
+		{&net.OpError{Op: "dial", Net: "tcp", Addr: addr, Err: errors.New(secretText)}, "dial", []string{"127.0.0.1:8443"}},
+		{&net.DNSError{Name: "api.example.com", Err: secretText, IsNotFound: true}, "dns", []string{"dns_not_found"}},
+		{io.ErrUnexpectedEOF, "reset", nil},
+	}
+	for _, c := range cases {
+		if got := unreachableReason(c.err); got != c.reason {
+			t.Errorf("%T %q: reason %q, want %q", c.err, c.err, got, c.reason)
+		}
+		logs := &syncBuf{}
+		slog.New(slog.NewTextHandler(logs, nil)).Warn("upstream call failed", loggableCause(c.err)...)
+		if strings.Contains(logs.String(), "SECRET") {
+			t.Errorf("%T: upstream text logged: %s", c.err, logs)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(logs.String(), w) {
+				t.Errorf("%T: %q missing from %s", c.err, w, logs)
+			}
+		}
 	}
 }
