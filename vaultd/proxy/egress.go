@@ -175,21 +175,22 @@ func checkSegment(seg string) error {
 }
 
 // checkLayer applies the checks that hold for every decoding layer.
+// Non-ASCII bytes are refused outright, raw or decoded, valid UTF-8 or
+// not: servers that normalise Unicode read look-alikes such as U+2025 "‥"
+// or U+FF0F "／" as dots and slashes, lenient decoders read overlong UTF-8
+// (%C0%AE) as ".", and no list of look-alikes is ever complete.
 func checkLayer(s string, decoded bool) error {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
 		case c < 0x20 || c == 0x7f:
 			return deny("encoded control character")
+		case c >= 0x80:
+			return deny("non-ASCII byte in path")
 		case decoded && c == '/':
 			return deny("encoded slash")
 		case decoded && c == '\\':
 			return deny("encoded backslash")
-		}
-	}
-	for _, r := range s {
-		if isSlashLike(r) {
-			return deny("encoded slash")
 		}
 	}
 	// Servers such as Tomcat strip ";params" before resolving dot
@@ -207,15 +208,14 @@ func checkLayer(s string, decoded bool) error {
 	return nil
 }
 
-// isDotSegment reports whether s is made only of dots (or their Unicode
-// look-alikes) and spaces, with at least one dot: ".", "..", "...", ". ."
-// and "..%20" all mean "up" to some server (Windows trims trailing dots and
-// spaces; some normalise full-width dots).
+// isDotSegment reports whether s is made only of dots and spaces, with at
+// least one dot: ".", "..", "...", ". ." and "..%20" all mean "up" to some
+// server (Windows trims trailing dots and spaces).
 func isDotSegment(s string) bool {
 	dot := false
-	for _, r := range s {
-		switch r {
-		case '.', '\uFF0E', '\u2024', '\uFE52', '\u3002', '\uFF61':
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '.':
 			dot = true
 		case ' ', '\t':
 		default:
@@ -223,14 +223,6 @@ func isDotSegment(s string) bool {
 		}
 	}
 	return dot
-}
-
-func isSlashLike(r rune) bool {
-	switch r {
-	case '\uFF0F', '\uFF3C', '\u2215', '\u2044', '\u29F8', '\u29F9', '\uFE68':
-		return true
-	}
-	return false
 }
 
 // checkQuery keeps the caller's raw query but refuses what no valid
@@ -258,7 +250,7 @@ func ishex(c byte) bool {
 }
 
 // escapePath percent-encodes the bytes an escaped path may not carry raw
-// (spaces, quotes, non-ASCII from an execute JSON path) and keeps the
+// (spaces, quotes from an execute JSON path) and keeps the
 // caller's existing %XX escapes and sub-delimiters as they are.
 func escapePath(p string) string {
 	const hex = "0123456789ABCDEF"
