@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -671,8 +672,18 @@ func (p *Provider) apiMux() http.Handler {
 // serveReflect reflects the bearer token in headers and in the body, the
 // body copy split across two flushed writes at ?split=N (default: the
 // middle) so that a streaming redactor must handle a token spanning chunks.
+// ?enc= reflects it spelled another way (ReflectEncodings), as upstreams
+// that encode what they echo do.
 func serveReflect(w http.ResponseWriter, r *http.Request) {
 	tok := r.Header.Get("X-Oauthtest-Token")
+	if enc := r.URL.Query().Get("enc"); enc != "" {
+		f, ok := reflectEncodings[enc]
+		if !ok {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "unknown enc"})
+			return
+		}
+		tok = f(tok)
+	}
 	split := len(tok) / 2
 	if s, err := strconv.Atoi(r.URL.Query().Get("split")); err == nil && s >= 0 && s <= len(tok) {
 		split = s
@@ -692,6 +703,60 @@ func serveReflect(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, tok[split:]+"\n")
 	flush()
 	_, _ = io.WriteString(w, "again="+tok+"\nend\n")
+}
+
+// reflectEncodings are the ?enc= spellings of /api/reflect-token.
+var reflectEncodings = map[string]func(tok string) string{
+	"base64":          func(t string) string { return base64.StdEncoding.EncodeToString([]byte(t)) },
+	"base64url":       func(t string) string { return base64.URLEncoding.EncodeToString([]byte(t)) },
+	"base64-raw":      func(t string) string { return base64.RawStdEncoding.EncodeToString([]byte(t)) },
+	"base64-bearer":   func(t string) string { return base64.StdEncoding.EncodeToString([]byte("Bearer " + t)) },
+	"base64url-basic": func(t string) string { return base64.URLEncoding.EncodeToString([]byte("user:" + t)) },
+	"pct-lower":       func(t string) string { return lowerHexEscapes(url.QueryEscape(t)) },
+	"json-slash":      func(t string) string { return strings.ReplaceAll(t, "/", `\/`) },
+	"json-u":          strings.NewReplacer("/", `\u002f`, "+", `\u002b`, "=", `\u003d`).Replace,
+	"json-u-upper":    strings.NewReplacer("/", `\u002F`, "+", `\u002B`, "=", `\u003D`).Replace,
+	"form":            func(t string) string { return strings.ReplaceAll(t, "+", " ") },
+	"hex":             func(t string) string { return hex.EncodeToString([]byte(t)) },
+}
+
+// ReflectEncodings lists the ?enc= values /api/reflect-token accepts.
+func ReflectEncodings() []string {
+	return slices.Sorted(maps.Keys(reflectEncodings))
+}
+
+// lowerHexEscapes lower-cases the hex digits of every %XX escape.
+func lowerHexEscapes(s string) string {
+	b := []byte(s)
+	for i := 0; i+2 < len(b); i++ {
+		if b[i] == '%' {
+			b[i+1], b[i+2] = lowerHex(b[i+1]), lowerHex(b[i+2])
+			i += 2
+		}
+	}
+	return string(b)
+}
+
+func lowerHex(c byte) byte {
+	if c >= 'A' && c <= 'F' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// ReflectHandler serves what /api/reflect-token does, at any path, for any
+// bearer token, unchecked: for tests whose upstream must echo a token this
+// provider did not issue (one with "/+=" in it, say).
+func ReflectHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || tok == "" {
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token"})
+			return
+		}
+		r.Header.Set("X-Oauthtest-Token", tok)
+		serveReflect(w, r)
+	})
 }
 
 // serveStream writes ?n= chunks (default 5, at most 1000) of ?size= bytes

@@ -2,9 +2,12 @@ package oauthtest_test
 
 import (
 	"bufio"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -111,6 +114,46 @@ func TestAPIReflectToken(t *testing.T) {
 	// The token was written in two flushed pieces: chunked, not one write.
 	if len(r.TransferEncoding) == 0 || r.TransferEncoding[0] != "chunked" {
 		t.Fatalf("transfer encoding %v, want chunked", r.TransferEncoding)
+	}
+}
+
+// ?enc= spells the reflected token another way, in headers and body, and
+// ReflectHandler does the same for a token the provider did not issue.
+func TestAPIReflectTokenEncodings(t *testing.T) {
+	p := oauthtest.New(t, oauthtest.Config{})
+	tok := p.IssueInitialToken(nil)
+	at := tok.AccessToken.Reveal()
+	r := apiCall(t, p, "GET", "/reflect-token?enc=base64-bearer", tok.AccessToken, "")
+	want := base64.StdEncoding.EncodeToString([]byte("Bearer " + at))
+	if b, _ := io.ReadAll(r.Body); r.Header.Get("X-Reflected-Token") != want || !strings.Contains(string(b), "again="+want+"\n") {
+		t.Fatalf("base64-bearer: header %q body %q", r.Header.Get("X-Reflected-Token"), b)
+	}
+	if r := apiCall(t, p, "GET", "/reflect-token?enc=rot13", tok.AccessToken, ""); r.StatusCode != http.StatusBadRequest {
+		t.Fatalf("unknown enc: %d", r.StatusCode)
+	}
+	srv := httptest.NewServer(oauthtest.ReflectHandler())
+	t.Cleanup(srv.Close)
+	const odd = "any/+=token+x/y="
+	for enc, want := range map[string]string{
+		"pct-lower": "any%2f%2b%3dtoken%2bx%2fy%3d", "json-u": `any\u002f\u002b\u003dtoken\u002bx\u002fy\u003d`,
+		"form": "any/ =token x/y=", "hex": hex.EncodeToString([]byte(odd)),
+	} {
+		req, err := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/api/reflect-token?enc="+enc, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+odd)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("X-Reflected-Token"); got != want {
+			t.Errorf("enc=%s: %q, want %q", enc, got, want)
+		}
+	}
+	if len(oauthtest.ReflectEncodings()) < 10 {
+		t.Errorf("encodings: %v", oauthtest.ReflectEncodings())
 	}
 }
 
