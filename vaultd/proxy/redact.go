@@ -360,8 +360,9 @@ func redactAll(b []byte, ss [][]byte) []byte {
 //   - raw, and with "+" form-decoded to a space;
 //   - percent-encoded, each class of reserved byte (percentClass) either
 //     escaped or not, in every combination (encoders disagree on "/", "+",
-//     "=", "!'()*"...), plus url.QueryEscape and url.PathEscape, with
-//     upper- and lower-case hex digits;
+//     "=", "!'()*"...; maxSpellBytes bounds this for long tokens), plus
+//     url.QueryEscape and url.PathEscape, with upper- and lower-case hex
+//     digits;
 //   - JSON-escaped the same way (jsonClass: "\/", "\u002f", "\u002B",
 //     "\u003c" as Go, PHP, .NET or Gson write them), either hex case;
 //   - base64 and base64url, padded or not, as the core of the encoding at
@@ -480,6 +481,11 @@ func jsonClass(c byte) (int, []spelling) {
 	return -1, onlyRaw
 }
 
+// maxSpellBytes bounds what one spellAll call builds for every
+// combination; beyond it (a long token full of reserved bytes) only the
+// uniform ones are built: every class raw, every class escaped.
+const maxSpellBytes = 1 << 20
+
 // spellAll appends tok spelled with every combination of its classes'
 // options (at most 2*2*3*3*2*2*2, a few dozen for a base64 token), with
 // upper-case hex digits and, where there are any, lower-case ones. The
@@ -508,9 +514,18 @@ func spellAll(vs [][]byte, tok string, class classFunc) [][]byte {
 		}
 		sps = append(sps, special{i: i, class: k, fixed: o[0]})
 	}
+	uniform := 2*total*(len(tok)+5*len(sps)) > maxSpellBytes
+	if uniform {
+		total = 3 // the most options a class has
+	}
 	buf := make([]byte, 0, 2*total*(len(tok)+8))
 	var ends []int
-	for {
+	for n := 0; ; n++ {
+		if uniform {
+			for k := range choice {
+				choice[k] = max(min(n, nopt[k]-1), 0)
+			}
+		}
 		var cur [maxClasses]spelling
 		hasHex := fixedHex
 		for k := range cur {
@@ -535,6 +550,12 @@ func spellAll(vs [][]byte, tok string, class classFunc) [][]byte {
 			}
 			buf = append(buf, tok[prev:]...)
 			ends = append(ends, len(buf))
+		}
+		if uniform {
+			if n+1 == total {
+				break
+			}
+			continue
 		}
 		k := 0 // next combination: count in mixed radix over the classes present
 		for ; k < maxClasses; k++ {

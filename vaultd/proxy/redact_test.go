@@ -614,3 +614,22 @@ func TestTokenVariantsForm(t *testing.T) {
 		t.Errorf("%d variants for a token without reserved bytes", n)
 	}
 }
+
+// A long token full of reserved bytes (tokens may be 64 KiB) must not
+// make every request build megabytes of combinations: beyond
+// maxSpellBytes only the uniform spellings are built, and those still
+// include the common encoders' output.
+func TestTokenVariantsBounded(t *testing.T) {
+	tok := strings.Repeat("ab/+=\"<>&'!$", 64<<10/13)
+	total := 0
+	for _, v := range tokenVariants(tok) {
+		total += len(v)
+	}
+	if total > 8<<20 {
+		t.Fatalf("%d bytes of variants for a %d-byte token", total, len(tok))
+	}
+	out := readAllSmall(t, NewRedactor(strings.NewReader("x"+url.QueryEscape(tok)+"y"+tok+"z"), tokenVariants(tok)...), 4096)
+	if string(out) != "x[REDACTED]y[REDACTED]z" {
+		t.Fatalf("long token not redacted: %.200q", out)
+	}
+}
