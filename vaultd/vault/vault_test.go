@@ -50,8 +50,8 @@ type fakeProvider struct {
 	// ctx, as an HTTP call would); revokeEntered gets a send per call.
 	revokeGate    chan struct{}
 	revokeEntered chan struct{}
-	lastRT  string
-	revoked []string
+	lastRT        string
+	revoked       []string
 }
 
 func (f *fakeProvider) refresh(ctx context.Context, ep oauth.Endpoint, rt secret.String) (oauth.Token, error) {

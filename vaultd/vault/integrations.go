@@ -1,0 +1,261 @@
+package vault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/vaultd/vaultd/internal/secret"
+	"github.com/vaultd/vaultd/storage"
+	"github.com/vaultd/vaultd/vaultd/audit"
+	"github.com/vaultd/vaultd/vaultd/oauth"
+)
+
+// StoreToken encrypts and persists tok for (tenant, integration). It
+// replaces an existing integration (re-authorisation) and resets its state.
+// The record and its token.store audit event (ev, completed here) commit in
+// one transaction: a stored token always has its audit event, and the call
+// costs one fsync.
+func (s *Service) StoreToken(ctx context.Context, ev audit.Event, tenantID, id, providerName string, tok oauth.Token) (Metadata, error) {
+	if !storage.ValidID(id) {
+		return Metadata{}, fmt.Errorf("%w: invalid integration id", ErrBadRequest)
+	}
+	p, ok := s.Provider(providerName)
+	if !ok {
+		return Metadata{}, fmt.Errorf("%w: unknown provider", ErrBadRequest)
+	}
+	if tok.AccessToken.IsZero() {
+		return Metadata{}, fmt.Errorf("%w: access_token is required", ErrBadRequest)
+	}
+	if tok.AccessToken.Len() > MaxTokenBytes || tok.RefreshToken.Len() > MaxTokenBytes {
+		return Metadata{}, fmt.Errorf("%w: access_token and refresh_token are limited to %d bytes each", ErrBadRequest, MaxTokenBytes)
+	}
+	t, err := s.tenant(ctx, tenantID)
+	if err != nil {
+		return Metadata{}, err
+	}
+	now := s.now().UTC()
+	in := storage.Integration{
+		ID: id, TenantID: tenantID, Provider: p.Name,
+		Scopes: normScopes(tok.Scope), Status: storage.StatusActive,
+		TokenType: tokenType(tok.TokenType),
+		ExpiresAt: expiry(now, tok.ExpiresIn, p.DefaultLifetime),
+		CreatedAt: now, UpdatedAt: now,
+	}
+	unlock, err := s.lock(ctx, tenantID, id)
+	if err != nil {
+		return Metadata{}, err
+	}
+	defer unlock()
+	if old, err := s.store.GetIntegration(ctx, tenantID, id); err == nil {
+		in.CreatedAt = old.CreatedAt
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return Metadata{}, s.storeErr(err)
+	}
+	if err := s.sealTokens(ctx, t, &in, tok.AccessToken, tok.RefreshToken); err != nil {
+		return Metadata{}, err
+	}
+	var out storage.Integration
+	ev.TenantID, ev.IntegrationID, ev.Action, ev.Outcome = tenantID, id, audit.ActionTokenStore, audit.OutcomeSuccess
+	_, err = s.audit.RecordWith(ctx, ev, func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error) {
+		var rec storage.AuditRecord
+		var err error
+		out, rec, err = s.store.PutIntegrationAudited(ctx, tenantID, in, build)
+		return rec, err
+	})
+	if err != nil {
+		return Metadata{}, s.storeErr(err)
+	}
+	s.usage.forget(tenantID, id)
+	return s.metadata(out), nil
+}
+
+// GetIntegration returns metadata (never a token).
+func (s *Service) GetIntegration(ctx context.Context, tenantID, id string) (Metadata, error) {
+	in, err := s.get(ctx, tenantID, id)
+	if err != nil {
+		return Metadata{}, err
+	}
+	return s.metadata(in), nil
+}
+
+// ListIntegrations returns the tenant's integrations' metadata.
+func (s *Service) ListIntegrations(ctx context.Context, tenantID string) ([]Metadata, error) {
+	if _, err := s.tenant(ctx, tenantID); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return []Metadata{}, nil
+		}
+		return nil, err
+	}
+	ins, err := s.store.ListIntegrations(ctx, tenantID)
+	if err != nil {
+		return nil, s.storeErr(err)
+	}
+	out := make([]Metadata, 0, len(ins))
+	for _, in := range ins {
+		out = append(out, s.metadata(in))
+	}
+	return out, nil
+}
+
+// Disconnect revokes the integration's tokens at the provider (RFC 7009:
+// refresh token first, since revoking it usually kills the access token
+// too), deletes the record and forgets cached state. Revocation failure
+// does not keep the record: the caller asked to disconnect, and a stored
+// token is worse than an unrevoked one we no longer hold; the result says
+// whether the provider confirmed.
+//
+// Once the lock is held the rest runs detached from ctx (bounded by the
+// provider timeouts and commitTimeout): a token sent to the revocation
+// endpoint must end with its token.revoke event, the record deleted and
+// the integration.delete event, whatever the caller does meanwhile.
+func (s *Service) Disconnect(ctx context.Context, ev audit.Event, tenantID, id string) (revoked bool, err error) {
+	c := Caller{Principal: ev.Actor, OnBehalfOf: ev.OnBehalfOf, RequestID: ev.RequestID}
+	unlock, err := s.lock(ctx, tenantID, id)
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	in, err := s.get(ctx, tenantID, id)
+	if err != nil {
+		return false, err
+	}
+	p, hasProvider := s.Provider(in.Provider)
+	budget := commitTimeout
+	if hasProvider {
+		budget += 2 * (p.refreshBudget() - commitTimeout) // two revocation calls
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
+	defer cancel()
+	t, err := s.tenant(ctx, tenantID)
+	if err != nil {
+		return false, err
+	}
+	revoked = false
+	if hasProvider && p.Endpoint.RevocationURL != "" {
+		revoked = true
+		for _, f := range []struct {
+			field, hint string
+			ct          []byte
+		}{{fieldRefresh, "refresh_token", in.RefreshToken}, {fieldAccess, "access_token", in.AccessToken}} {
+			if len(f.ct) == 0 {
+				continue
+			}
+			tok, err := s.keys.OpenField(ctx, t, id, f.field, f.ct)
+			if err != nil {
+				return false, fmt.Errorf("%w: open %s: %w", ErrUnavailable, f.field, err)
+			}
+			rerr := s.revoke(ctx, p.Endpoint, secret.NewString(string(tok.Reveal())), f.hint)
+			tok.Wipe()
+			outcome, detail := audit.OutcomeSuccess, f.hint
+			if rerr != nil {
+				revoked = false
+				outcome, detail = audit.OutcomeFailure, f.hint+": "+safeReason(rerr)
+				s.log.WarnContext(ctx, "revocation failed", "tenant_id", tenantID, "integration_id", id, "hint", f.hint, "err", safeReason(rerr))
+			}
+			if _, aerr := s.audit.Record(ctx, audit.Event{
+				TenantID: tenantID, IntegrationID: id, Actor: c.Principal, OnBehalfOf: c.OnBehalfOf,
+				Action: audit.ActionTokenRevoke, Outcome: outcome, RequestID: c.RequestID,
+				TargetHost: hostOf(p.Endpoint.RevocationURL), Detail: detail,
+			}); aerr != nil {
+				return false, fmt.Errorf("%w: audit: %w", ErrUnavailable, aerr)
+			}
+		}
+	}
+	// The tokens may be revoked already: delete and audit in one
+	// transaction (a record never disappears without its
+	// integration.delete event), with time of its own for the commit.
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer ccancel()
+	ev.TenantID, ev.IntegrationID, ev.Action, ev.Outcome = tenantID, id, audit.ActionIntegrationDelete, audit.OutcomeSuccess
+	ev.Detail = fmt.Sprintf("revoked_at_provider=%t", revoked)
+	if _, err := s.audit.RecordWith(cctx, ev, func(build auditBuild) (storage.AuditRecord, error) {
+		return s.store.DeleteIntegrationAudited(cctx, tenantID, id, build)
+	}); err != nil {
+		return false, s.storeErr(err)
+	}
+	s.usage.forget(tenantID, id)
+	return revoked, nil
+}
+
+func (s *Service) sealTokens(ctx context.Context, t storage.Tenant, in *storage.Integration, access, refresh secret.String) error {
+	return sealTokensWith(in, access, refresh, func(field string, pt []byte) ([]byte, error) {
+		return s.keys.SealField(ctx, t, in.ID, field, pt)
+	})
+}
+
+// sealTokensWith seals the access and (if any) refresh token into in.
+func sealTokensWith(in *storage.Integration, access, refresh secret.String, seal func(field string, pt []byte) ([]byte, error)) error {
+	ct, err := seal(fieldAccess, []byte(access.Reveal()))
+	if err != nil {
+		return fmt.Errorf("%w: seal: %w", ErrUnavailable, err)
+	}
+	in.AccessToken = ct
+	in.RefreshToken = nil
+	if !refresh.IsZero() {
+		ct, err := seal(fieldRefresh, []byte(refresh.Reveal()))
+		if err != nil {
+			return fmt.Errorf("%w: seal: %w", ErrUnavailable, err)
+		}
+		in.RefreshToken = ct
+	}
+	return nil
+}
+
+// casAudited swaps upd in and commits evs with it, in one transaction: an
+// integration's state never changes without its events.
+func (s *Service) casAudited(ctx context.Context, tenantID string, upd storage.Integration, evs ...audit.Event) (storage.Integration, error) {
+	var out storage.Integration
+	_, err := s.audit.RecordAllWith(ctx, evs, func(build auditBuild) (storage.AuditRecord, error) {
+		var rec storage.AuditRecord
+		var err error
+		out, rec, err = s.store.CompareAndSwapIntegrationAudited(ctx, tenantID, upd, build)
+		return rec, err
+	})
+	if err != nil {
+		return storage.Integration{}, s.storeErr(err)
+	}
+	return out, nil
+}
+
+// commitTimeout bounds the work after a provider answered a refresh. It runs
+// detached from the caller: a caller that hangs up once the provider has
+// rotated the refresh token must not stop the new one being stored.
+const commitTimeout = 30 * time.Second
+
+func (s *Service) get(ctx context.Context, tenantID, id string) (storage.Integration, error) {
+	if !storage.ValidID(id) || !storage.ValidID(tenantID) {
+		return storage.Integration{}, ErrNotFound
+	}
+	in, err := s.store.GetIntegration(ctx, tenantID, id)
+	if err != nil {
+		return storage.Integration{}, s.storeErr(err)
+	}
+	return in, nil
+}
+
+func (s *Service) storeErr(err error) error {
+	switch {
+	case errors.Is(err, storage.ErrNotFound), errors.Is(err, storage.ErrTenantNotFound):
+		return ErrNotFound
+	case errors.Is(err, storage.ErrConflict):
+		// Under the integration lock a conflict means something outside
+		// this process wrote: refuse rather than guess.
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	default:
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+}
+
+func (s *Service) lock(ctx context.Context, tenantID, id string) (func(), error) {
+	lctx, cancel := context.WithTimeout(ctx, s.lockTimeout)
+	defer cancel()
+	start := time.Now()
+	unlock, err := s.locks.Lock(lctx, tenantID+"\x00"+id)
+	s.metrics.LockWait(time.Since(start))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return unlock, nil
+}
