@@ -118,7 +118,7 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	version, created, err := hsm.InitKEK(ctx, cfg.HSM.KeyringConfig(pin), log)
+	version, created, err := initKEK(ctx, &cfg.HSM, pin, log)
 	if err != nil {
 		return err
 	}
@@ -145,7 +145,7 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 // localKeyring parses `-config FILE` (no other argument), loads the config
 // and the PIN, and opens the keyring: the start of every local HSM command.
-func localKeyring(ctx context.Context, name string, args []string, stderr io.Writer) (*hsm.PKCS11, *config.Config, error) {
+func localKeyring(ctx context.Context, name string, args []string, stderr io.Writer) (hsm.Keyring, *config.Config, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", config.DefaultPath, "config file")
@@ -164,7 +164,7 @@ func localKeyring(ctx context.Context, name string, args []string, stderr io.Wri
 		return nil, nil, err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	kr, err := hsm.Open(ctx, cfg.HSM.KeyringConfig(pin), log)
+	kr, err := openKeyring(ctx, &cfg.HSM, pin, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -180,7 +180,7 @@ func cmdKEKRotate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	defer kr.Close()
-	v, err := kr.RotateKEK(ctx)
+	v, err := rotateKEK(ctx, kr)
 	if err != nil {
 		return err
 	}
@@ -195,7 +195,7 @@ func cmdKEKInfo(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer kr.Close()
-	info, err := kr.KEKInfo(ctx)
+	info, err := kekInfo(ctx, kr)
 	if err != nil {
 		return err
 	}

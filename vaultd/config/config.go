@@ -12,7 +12,6 @@ import (
 
 	toml "github.com/pelletier/go-toml/v2"
 
-	"github.com/vaultd/vaultd/hsm"
 	"github.com/vaultd/vaultd/internal/secret"
 )
 
@@ -125,18 +124,6 @@ type HSMConfig struct {
 	HealthInterval Duration `toml:"health_interval"`
 
 	file string // config file, for LoadPIN's messages
-}
-
-// KeyringConfig builds the hsm package's Config from [hsm] and a PIN
-// obtained with LoadPIN.
-func (h *HSMConfig) KeyringConfig(pin secret.String) hsm.Config {
-	return hsm.Config{
-		Module:      h.Module,
-		TokenLabel:  h.TokenLabel,
-		PIN:         pin,
-		KEKLabel:    h.KEKLabel,
-		MaxSessions: h.MaxSessions,
-	}
 }
 
 // StorageConfig is [storage].

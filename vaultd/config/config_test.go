@@ -16,8 +16,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/vaultd/vaultd/internal/secret"
 )
 
 const softhsmModule = "/usr/lib/softhsm/libsofthsm2.so"
@@ -715,19 +713,6 @@ func TestRelativePaths(t *testing.T) {
 	}
 	if cfg.Server.TLSCert != "/opt/vaultd/etc/tls/server.crt" || cfg.HSM.PINFile != "/opt/vaultd/etc/hsm.pin" {
 		t.Errorf("Parse baseDir: %q %q", cfg.Server.TLSCert, cfg.HSM.PINFile)
-	}
-}
-
-func TestKeyringConfig(t *testing.T) {
-	cfg, err := Parse([]byte(edit(t, "[hsm]\n", "[hsm]\nmax_sessions = 3\n")), "", ModeSyntax)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pin := secret.NewString("1234")
-	hc := cfg.HSM.KeyringConfig(pin)
-	if hc.Module != softhsmModule || hc.TokenLabel != "vaultd" || hc.KEKLabel != "vaultd-kek" ||
-		hc.MaxSessions != 3 || hc.PIN.Reveal() != "1234" {
-		t.Errorf("%+v", hc)
 	}
 }
 

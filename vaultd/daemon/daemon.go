@@ -81,7 +81,7 @@ type daemon struct {
 	cfgPath string
 	log     *slog.Logger
 
-	kr      *hsm.PKCS11
+	kr      hsm.Keyring
 	store   *bolt.Store
 	keys    *envelope.Keys
 	audit   *audit.Log
@@ -153,7 +153,7 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err 
 	if err != nil {
 		return err
 	}
-	d.kr, err = hsm.Open(ctx, cfg.HSM.KeyringConfig(pin), log)
+	d.kr, err = openKeyring(ctx, &cfg.HSM, pin, log)
 	if err != nil {
 		return err
 	}
@@ -371,7 +371,7 @@ func (d *daemon) reload(ctx context.Context) {
 	// KEK versions made by `vaultctl kek-rotate` since start: new wraps
 	// use the newest. Failing to read them is not a reason to refuse the
 	// rest of the reload; the current set stays.
-	if err := d.kr.Reload(ctx); err != nil {
+	if err := reloadKEKs(ctx, d.kr); err != nil {
 		log.Error("reload: KEK versions not re-read; keeping the current set", "err", err)
 	}
 	d.metrics.Reload(true)

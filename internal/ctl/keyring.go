@@ -1,0 +1,59 @@
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/vaultd/vaultd/hsm"
+	"github.com/vaultd/vaultd/internal/secret"
+	"github.com/vaultd/vaultd/vaultd/config"
+)
+
+// keyringConfig maps [hsm] and the PIN to the backend's Config. It lives in
+// the wiring, not in vaultd/config, so that config stays a leaf package.
+func keyringConfig(c *config.HSMConfig, pin secret.String) hsm.Config {
+	return hsm.Config{
+		Module:      c.Module,
+		TokenLabel:  c.TokenLabel,
+		PIN:         pin,
+		KEKLabel:    c.KEKLabel,
+		MaxSessions: c.MaxSessions,
+	}
+}
+
+// initKEK creates KEK version 1 unless one exists ('vaultctl init').
+func initKEK(ctx context.Context, c *config.HSMConfig, pin secret.String, log *slog.Logger) (version uint32, created bool, err error) {
+	return hsm.InitKEK(ctx, keyringConfig(c, pin), log)
+}
+
+// openKeyring opens the keyring [hsm] describes.
+func openKeyring(ctx context.Context, c *config.HSMConfig, pin secret.String, log *slog.Logger) (hsm.Keyring, error) {
+	kr, err := hsm.Open(ctx, keyringConfig(c, pin), log)
+	if err != nil {
+		return nil, err // not kr: a nil *PKCS11 in an interface is not nil
+	}
+	return kr, nil
+}
+
+// rotateKEK adds the next KEK version, if the backend can.
+func rotateKEK(ctx context.Context, kr hsm.Keyring) (uint32, error) {
+	r, ok := kr.(interface {
+		RotateKEK(context.Context) (uint32, error)
+	})
+	if !ok {
+		return 0, fmt.Errorf("kek-rotate: the %T keyring cannot rotate its KEK", kr)
+	}
+	return r.RotateKEK(ctx)
+}
+
+// kekInfo lists the KEK versions and their attributes, if the backend can.
+func kekInfo(ctx context.Context, kr hsm.Keyring) ([]hsm.KEKInfo, error) {
+	r, ok := kr.(interface {
+		KEKInfo(context.Context) ([]hsm.KEKInfo, error)
+	})
+	if !ok {
+		return nil, fmt.Errorf("kek-info: the %T keyring cannot list its KEKs", kr)
+	}
+	return r.KEKInfo(ctx)
+}
