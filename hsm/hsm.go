@@ -1,6 +1,9 @@
 // Package hsm keeps the key-encryption key (KEK) inside a PKCS#11 token and
 // wraps/unwraps data keys with it. The rest of vaultd sees only the small
-// Keyring interface; the PKCS#11 backend lives in pkcs11.go.
+// Keyring interface; the PKCS#11 backend lives in pkcs11.go. What only some
+// backends can do (rotate, reload and list KEK versions) is a set of
+// one-method optional interfaces (KEKRotator, Reloader, KEKInspector) that
+// callers find by type assertion.
 //
 // The backend (PKCS11, from Open) uses crypto11 only to load the module,
 // find the token, log in and generate KEKs; wrap and unwrap are raw
@@ -16,36 +19,8 @@ package hsm
 
 import (
 	"context"
-	"errors"
 
 	"github.com/vaultd/vaultd/internal/secret"
-)
-
-// Sentinel errors. Callers match them with errors.Is; messages never carry
-// the PIN or any key material.
-var (
-	// ErrModule: the PKCS#11 module could not be loaded or initialised.
-	ErrModule = errors.New("hsm: cannot load PKCS#11 module")
-	// ErrTokenNotFound: no token with the configured label is present.
-	ErrTokenNotFound = errors.New("hsm: token not found")
-	// ErrWrongPIN: the token rejected the PIN.
-	ErrWrongPIN = errors.New("hsm: wrong PIN")
-	// ErrPINLocked: the token locked the user PIN after failed attempts.
-	ErrPINLocked = errors.New("hsm: PIN locked")
-	// ErrKEKNotFound: no KEK with the configured label exists on the token.
-	ErrKEKNotFound = errors.New("hsm: KEK not found (run 'vaultctl init')")
-	// ErrUnavailable: the HSM did not answer or failed an operation.
-	ErrUnavailable = errors.New("hsm: unavailable")
-	// ErrUnwrap: a wrapped key failed authentication (tampered, moved to
-	// another tenant, or wrapped by another KEK).
-	ErrUnwrap = errors.New("hsm: unwrap failed")
-	// ErrClosed: the keyring was closed.
-	ErrClosed = errors.New("hsm: closed")
-	// ErrKEKInvalid: an object carrying the KEK label breaks the KEK policy
-	// (extractable, not sensitive, not private, not AES-256, unusable for
-	// encrypt/decrypt, malformed or duplicate CKA_ID). vaultd refuses to use
-	// or add to such a key set rather than guess.
-	ErrKEKInvalid = errors.New("hsm: KEK object violates policy")
 )
 
 // Config says how to reach the token and which KEK to use.

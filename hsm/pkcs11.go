@@ -84,24 +84,6 @@ const (
 	ckrAEADDecryptFailed = pkcs11.Error(0x00000035)
 )
 
-// KEKInfo describes one KEK object as the token reports it. Reading it never
-// reveals key material.
-type KEKInfo struct {
-	Version          uint32
-	Label            string
-	KeyType          string // "AES" for a valid KEK
-	Bytes            int    // CKA_VALUE_LEN
-	Token            bool
-	Private          bool
-	Sensitive        bool
-	Extractable      bool
-	AlwaysSensitive  bool
-	NeverExtractable bool
-	Encrypt          bool
-	Decrypt          bool
-	Modifiable       bool
-}
-
 // policyViolation says what is wrong with k as a KEK, or "" if nothing.
 func (k KEKInfo) policyViolation() string {
 	var bad []string
@@ -157,7 +139,12 @@ type kekObject struct {
 	info   KEKInfo
 }
 
-var _ Keyring = (*PKCS11)(nil)
+var (
+	_ Keyring      = (*PKCS11)(nil)
+	_ KEKRotator   = (*PKCS11)(nil)
+	_ Reloader     = (*PKCS11)(nil)
+	_ KEKInspector = (*PKCS11)(nil)
+)
 
 // Open loads the module, logs in to the token and finds the KEK versions
 // labelled cfg.KEKLabel; the highest is current. Without a KEK it fails with
@@ -347,29 +334,6 @@ func (p *PKCS11) configureError(module string, err error) error {
 		return p.errorf(ErrUnavailable, code, "token %q: login", p.tokenLabel)
 	}
 	return p.errorf(ErrUnavailable, err, "token %q: open", p.tokenLabel)
-}
-
-// Error is an hsm error: a short message, the sentinel it matches with
-// errors.Is, and the underlying cause (a pkcs11.Error, a context error, ...).
-type Error struct {
-	Msg   string
-	Kind  error // one of the package's sentinels
-	Cause error // may be nil
-}
-
-func (e *Error) Error() string {
-	if e.Cause != nil {
-		return e.Msg + ": " + e.Cause.Error()
-	}
-	return e.Msg
-}
-
-// Unwrap exposes both the sentinel and the cause to errors.Is/As.
-func (e *Error) Unwrap() []error {
-	if e.Cause != nil {
-		return []error{e.Kind, e.Cause}
-	}
-	return []error{e.Kind}
 }
 
 func (p *PKCS11) errorf(kind, cause error, format string, args ...any) error {
@@ -601,8 +565,9 @@ func (p *PKCS11) Close() error {
 	return nil
 }
 
-// RotateKEK creates KEK version n+1 (n = the highest version on the token)
-// and makes it current. Older versions stay on the token for Unwrap.
+// RotateKEK implements KEKRotator: it creates KEK version n+1 (n = the
+// highest version on the token) and makes it current. Older versions stay on
+// the token for Unwrap.
 func (p *PKCS11) RotateKEK(ctx context.Context) (uint32, error) {
 	if err := p.enter(ctx, "rotate KEK"); err != nil {
 		return 0, err
@@ -637,8 +602,8 @@ func (p *PKCS11) RotateKEK(ctx context.Context) (uint32, error) {
 	return next, nil
 }
 
-// Reload re-reads the KEK versions from the token, e.g. after another
-// process ran RotateKEK. It keeps the old set on error.
+// Reload implements Reloader: it re-reads the KEK versions from the token,
+// e.g. after another process ran RotateKEK. It keeps the old set on error.
 func (p *PKCS11) Reload(ctx context.Context) error {
 	if err := p.enter(ctx, "reload KEKs"); err != nil {
 		return err
@@ -657,8 +622,9 @@ func (p *PKCS11) Reload(ctx context.Context) error {
 	return nil
 }
 
-// KEKInfo reads the attributes of every KEK version back from the token,
-// oldest first. It validates nothing, so it also shows a bad key set.
+// KEKInfo implements KEKInspector: it reads the attributes of every KEK
+// version back from the token, oldest first. It validates nothing, so it
+// also shows a bad key set.
 func (p *PKCS11) KEKInfo(ctx context.Context) ([]KEKInfo, error) {
 	if err := p.enter(ctx, "KEK info"); err != nil {
 		return nil, err

@@ -33,7 +33,10 @@ type Fake struct {
 	closed   bool
 }
 
-var _ hsm.Keyring = (*Fake)(nil)
+var (
+	_ hsm.Keyring    = (*Fake)(nil)
+	_ hsm.KEKRotator = (*Fake)(nil)
+)
 
 // NewFake returns a Fake with KEK version 1.
 func NewFake() *Fake {
@@ -60,6 +63,15 @@ func (f *Fake) Rotate() uint32 {
 	f.current++
 	f.keks[f.current] = aead
 	return f.current
+}
+
+// RotateKEK implements hsm.KEKRotator: Rotate, behind the same context,
+// closed and injected-failure checks as every other call.
+func (f *Fake) RotateKEK(ctx context.Context) (uint32, error) {
+	if err := f.enter(ctx, "rotate KEK"); err != nil {
+		return 0, err
+	}
+	return f.Rotate(), nil
 }
 
 // FailNext queues err: the next call that takes a context returns it

@@ -13,10 +13,13 @@ import (
 	"github.com/vaultd/vaultd/hsm"
 )
 
-// RunKeyringSuite checks the behaviour every hsm.Keyring must have. newKeyring
-// returns a fresh, open keyring; the suite closes it (Close must therefore be
-// idempotent if the factory also registers a Close). Subtests run
-// sequentially: a real HSM module may need every keyring closed between them.
+// RunKeyringSuite checks the behaviour every hsm.Keyring must have, then the
+// behaviour of each optional interface (hsm.KEKRotator, hsm.Reloader,
+// hsm.KEKInspector) the keyrings implement. newKeyring returns a fresh, open
+// keyring; the suite closes it (Close must therefore be idempotent if the
+// factory also registers a Close). Subtests run sequentially: a real HSM
+// module may need every keyring closed between them. The optional parts add
+// KEK versions; a factory that reopens one token sees them.
 func RunKeyringSuite(t *testing.T, newKeyring func(t *testing.T) hsm.Keyring) {
 	t.Helper()
 	open := func(t *testing.T) hsm.Keyring {
@@ -333,6 +336,8 @@ func RunKeyringSuite(t *testing.T, newKeyring func(t *testing.T) hsm.Keyring) {
 			t.Error(err)
 		}
 	})
+
+	runOptionalSuites(t, newKeyring, open)
 }
 
 func randBytes(n int) []byte {

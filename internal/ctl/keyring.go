@@ -38,9 +38,7 @@ func openKeyring(ctx context.Context, c *config.HSMConfig, pin secret.String, lo
 
 // rotateKEK adds the next KEK version, if the backend can.
 func rotateKEK(ctx context.Context, kr hsm.Keyring) (uint32, error) {
-	r, ok := kr.(interface {
-		RotateKEK(context.Context) (uint32, error)
-	})
+	r, ok := kr.(hsm.KEKRotator)
 	if !ok {
 		return 0, fmt.Errorf("kek-rotate: the %T keyring cannot rotate its KEK", kr)
 	}
@@ -49,9 +47,7 @@ func rotateKEK(ctx context.Context, kr hsm.Keyring) (uint32, error) {
 
 // kekInfo lists the KEK versions and their attributes, if the backend can.
 func kekInfo(ctx context.Context, kr hsm.Keyring) ([]hsm.KEKInfo, error) {
-	r, ok := kr.(interface {
-		KEKInfo(context.Context) ([]hsm.KEKInfo, error)
-	})
+	r, ok := kr.(hsm.KEKInspector)
 	if !ok {
 		return nil, fmt.Errorf("kek-info: the %T keyring cannot list its KEKs", kr)
 	}

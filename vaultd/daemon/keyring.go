@@ -33,7 +33,7 @@ func openKeyring(ctx context.Context, c *config.HSMConfig, pin secret.String, lo
 // reloadKEKs re-reads the KEK versions (new ones from `vaultctl
 // kek-rotate`) when the backend can; one that cannot has nothing to re-read.
 func reloadKEKs(ctx context.Context, kr hsm.Keyring) error {
-	r, ok := kr.(interface{ Reload(context.Context) error })
+	r, ok := kr.(hsm.Reloader)
 	if !ok {
 		return nil
 	}

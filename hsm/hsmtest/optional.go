@@ -1,0 +1,157 @@
+package hsmtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/vaultd/vaultd/hsm"
+)
+
+// runOptionalSuites runs the suite part of every optional interface the
+// keyrings from newKeyring implement, and only those: a backend that gains
+// one cannot skip its checks. open is RunKeyringSuite's (it closes).
+func runOptionalSuites(t *testing.T, newKeyring func(t *testing.T) hsm.Keyring, open func(t *testing.T) hsm.Keyring) {
+	t.Helper()
+	probe := newKeyring(t)
+	_, rotator := probe.(hsm.KEKRotator)
+	_, reloader := probe.(hsm.Reloader)
+	_, inspector := probe.(hsm.KEKInspector)
+	if err := probe.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if rotator {
+		t.Run("KEKRotator", func(t *testing.T) { kekRotatorSuite(t, open) })
+	}
+	if reloader {
+		t.Run("Reloader", func(t *testing.T) { reloaderSuite(t, open) })
+	}
+	if inspector {
+		t.Run("KEKInspector", func(t *testing.T) { kekInspectorSuite(t, open) })
+	}
+}
+
+func kekRotatorSuite(t *testing.T, open func(t *testing.T) hsm.Keyring) {
+	k := open(t)
+	r := k.(hsm.KEKRotator)
+	ctx := context.Background()
+	pt, aad := randBytes(32), []byte("tenant=acme\x00dek=1")
+	old, err := k.Wrap(ctx, pt, aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := r.RotateKEK(ctx)
+	if err != nil || v <= old.KEKVersion || k.CurrentVersion() != v {
+		t.Fatalf("RotateKEK = %d, %v; current %d; want > %d and current", v, err, k.CurrentVersion(), old.KEKVersion)
+	}
+	nw, err := k.Wrap(ctx, pt, aad)
+	if err != nil || nw.KEKVersion != v {
+		t.Fatalf("Wrap after rotation: version %d, %v; want %d", nw.KEKVersion, err, v)
+	}
+	for _, w := range []hsm.WrappedKey{old, nw} {
+		if got, err := k.Unwrap(ctx, w, aad); err != nil || !bytes.Equal(got.Reveal(), pt) {
+			t.Fatalf("Unwrap of a version-%d blob after rotation: %v", w.KEKVersion, err)
+		}
+	}
+	// Versions are distinct keys: a new blob relabelled old does not open.
+	relabelled := clone(nw)
+	relabelled.KEKVersion = old.KEKVersion
+	if _, err := k.Unwrap(ctx, relabelled, aad); !errors.Is(err, hsm.ErrUnwrap) {
+		t.Errorf("new blob under the old version: err = %v, want ErrUnwrap", err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := r.RotateKEK(cancelled); !errors.Is(err, context.Canceled) || k.CurrentVersion() != v {
+		t.Errorf("RotateKEK(cancelled): err = %v, current %d; want context.Canceled, %d", err, k.CurrentVersion(), v)
+	}
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.RotateKEK(ctx); !errors.Is(err, hsm.ErrClosed) {
+		t.Errorf("RotateKEK after Close: err = %v, want ErrClosed", err)
+	}
+}
+
+func reloaderSuite(t *testing.T, open func(t *testing.T) hsm.Keyring) {
+	k := open(t)
+	r := k.(hsm.Reloader)
+	ctx := context.Background()
+	w, err := k.Wrap(ctx, randBytes(32), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := k.CurrentVersion()
+	if err := r.Reload(ctx); err != nil || k.CurrentVersion() != v {
+		t.Fatalf("Reload = %v, current %d; want nil, %d", err, k.CurrentVersion(), v)
+	}
+	if _, err := k.Unwrap(ctx, w, nil); err != nil {
+		t.Fatalf("Unwrap after Reload: %v", err)
+	}
+	if rot, ok := k.(hsm.KEKRotator); ok {
+		nv, err := rot.RotateKEK(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Reload(ctx); err != nil || k.CurrentVersion() != nv {
+			t.Fatalf("Reload after rotation = %v, current %d; want nil, %d", err, k.CurrentVersion(), nv)
+		}
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := r.Reload(cancelled); !errors.Is(err, context.Canceled) {
+		t.Errorf("Reload(cancelled): err = %v, want context.Canceled", err)
+	}
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Reload(ctx); !errors.Is(err, hsm.ErrClosed) {
+		t.Errorf("Reload after Close: err = %v, want ErrClosed", err)
+	}
+}
+
+func kekInspectorSuite(t *testing.T, open func(t *testing.T) hsm.Keyring) {
+	k := open(t)
+	in := k.(hsm.KEKInspector)
+	ctx := context.Background()
+	check := func() []hsm.KEKInfo {
+		t.Helper()
+		infos, err := in.KEKInfo(ctx)
+		if err != nil || len(infos) == 0 {
+			t.Fatalf("KEKInfo = %+v, %v; want at least one KEK", infos, err)
+		}
+		for i, ki := range infos {
+			if i > 0 && ki.Version <= infos[i-1].Version {
+				t.Errorf("KEKInfo not oldest first: %d after %d", ki.Version, infos[i-1].Version)
+			}
+			// The policy every usable KEK meets.
+			if ki.KeyType != "AES" || ki.Bytes != 32 || !ki.Sensitive || ki.Extractable || !ki.Encrypt || !ki.Decrypt {
+				t.Errorf("KEK version %d breaks the KEK policy: %+v", ki.Version, ki)
+			}
+		}
+		if last := infos[len(infos)-1].Version; last != k.CurrentVersion() {
+			t.Errorf("newest listed version %d, current %d", last, k.CurrentVersion())
+		}
+		return infos
+	}
+	before := check()
+	if rot, ok := k.(hsm.KEKRotator); ok {
+		if _, err := rot.RotateKEK(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if after := check(); len(after) != len(before)+1 {
+			t.Errorf("KEKInfo lists %d versions after a rotation, want %d", len(after), len(before)+1)
+		}
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := in.KEKInfo(cancelled); !errors.Is(err, context.Canceled) {
+		t.Errorf("KEKInfo(cancelled): err = %v, want context.Canceled", err)
+	}
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.KEKInfo(ctx); !errors.Is(err, hsm.ErrClosed) {
+		t.Errorf("KEKInfo after Close: err = %v, want ErrClosed", err)
+	}
+}

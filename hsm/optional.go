@@ -1,0 +1,47 @@
+package hsm
+
+import "context"
+
+// Optional capabilities. A backend implements those its HSM offers; callers
+// find them by type assertion on a Keyring and say so when one is missing.
+// Each is one method, so a backend can take them one at a time.
+
+// KEKRotator adds KEK versions ('vaultctl kek-rotate').
+type KEKRotator interface {
+	// RotateKEK creates KEK version n+1 (n = the highest version in the
+	// HSM) and makes it current. Older versions stay for Unwrap.
+	RotateKEK(ctx context.Context) (uint32, error)
+}
+
+// Reloader re-reads the KEK versions from the HSM, so that versions another
+// process added (vaultctl kek-rotate) are used without a restart (SIGHUP).
+type Reloader interface {
+	// Reload keeps the current set on error.
+	Reload(ctx context.Context) error
+}
+
+// KEKInspector reports the KEK versions and their protection attributes
+// ('vaultctl kek-info').
+type KEKInspector interface {
+	// KEKInfo lists every KEK version, oldest first. It validates nothing,
+	// so it also shows a key set the backend would refuse to use.
+	KEKInfo(ctx context.Context) ([]KEKInfo, error)
+}
+
+// KEKInfo describes one KEK object as the HSM reports it. Reading it never
+// reveals key material.
+type KEKInfo struct {
+	Version          uint32
+	Label            string
+	KeyType          string // "AES" for a valid KEK
+	Bytes            int    // key length (CKA_VALUE_LEN)
+	Token            bool
+	Private          bool
+	Sensitive        bool
+	Extractable      bool
+	AlwaysSensitive  bool
+	NeverExtractable bool
+	Encrypt          bool
+	Decrypt          bool
+	Modifiable       bool
+}
