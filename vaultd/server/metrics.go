@@ -27,7 +27,7 @@ type Metrics struct {
 	// forcedRefreshThrottled counts upstream 401s passed on without a
 	// refresh (ForceRefresh declined).
 	forcedRefreshThrottled prometheus.Counter
-	reloads       *prometheus.CounterVec
+	reloads                *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics on reg (a new registry if nil).

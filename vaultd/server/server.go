@@ -36,14 +36,14 @@ type Identity struct {
 
 // Options configures a Server.
 type Options struct {
-	Logger    *slog.Logger
-	Vault     *vault.Service
-	Audit     *audit.Log
+	Logger *slog.Logger
+	Vault  *vault.Service
+	Audit  *audit.Log
 	// Forwarders holds each provider's outbound client, keyed by provider
 	// name: each trusts only its provider's CAs.
 	Forwarders map[string]*proxy.Forwarder
-	Metrics   *Metrics
-	Identity  Identity
+	Metrics    *Metrics
+	Identity   Identity
 	// Ready reports whether the HSM session and the store work.
 	Ready func(ctx context.Context) error
 	// MaxBodyBytes bounds buffered bodies (store_token, execute).
