@@ -6,7 +6,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
-	"github.com/vaultd/vaultd/storage"
+	"github.com/vaultd/vaultd/internal/ids"
 )
 
 // refusalMessages are the only error texts Verify may produce: a fixed
@@ -92,7 +92,7 @@ func FuzzVerifyClaims(f *testing.F) {
 		switch {
 		case c.Issuer != testIssuer:
 			t.Fatalf("accepted issuer %q", c.Issuer)
-		case !storage.ValidID(c.Tenant):
+		case !ids.Valid(c.Tenant):
 			t.Fatalf("accepted tenant %q", c.Tenant)
 		case c.IssuedAt.After(now.Add(testSkew)):
 			t.Fatalf("accepted iat in the future: %v", c.IssuedAt)

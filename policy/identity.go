@@ -9,7 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/vaultd/vaultd/storage"
+	"github.com/vaultd/vaultd/internal/ids"
 )
 
 // Role is a principal's role (CONTRACT §3).
@@ -176,7 +176,7 @@ func NewDirectory(ps []Principal) (*Directory, error) {
 		if seen[RoleOperator] && seen[RoleApp] {
 			return nil, fmt.Errorf("%w: %s: an operator may not also hold the app role", ErrInvalidDirectory, where)
 		}
-		if p.Tenant != "" && !storage.ValidID(p.Tenant) {
+		if p.Tenant != "" && !ids.Valid(p.Tenant) {
 			return nil, fmt.Errorf("%w: %s: tenant is not a valid id", ErrInvalidDirectory, where)
 		}
 

@@ -17,7 +17,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
-	"github.com/vaultd/vaultd/storage"
+	"github.com/vaultd/vaultd/internal/ids"
 )
 
 // Limits.
@@ -363,7 +363,7 @@ func fits(k jose.JSONWebKey, alg jose.SignatureAlgorithm) bool {
 // the signature; then iss == Issuer, Audience in aud, exp present and not
 // passed, iat present and not in the future, exp - iat <= MaxLifetime,
 // nbf (if present) reached, all with ClockSkew tolerance; and the tenant
-// claim a string that is a valid id (storage.ValidID).
+// claim a string that is a valid id (ids.Valid).
 func (v *Verifier) Verify(compact string) (Claims, error) {
 	if v == nil {
 		return Claims{}, invalid(reasonNoVerifier)
@@ -514,7 +514,7 @@ func (v *Verifier) checkClaims(payload []byte) (Claims, error) {
 	if err := json.Unmarshal(raw, &c.Tenant); err != nil {
 		return Claims{}, invalid(reasonTenantType)
 	}
-	if !storage.ValidID(c.Tenant) {
+	if !ids.Valid(c.Tenant) {
 		return Claims{}, invalid(reasonTenantInvalid)
 	}
 

@@ -9,8 +9,9 @@ import (
 	"context"
 	"errors"
 	"io"
-	"regexp"
 	"time"
+
+	"github.com/vaultd/vaultd/internal/ids"
 )
 
 // Sentinel errors.
@@ -37,11 +38,10 @@ var (
 	ErrInvalidRecord = errors.New("storage: invalid record")
 )
 
-var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-
 // ValidID reports whether id is usable as a tenant or integration id:
-// 1-128 chars of [A-Za-z0-9._-], starting alphanumeric.
-func ValidID(id string) bool { return idRE.MatchString(id) }
+// 1-128 chars of [A-Za-z0-9._-], starting alphanumeric. The syntax lives
+// in internal/ids, which packages that must not depend on storage use.
+func ValidID(id string) bool { return ids.Valid(id) }
 
 // Tenant status values.
 const (

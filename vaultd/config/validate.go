@@ -16,7 +16,7 @@ import (
 
 	"github.com/elastic/go-seccomp-bpf/arch"
 
-	"github.com/vaultd/vaultd/storage"
+	"github.com/vaultd/vaultd/internal/ids"
 )
 
 var (
@@ -327,7 +327,7 @@ func (v *validator) principals() error {
 			if roles[RoleOperator] {
 				return v.fail(key+".tenant", "operator principals are platform-wide and cannot have a tenant")
 			}
-			if !storage.ValidID(p.Tenant) {
+			if !ids.Valid(p.Tenant) {
 				return v.fail(key+".tenant", "not a valid tenant id (1-128 of A-Z a-z 0-9 . _ -, starting alphanumeric)")
 			}
 		}
