@@ -11,8 +11,6 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/vaultd/vaultd/vaultd/config"
 )
 
 // Errors Apply wraps (errors.Is).
@@ -26,8 +24,8 @@ var (
 	ErrSeccomp = errors.New("harden: seccomp")
 	// ErrPrctl: setrlimit/prctl failed.
 	ErrPrctl = errors.New("harden: process attribute")
-	// ErrConfig: a [harden] mode Apply does not know.
-	ErrConfig = errors.New("harden: bad [harden] setting")
+	// ErrConfig: a mode Apply does not know.
+	ErrConfig = errors.New("harden: bad setting")
 )
 
 // sys holds the syscalls Apply makes that tests need to replace (a root
@@ -48,14 +46,10 @@ type report struct {
 	seccompCount int
 }
 
-func (s sys) apply(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+func (s sys) apply(ctx context.Context, h Options, log *slog.Logger) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if cfg == nil {
-		return fmt.Errorf("%w: no config", ErrConfig)
-	}
-	h := cfg.Harden
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -63,18 +57,18 @@ func (s sys) apply(ctx context.Context, cfg *config.Config, log *slog.Logger) er
 	// start-up before anything irreversible has been done.
 	var pol *filterPolicy
 	switch h.Seccomp {
-	case config.SeccompEnforce, config.SeccompLog:
+	case SeccompEnforce, SeccompLog:
 		p, err := buildPolicy(h.Seccomp, h.ExtraSyscalls, os.Getpid())
 		if err != nil {
 			return err
 		}
 		pol = p
-	case config.SeccompOff:
+	case SeccompOff:
 	default:
 		return fmt.Errorf("%w: seccomp = %q", ErrConfig, h.Seccomp)
 	}
 	switch h.Mlock {
-	case config.MlockRequired, config.MlockBestEffort, config.MlockOff:
+	case MlockRequired, MlockBestEffort, MlockOff:
 	default:
 		return fmt.Errorf("%w: mlock = %q", ErrConfig, h.Mlock)
 	}
@@ -96,11 +90,11 @@ func (s sys) apply(ctx context.Context, cfg *config.Config, log *slog.Logger) er
 	// 3. Memory locking works (or, for best-effort, we say it does not).
 	rep.memlockLimit = memlockLimit()
 	switch h.Mlock {
-	case config.MlockOff:
+	case MlockOff:
 		rep.mlockResult = "off"
 	default:
 		if err := s.probeLock(); err != nil {
-			if h.Mlock == config.MlockRequired {
+			if h.Mlock == MlockRequired {
 				return fmt.Errorf("%w (mlock = %q; raise LimitMEMLOCK= or grant CAP_IPC_LOCK): %w",
 					ErrMemoryLock, h.Mlock, err)
 			}
@@ -142,11 +136,11 @@ func (s sys) apply(ctx context.Context, cfg *config.Config, log *slog.Logger) er
 		"dumpable", rep.dumpable,
 		"core_limit", 0,
 		"no_new_privs", rep.noNewPrivs,
-		"mlock", h.Mlock,
+		"mlock", string(h.Mlock),
 		"mlock_result", rep.mlockResult,
 		"memlock_limit", rep.memlockLimit,
 		"locked_kb", rep.lockedKB,
-		"seccomp", h.Seccomp,
+		"seccomp", string(h.Seccomp),
 		"seccomp_syscalls", rep.seccompCount,
 		"extra_syscalls", extra,
 	)

@@ -31,7 +31,6 @@ import (
 	"github.com/vaultd/vaultd/hsm"
 	"github.com/vaultd/vaultd/internal/lockedmem"
 	"github.com/vaultd/vaultd/internal/secret"
-	"github.com/vaultd/vaultd/vaultd/config"
 )
 
 const childEnv = "HARDEN_CHILD"
@@ -62,12 +61,12 @@ func runChild(scenario string) int {
 		_ = json.NewEncoder(os.Stdout).Encode(o)
 	}()
 	ctx := context.Background()
-	cfg := &config.Config{Harden: config.HardenConfig{
-		Mlock: os.Getenv(envMlock), Seccomp: os.Getenv(envSeccomp),
+	opts := Options{
+		Mlock: MlockMode(os.Getenv(envMlock)), Seccomp: SeccompMode(os.Getenv(envSeccomp)),
 		NoNewPrivs: os.Getenv(envNNP) != "0", Dumpable: os.Getenv(envDumpable) == "1",
-	}}
+	}
 	if x := os.Getenv(envExtra); x != "" {
-		cfg.Harden.ExtraSyscalls = strings.Split(x, ",")
+		opts.ExtraSyscalls = strings.Split(x, ",")
 	}
 	var logBuf bytes.Buffer
 	log := slog.New(slog.NewJSONHandler(&logBuf, nil))
@@ -113,7 +112,7 @@ func runChild(scenario string) int {
 		}
 	}
 
-	err := Apply(ctx, cfg, log)
+	err := Apply(ctx, opts, log)
 	o["apply_err"] = errString(err)
 	o["err_memory_lock"] = errors.Is(err, ErrMemoryLock)
 	o["err_syscall"] = errors.Is(err, ErrSyscall)

@@ -1,8 +1,9 @@
 // Package harden applies process hardening once vaultd's HSM session, store
 // and listeners are up and before the first request is served.
 //
-// Apply runs these steps, in this order, each governed by [harden], and
-// reports all of them in one "process hardening" log line:
+// Apply runs these steps, in this order, each governed by Options (vaultd
+// fills them from the [harden] table of its config file), and reports all
+// of them in one "process hardening" log line:
 //
 //  1. setrlimit(RLIMIT_CORE, 0/0): no core file, ever (the hard limit is
 //     lowered too, so the process cannot raise it back).
@@ -45,11 +46,9 @@ package harden
 import (
 	"context"
 	"log/slog"
-
-	"github.com/vaultd/vaultd/vaultd/config"
 )
 
-// Apply hardens the running process as [harden] says.
-func Apply(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	return defaultSys().apply(ctx, cfg, log)
+// Apply hardens the running process as opts say.
+func Apply(ctx context.Context, opts Options, log *slog.Logger) error {
+	return defaultSys().apply(ctx, opts, log)
 }

@@ -17,7 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vaultd/vaultd/internal/softhsmtest"
-	"github.com/vaultd/vaultd/vaultd/config"
 )
 
 func TestMain(m *testing.M) {
@@ -28,12 +27,13 @@ func TestMain(m *testing.M) {
 }
 
 type childOpts struct {
-	mlock, seccomp string
-	extra          []string
-	noNNP          bool
-	dumpable       bool
-	noIPCLock      bool
-	hsm            bool
+	mlock     MlockMode
+	seccomp   SeccompMode
+	extra     []string
+	noNNP     bool
+	dumpable  bool
+	noIPCLock bool
+	hsm       bool
 }
 
 // child runs the test binary as a hardening child and returns what it saw.
@@ -41,7 +41,7 @@ func child(t *testing.T, name string, o childOpts) obs {
 	t.Helper()
 	dir := t.TempDir()
 	env := append(os.Environ(),
-		childEnv+"="+name, envDir+"="+dir, envMlock+"="+o.mlock, envSeccomp+"="+o.seccomp,
+		childEnv+"="+name, envDir+"="+dir, envMlock+"="+string(o.mlock), envSeccomp+"="+string(o.seccomp),
 		envExtra+"="+strings.Join(o.extra, ","))
 	if o.noNNP {
 		env = append(env, envNNP+"=0")
@@ -119,7 +119,7 @@ func oneLogLine(t *testing.T, o obs) map[string]any {
 // TestEnforce: the production settings, with a real SoftHSM token, a real
 // bbolt file and real sockets used after hardening.
 func TestEnforce(t *testing.T) {
-	o := child(t, "enforce", childOpts{mlock: config.MlockRequired, seccomp: config.SeccompEnforce, hsm: true})
+	o := child(t, "enforce", childOpts{mlock: MlockRequired, seccomp: SeccompEnforce, hsm: true})
 	want(t, o, map[string]string{
 		"apply_err":      "",
 		"seccomp_status": "2",
@@ -175,7 +175,7 @@ func TestEnforce(t *testing.T) {
 
 // TestLogMode: nothing on the list is blocked; the never-allowed set still is.
 func TestLogMode(t *testing.T) {
-	o := child(t, "log", childOpts{mlock: config.MlockBestEffort, seccomp: config.SeccompLog})
+	o := child(t, "log", childOpts{mlock: MlockBestEffort, seccomp: SeccompLog})
 	want(t, o, map[string]string{
 		"apply_err":      "",
 		"seccomp_status": "2",
@@ -200,7 +200,7 @@ func TestLogMode(t *testing.T) {
 
 // TestExtraSyscalls: an extra name is allowed on top of the list.
 func TestExtraSyscalls(t *testing.T) {
-	o := child(t, "extra", childOpts{mlock: config.MlockOff, seccomp: config.SeccompEnforce, extra: []string{"getppid"}})
+	o := child(t, "extra", childOpts{mlock: MlockOff, seccomp: SeccompEnforce, extra: []string{"getppid"}})
 	want(t, o, map[string]string{"apply_err": "", "getppid": "", "mount": "EPERM"})
 	if o["getppid_ok"] != true {
 		t.Errorf("getppid wrong")
@@ -214,7 +214,7 @@ func TestExtraSyscalls(t *testing.T) {
 // before anything irreversible happened, and the error names it.
 func TestBadExtraSyscalls(t *testing.T) {
 	for _, name := range []string{"no_such_syscall", "ptrace", "execve", "io_uring_setup"} {
-		o := child(t, "bad-extra", childOpts{mlock: config.MlockRequired, seccomp: config.SeccompEnforce, extra: []string{"read", name}})
+		o := child(t, "bad-extra", childOpts{mlock: MlockRequired, seccomp: SeccompEnforce, extra: []string{"read", name}})
 		msg, _ := o["apply_err"].(string)
 		if !strings.Contains(msg, `"`+name+`"`) || o["err_syscall"] != true {
 			t.Errorf("%s: apply_err %q (ErrSyscall %v)", name, msg, o["err_syscall"])
@@ -229,7 +229,7 @@ func TestBadExtraSyscalls(t *testing.T) {
 // TestSeccompOff: no filtering, but no_new_privs still reaches every
 // thread (through an allow-all TSYNC filter), and the other steps run.
 func TestSeccompOff(t *testing.T) {
-	o := child(t, "off", childOpts{mlock: config.MlockRequired, seccomp: config.SeccompOff})
+	o := child(t, "off", childOpts{mlock: MlockRequired, seccomp: SeccompOff})
 	want(t, o, map[string]string{
 		"apply_err": "", "no_new_privs": "1", "core_limit": "0 0 bytes",
 		"mount": "ENOENT", "ptrace": "ESRCH", "getppid": "", "kill_init": "",
@@ -245,7 +245,7 @@ func TestSeccompOff(t *testing.T) {
 
 // TestAllOff: dumpable = true, no_new_privs = false, seccomp and mlock off.
 func TestAllOff(t *testing.T) {
-	o := child(t, "all-off", childOpts{mlock: config.MlockOff, seccomp: config.SeccompOff, noNNP: true, dumpable: true})
+	o := child(t, "all-off", childOpts{mlock: MlockOff, seccomp: SeccompOff, noNNP: true, dumpable: true})
 	want(t, o, map[string]string{"apply_err": "", "no_new_privs": "0", "seccomp_status": "0", "core_limit": "0 0 bytes"})
 	if d, _ := o["dumpable"].(float64); d != 1 {
 		t.Errorf("dumpable %v, want 1", o["dumpable"])
@@ -255,7 +255,7 @@ func TestAllOff(t *testing.T) {
 // TestMlockRequiredFails: without CAP_IPC_LOCK and with RLIMIT_MEMLOCK = 0
 // locking fails, and "required" refuses to start.
 func TestMlockRequiredFails(t *testing.T) {
-	o := child(t, "mlock-fail", childOpts{mlock: config.MlockRequired, seccomp: config.SeccompEnforce, noIPCLock: true})
+	o := child(t, "mlock-fail", childOpts{mlock: MlockRequired, seccomp: SeccompEnforce, noIPCLock: true})
 	if o["err_memory_lock"] != true {
 		t.Fatalf("apply_err %v, want ErrMemoryLock", o["apply_err"])
 	}
@@ -265,7 +265,7 @@ func TestMlockRequiredFails(t *testing.T) {
 // TestMlockBestEffortDegrades: the same failure with "best-effort" starts,
 // and the start-up line says locking is unavailable, at WARN.
 func TestMlockBestEffortDegrades(t *testing.T) {
-	o := child(t, "mlock-degrade", childOpts{mlock: config.MlockBestEffort, seccomp: config.SeccompEnforce, noIPCLock: true})
+	o := child(t, "mlock-degrade", childOpts{mlock: MlockBestEffort, seccomp: SeccompEnforce, noIPCLock: true})
 	want(t, o, map[string]string{"apply_err": ""})
 	if l := oneLogLine(t, o); l["mlock_result"] != "unavailable" || l["level"] != "WARN" || l["memlock_limit"] != "0" {
 		t.Errorf("log line %v", l)
@@ -286,12 +286,12 @@ func TestProbeLockInjected(t *testing.T) {
 
 func TestApplyRejectsBadModes(t *testing.T) {
 	ctx := context.Background()
-	for _, h := range []config.HardenConfig{
-		{Mlock: "all", Seccomp: config.SeccompOff},
-		{Mlock: config.MlockOff, Seccomp: "kill"},
+	for _, h := range []Options{
+		{Mlock: "all", Seccomp: SeccompOff},
+		{Mlock: MlockOff, Seccomp: "kill"},
 	} {
 		// Both fail before any step is applied, so in-process is safe.
-		err := Apply(ctx, &config.Config{Harden: h}, nil)
+		err := Apply(ctx, h, nil)
 		if !errors.Is(err, ErrConfig) {
 			t.Errorf("%+v: %v", h, err)
 		}
@@ -301,7 +301,7 @@ func TestApplyRejectsBadModes(t *testing.T) {
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := Apply(cctx, &config.Config{}, nil); !errors.Is(err, context.Canceled) {
+	if err := Apply(cctx, Options{}, nil); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: %v", err)
 	}
 }
@@ -324,7 +324,7 @@ type vmFilter struct {
 	info *arch.Info
 }
 
-func newVM(t *testing.T, mode string, extra []string, pid int) vmFilter {
+func newVM(t *testing.T, mode SeccompMode, extra []string, pid int) vmFilter {
 	t.Helper()
 	p, err := buildPolicy(mode, extra, pid)
 	if err != nil {
@@ -378,7 +378,7 @@ func (f vmFilter) runNr(nr, a uint32, args ...uint64) uint32 {
 
 func TestFilterProgram(t *testing.T) {
 	const pid = 4242
-	f := newVM(t, config.SeccompEnforce, nil, pid)
+	f := newVM(t, SeccompEnforce, nil, pid)
 	for _, g := range allowGroups {
 		for _, n := range g.names {
 			if _, ok := f.info.SyscallNames[n]; ok {
@@ -458,7 +458,7 @@ func TestFilterProgram(t *testing.T) {
 }
 
 func TestFilterProgramLogMode(t *testing.T) {
-	f := newVM(t, config.SeccompLog, nil, 1)
+	f := newVM(t, SeccompLog, nil, 1)
 	for name, want := range map[string]uint32{
 		"read": retAllow, "getppid": retLog, "ptrace": retEPERM, "execve": retEPERM, "clone3": retENOSYS,
 	} {
@@ -472,7 +472,7 @@ func TestFilterProgramLogMode(t *testing.T) {
 }
 
 func TestFilterProgramExtra(t *testing.T) {
-	f := newVM(t, config.SeccompEnforce, []string{"getppid", "socket", "clone3", "read"}, 1)
+	f := newVM(t, SeccompEnforce, []string{"getppid", "socket", "clone3", "read"}, 1)
 	for name, want := range map[string]uint32{"getppid": retAllow, "clone3": retAllow, "read": retAllow, "ptrace": retEPERM} {
 		if r := f.run(name, 0); r != want {
 			t.Errorf("%s: %#x, want %#x", name, r, want)
@@ -486,11 +486,11 @@ func TestFilterProgramExtra(t *testing.T) {
 
 func TestBuildPolicyErrors(t *testing.T) {
 	for _, extra := range [][]string{{"nope"}, {"ptrace"}, {"read", "bpf"}} {
-		if _, err := buildPolicy(config.SeccompEnforce, extra, 1); !errors.Is(err, ErrSyscall) {
+		if _, err := buildPolicy(SeccompEnforce, extra, 1); !errors.Is(err, ErrSyscall) {
 			t.Errorf("%v: %v", extra, err)
 		}
 	}
-	if _, err := buildPolicy(config.SeccompOff, nil, 1); !errors.Is(err, ErrConfig) {
+	if _, err := buildPolicy(SeccompOff, nil, 1); !errors.Is(err, ErrConfig) {
 		t.Errorf("off: %v", err)
 	}
 }
@@ -519,11 +519,36 @@ func TestListsAreKnownSyscalls(t *testing.T) {
 			t.Errorf("%q is both allowed and never allowed", r.name)
 		}
 	}
-	p, err := buildPolicy(config.SeccompEnforce, nil, 1)
+	p, err := buildPolicy(SeccompEnforce, nil, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(p.prog) > 1000 {
 		t.Errorf("filter has %d instructions", len(p.prog))
+	}
+}
+
+func TestParseModes(t *testing.T) {
+	for _, s := range []string{"required", "best-effort", "off"} {
+		if m, err := ParseMlock(s); err != nil || string(m) != s {
+			t.Errorf("ParseMlock(%q) = %q, %v", s, m, err)
+		}
+	}
+	for _, s := range []string{"enforce", "log", "off"} {
+		if m, err := ParseSeccomp(s); err != nil || string(m) != s {
+			t.Errorf("ParseSeccomp(%q) = %q, %v", s, m, err)
+		}
+	}
+	for _, s := range []string{"", "Required", "sometimes", "enforce"} {
+		_, err := ParseMlock(s)
+		if !errors.Is(err, ErrConfig) || err.Error() != `not allowed (want "required", "best-effort" or "off")` {
+			t.Errorf("ParseMlock(%q): %v", s, err)
+		}
+	}
+	for _, s := range []string{"", "strict", "required"} {
+		_, err := ParseSeccomp(s)
+		if !errors.Is(err, ErrConfig) || err.Error() != `not allowed (want "enforce", "log" or "off")` {
+			t.Errorf("ParseSeccomp(%q): %v", s, err)
+		}
 	}
 }

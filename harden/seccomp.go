@@ -10,8 +10,6 @@ import (
 	"github.com/elastic/go-seccomp-bpf/arch"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
-
-	"github.com/vaultd/vaultd/vaultd/config"
 )
 
 // The BPF program is assembled here rather than with go-seccomp-bpf's
@@ -78,7 +76,7 @@ type filterPolicy struct {
 // buildPolicy assembles the filter for mode (enforce or log) with extra
 // syscalls allowed on top of the built-in list. pid is the process's own
 // id: signals may be sent to ourselves only.
-func buildPolicy(mode string, extra []string, pid int) (*filterPolicy, error) {
+func buildPolicy(mode SeccompMode, extra []string, pid int) (*filterPolicy, error) {
 	info, err := arch.GetInfo("")
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrSeccomp, err)
@@ -88,9 +86,9 @@ func buildPolicy(mode string, extra []string, pid int) (*filterPolicy, error) {
 	}
 	var def uint32
 	switch mode {
-	case config.SeccompEnforce:
+	case SeccompEnforce:
 		def = retEPERM
-	case config.SeccompLog:
+	case SeccompLog:
 		def = retLog
 	default:
 		return nil, fmt.Errorf("%w: seccomp = %q", ErrConfig, mode)

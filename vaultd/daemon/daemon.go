@@ -26,6 +26,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 	"golang.org/x/sys/unix"
 
+	"github.com/vaultd/vaultd/harden"
 	"github.com/vaultd/vaultd/hsm"
 	"github.com/vaultd/vaultd/policy"
 	"github.com/vaultd/vaultd/storage/bolt"
@@ -41,12 +42,13 @@ import (
 // Version is set at build time (-ldflags "-X ...daemon.Version=...").
 var Version = "dev"
 
-// Hooks lets the appliance layer (process hardening) run at the right
-// moment without this package depending on it.
+// Hooks lets cmd/vaultd run process hardening at the right moment, and
+// lets tests of this package, which run in the test process, leave it out.
 type Hooks struct {
 	// AfterListen runs once the HSM session, store and listeners are up
-	// and before the first request is served.
-	AfterListen func(ctx context.Context, cfg *config.Config, log *slog.Logger) error
+	// and before the first request is served, with [harden] as options
+	// (harden.Apply).
+	AfterListen func(ctx context.Context, opts harden.Options, log *slog.Logger) error
 }
 
 // Run is vaultd's main. It returns nil after a clean shutdown.
@@ -73,8 +75,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, hooks Hoo
 	if err != nil {
 		return err
 	}
+	hardening, err := hardenOptions(cfg)
+	if err != nil {
+		return configError(err)
+	}
 	d := &daemon{cfgPath: *cfgPath, log: log}
-	return d.run(ctx, cfg, hooks)
+	return d.run(ctx, cfg, hardening, hooks)
 }
 
 type daemon struct {
@@ -94,7 +100,7 @@ type daemon struct {
 	cfg    atomic.Pointer[config.Config]
 }
 
-func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err error) {
+func (d *daemon) run(ctx context.Context, cfg *config.Config, hardening harden.Options, hooks Hooks) (err error) {
 	log := d.log
 	d.cfg.Store(cfg)
 
@@ -167,7 +173,7 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err 
 
 	d.metrics = server.NewMetrics(nil)
 	d.health = newHealth(d.metrics.Registry)
-	d.keys, err = envelope.NewKeys(newCountingKeyring(d.kr, d.metrics.Registry), envelope.Options{Logger: log, RequireLock: cfg.Harden.Mlock == config.MlockRequired})
+	d.keys, err = envelope.NewKeys(newCountingKeyring(d.kr, d.metrics.Registry), envelope.Options{Logger: log, RequireLock: hardening.Mlock == harden.MlockRequired})
 	if err != nil {
 		return fmt.Errorf("data key cache: %w", err)
 	}
@@ -239,7 +245,7 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hooks Hooks) (err 
 	}
 
 	if hooks.AfterListen != nil {
-		if err := hooks.AfterListen(ctx, cfg, log); err != nil {
+		if err := hooks.AfterListen(ctx, hardening, log); err != nil {
 			return fmt.Errorf("hardening: %w", err)
 		}
 	}

@@ -1,0 +1,66 @@
+package harden
+
+import "fmt"
+
+// Options say how far Apply hardens the process. vaultd's wiring fills
+// them from the [harden] table of its config file; harden itself knows
+// nothing of that file.
+type Options struct {
+	Mlock   MlockMode
+	Seccomp SeccompMode
+	// ExtraSyscalls are allowed on top of the built-in filter (CheckSyscalls
+	// says whether a list is usable on this machine).
+	ExtraSyscalls []string
+	NoNewPrivs    bool
+	// Dumpable leaves the process dumpable (core dumps, same-uid ptrace).
+	Dumpable bool
+}
+
+// MlockMode says whether memory locking must work.
+type MlockMode string
+
+// Memory locking modes.
+const (
+	MlockRequired   MlockMode = "required"    // refuse to start when memory cannot be locked
+	MlockBestEffort MlockMode = "best-effort" // lock when possible, warn otherwise
+	MlockOff        MlockMode = "off"         // do not probe
+)
+
+// SeccompMode says what the syscall filter does with a syscall outside the
+// allow-list.
+type SeccompMode string
+
+// Seccomp modes.
+const (
+	SeccompEnforce SeccompMode = "enforce" // refuse it (EPERM)
+	SeccompLog     SeccompMode = "log"     // allow it and have the kernel log it
+	SeccompOff     SeccompMode = "off"     // install no filter
+)
+
+// ParseMlock reads a memory locking mode as written in a config file. A
+// refusal's message is the bare reason, for the caller to prefix with where
+// the value came from; it matches ErrConfig.
+func ParseMlock(s string) (MlockMode, error) {
+	switch m := MlockMode(s); m {
+	case MlockRequired, MlockBestEffort, MlockOff:
+		return m, nil
+	}
+	return "", &settingError{fmt.Sprintf("not allowed (want %q, %q or %q)", MlockRequired, MlockBestEffort, MlockOff)}
+}
+
+// ParseSeccomp reads a seccomp mode as written in a config file; refusals
+// are as ParseMlock's.
+func ParseSeccomp(s string) (SeccompMode, error) {
+	switch m := SeccompMode(s); m {
+	case SeccompEnforce, SeccompLog, SeccompOff:
+		return m, nil
+	}
+	return "", &settingError{fmt.Sprintf("not allowed (want %q, %q or %q)", SeccompEnforce, SeccompLog, SeccompOff)}
+}
+
+// settingError is a refused setting: its text is only the reason, so that
+// the config error built from it reads "harden.mlock: not allowed (...)".
+type settingError struct{ reason string }
+
+func (e *settingError) Error() string { return e.reason }
+func (e *settingError) Unwrap() error { return ErrConfig }
