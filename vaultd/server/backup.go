@@ -12,21 +12,13 @@ import (
 	"time"
 
 	"github.com/vaultd/vaultd/policy"
+	"github.com/vaultd/vaultd/vaultd/api"
 	"github.com/vaultd/vaultd/vaultd/audit"
 )
 
 // BackupFunc writes a consistent snapshot of the database to w and returns
 // how many bytes it wrote (storage/bolt.Store.Backup).
 type BackupFunc func(ctx context.Context, w io.Writer) (int64, error)
-
-// Backup trailers: the client compares them with what it received, so a
-// stream cut short (or altered by a broken middlebox) is never taken for a
-// backup. An HTTP/1.1 body without Content-Length is chunked, and trailers
-// are the only way to send something after it.
-const (
-	TrailerBackupSize   = "X-Vaultd-Backup-Size"
-	TrailerBackupSHA256 = "X-Vaultd-Backup-Sha256"
-)
 
 const msgStoreUnavailable = "store temporarily unavailable"
 
@@ -43,20 +35,24 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	if s.backupFn == nil {
-		writeError(w, r, CodeIntegrationUnavailable, msgStoreUnavailable)
+		writeError(w, r, api.CodeIntegrationUnavailable, msgStoreUnavailable)
 		return
 	}
 	ev := audit.Event{Actor: sub.Principal, Action: audit.ActionStoreBackup,
 		Outcome: audit.OutcomeSuccess, HTTPStatus: http.StatusOK, Detail: "snapshot"}
 	if s.record(ctx, ev) != nil {
-		writeError(w, r, CodeIntegrationUnavailable, msgStoreUnavailable)
+		writeError(w, r, api.CodeIntegrationUnavailable, msgStoreUnavailable)
 		return
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="vaultd-%s.db"`, time.Now().UTC().Format("20060102T150405Z")))
 	h.Set("Cache-Control", "no-store")
-	h.Set("Trailer", TrailerBackupSize+", "+TrailerBackupSHA256)
+	// The trailers vouch for the stream: the client compares them with what
+	// it received, so a stream cut short (or altered by a broken middlebox)
+	// is never taken for a backup. An HTTP/1.1 body without Content-Length
+	// is chunked, and trailers are the only way to send something after it.
+	h.Set("Trailer", api.TrailerBackupSize+", "+api.TrailerBackupSHA256)
 	sw := &sumWriter{w: w, h: sha256.New()}
 	n, err := s.backupFn(ctx, sw)
 	if err != nil {
@@ -66,13 +62,13 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
 		if !sw.wrote {
 			h.Del("Trailer")
 			h.Del("Content-Disposition")
-			writeError(w, r, CodeIntegrationUnavailable, msgStoreUnavailable)
+			writeError(w, r, api.CodeIntegrationUnavailable, msgStoreUnavailable)
 			return
 		}
 		panic(http.ErrAbortHandler) // resets the stream: no trailers, so the client refuses the file
 	}
-	h.Set(TrailerBackupSize, strconv.FormatInt(n, 10))
-	h.Set(TrailerBackupSHA256, hex.EncodeToString(sw.h.Sum(nil)))
+	h.Set(api.TrailerBackupSize, strconv.FormatInt(n, 10))
+	h.Set(api.TrailerBackupSHA256, hex.EncodeToString(sw.h.Sum(nil)))
 	s.log.InfoContext(ctx, "backup sent", "request_id", requestID(ctx), "principal", sub.Principal, "bytes", n)
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vaultd/vaultd/policy"
 	"github.com/vaultd/vaultd/storage"
+	"github.com/vaultd/vaultd/vaultd/api"
 	"github.com/vaultd/vaultd/vaultd/audit"
 	"github.com/vaultd/vaultd/vaultd/oauth"
 	"github.com/vaultd/vaultd/vaultd/vault"
@@ -23,16 +24,16 @@ import (
 func (s *Server) vaultError(w http.ResponseWriter, r *http.Request, err error, notFoundMsg string) {
 	switch {
 	case errors.Is(err, vault.ErrNotFound), errors.Is(err, vault.ErrTenantNotFound):
-		writeError(w, r, CodeNotFound, notFoundMsg)
+		writeError(w, r, api.CodeNotFound, notFoundMsg)
 	case errors.Is(err, vault.ErrBadRequest):
-		writeError(w, r, CodeBadRequest, publicReason(err))
+		writeError(w, r, api.CodeBadRequest, publicReason(err))
 	case errors.Is(err, vault.ErrReauthorizationRequired):
-		writeError(w, r, CodeReauthorizationRequired, msgReauth)
+		writeError(w, r, api.CodeReauthorizationRequired, msgReauth)
 	case errors.Is(err, vault.ErrTenantExists), errors.Is(err, vault.ErrConflict):
-		writeError(w, r, CodeConflict, "already exists or changed concurrently")
+		writeError(w, r, api.CodeConflict, "already exists or changed concurrently")
 	default:
 		s.log.ErrorContext(r.Context(), "request failed", "request_id", requestID(r.Context()), "err", err)
-		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
+		writeError(w, r, api.CodeIntegrationUnavailable, msgUnavailable)
 	}
 }
 
@@ -53,9 +54,9 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeError(w, r, CodePayloadTooLarge, fmt.Sprintf("body exceeds %d bytes", s.maxBody))
+			writeError(w, r, api.CodePayloadTooLarge, fmt.Sprintf("body exceeds %d bytes", s.maxBody))
 		} else {
-			writeError(w, r, CodeBadRequest, "cannot read body")
+			writeError(w, r, api.CodeBadRequest, "cannot read body")
 		}
 		return nil, false
 	}
@@ -96,28 +97,13 @@ func (s *Server) record(ctx context.Context, ev audit.Event) error {
 
 // ---- tenants (operator) ----
 
-type tenantView struct {
-	ID         string    `json:"id"`
-	CreatedAt  time.Time `json:"created_at"`
-	KEKVersion uint32    `json:"kek_version"`
-	DEKVersion uint32    `json:"dek_version"`
-	Status     string    `json:"status"`
+func viewTenant(t storage.Tenant) api.Tenant {
+	return api.Tenant{ID: t.ID, CreatedAt: t.CreatedAt.UTC(), KEKVersion: t.KEKVersion, DEKVersion: t.DEKVersion, Status: t.Status}
 }
 
-func viewTenant(t storage.Tenant) tenantView {
-	return tenantView{ID: t.ID, CreatedAt: t.CreatedAt.UTC(), KEKVersion: t.KEKVersion, DEKVersion: t.DEKVersion, Status: t.Status}
-}
-
-// tenantKeysView is the tenant as the key-management extensions (tenant
-// list, rotate-dek, rewrap) show it; GET /v1/tenants/{id} keeps exactly the
-// contract's fields. KEKVersionsInUse lists the KEK versions that wrap any
-// of the tenant's DEKs: a KEK may be retired once no tenant lists it.
-type tenantKeysView struct {
-	tenantView
-	KEKVersionsInUse []uint32 `json:"kek_versions_in_use"`
-}
-
-func viewTenantKeys(t storage.Tenant) tenantKeysView {
+// viewTenantKeys is the tenant as the key-management extensions show it
+// (GET /v1/tenants/{id} keeps to viewTenant's fields).
+func viewTenantKeys(t storage.Tenant) api.TenantKeys {
 	inUse := []uint32{}
 	for _, d := range t.DEKs {
 		if !slices.Contains(inUse, d.KEKVersion) {
@@ -125,7 +111,7 @@ func viewTenantKeys(t storage.Tenant) tenantKeysView {
 		}
 	}
 	slices.Sort(inUse)
-	return tenantKeysView{tenantView: viewTenant(t), KEKVersionsInUse: inUse}
+	return api.TenantKeys{Tenant: viewTenant(t), KEKVersionsInUse: inUse}
 }
 
 func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) {
@@ -137,15 +123,13 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req struct {
-		ID string `json:"id"`
-	}
+	var req api.CreateTenantRequest
 	if err := decodeStrict(body, &req); err != nil {
-		writeError(w, r, CodeBadRequest, "body must be {\"id\":\"...\"}")
+		writeError(w, r, api.CodeBadRequest, "body must be {\"id\":\"...\"}")
 		return
 	}
 	if !storage.ValidID(req.ID) {
-		writeError(w, r, CodeBadRequest, "invalid tenant id: 1-128 of [A-Za-z0-9._-], starting alphanumeric")
+		writeError(w, r, api.CodeBadRequest, "invalid tenant id: 1-128 of [A-Za-z0-9._-], starting alphanumeric")
 		return
 	}
 	ctx := r.Context()
@@ -196,11 +180,11 @@ func (s *Server) listTenants(w http.ResponseWriter, r *http.Request) {
 		s.vaultError(w, r, err, msgTenantNotFound)
 		return
 	}
-	out := make([]tenantKeysView, 0, len(ts))
+	out := api.TenantList{Tenants: make([]api.TenantKeys, 0, len(ts))}
 	for _, t := range ts {
-		out = append(out, viewTenantKeys(t))
+		out.Tenants = append(out.Tenants, viewTenantKeys(t))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tenants": out})
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) rotateDEK(w http.ResponseWriter, r *http.Request, id string) {
@@ -229,10 +213,7 @@ func (s *Server) rewrapTenant(w http.ResponseWriter, r *http.Request, id string)
 		s.keyOpFailed(w, r, sub, audit.ActionKeyRotate, id, "rewrap: ", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, struct {
-		tenantKeysView
-		Rewrapped int `json:"rewrapped_deks"`
-	}{viewTenantKeys(t), n})
+	writeJSON(w, http.StatusOK, api.TenantRewrap{TenantKeys: viewTenantKeys(t), RewrappedDEKs: n})
 }
 
 func (s *Server) listProviders(w http.ResponseWriter, r *http.Request) {
@@ -240,21 +221,24 @@ func (s *Server) listProviders(w http.ResponseWriter, r *http.Request) {
 	if !ok || !s.authorize(w, r, sub, policy.ActProviderList, policy.Resource{}) {
 		return
 	}
-	type pv struct {
-		Name       string   `json:"name"`
-		APIBaseURL string   `json:"api_base_url"`
-		Scopes     []string `json:"scopes"`
-		Revocation bool     `json:"revocation"`
-	}
-	out := []pv{}
+	out := api.ProviderList{Providers: []api.Provider{}}
 	for _, n := range s.vault.ProviderNames() {
 		p, _ := s.vault.Provider(n)
-		out = append(out, pv{Name: n, APIBaseURL: p.APIBase.String(), Scopes: p.Scopes, Revocation: p.Endpoint.RevocationURL != ""})
+		out.Providers = append(out.Providers, api.Provider{Name: n, APIBaseURL: p.APIBase.String(), Scopes: p.Scopes, Revocation: p.Endpoint.RevocationURL != ""})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"providers": out})
+	writeJSON(w, http.StatusOK, out)
 }
 
 // ---- integrations (app) ----
+
+func viewIntegration(md vault.Metadata) api.Integration {
+	return api.Integration{
+		ID: md.ID, TenantID: md.TenantID, Provider: md.Provider, Scopes: md.Scopes, Status: md.Status,
+		ExpiresAt: md.ExpiresAt, CreatedAt: md.CreatedAt, UpdatedAt: md.UpdatedAt,
+		LastRefreshAt: md.LastRefreshAt, LastUsedAt: md.LastUsedAt, RefreshCount: md.RefreshCount,
+		ConsecutiveFailures: md.ConsecutiveFailures, LastError: md.LastError,
+	}
+}
 
 func (s *Server) appSubject(w http.ResponseWriter, r *http.Request, action policy.Action) (policy.Subject, bool) {
 	sub, ok := s.subject(w, r, action, true)
@@ -278,21 +262,18 @@ func (s *Server) storeToken(w http.ResponseWriter, r *http.Request, id string) {
 	if !ok {
 		return
 	}
-	var req struct {
-		Provider string          `json:"provider"`
-		Token    json.RawMessage `json:"token"`
-	}
+	var req api.StoreTokenRequest
 	if err := decodeStrict(body, &req); err != nil || req.Provider == "" || len(req.Token) == 0 {
-		writeError(w, r, CodeBadRequest, `body must be {"provider":"...","token":{...OAuth token response...}}`)
+		writeError(w, r, api.CodeBadRequest, `body must be {"provider":"...","token":{...OAuth token response...}}`)
 		return
 	}
 	tok, err := oauth.ParseTokenJSON(req.Token)
 	if err != nil {
-		writeError(w, r, CodeBadRequest, "token must be an OAuth token response with a string access_token")
+		writeError(w, r, api.CodeBadRequest, "token must be an OAuth token response with a string access_token")
 		return
 	}
 	if !storage.ValidID(id) {
-		writeError(w, r, CodeBadRequest, "invalid integration id: 1-128 of [A-Za-z0-9._-], starting alphanumeric")
+		writeError(w, r, api.CodeBadRequest, "invalid integration id: 1-128 of [A-Za-z0-9._-], starting alphanumeric")
 		return
 	}
 	ctx := r.Context()
@@ -307,7 +288,7 @@ func (s *Server) storeToken(w http.ResponseWriter, r *http.Request, id string) {
 		s.vaultError(w, r, err, msgIntegrationNotFound)
 		return
 	}
-	writeJSON(w, http.StatusOK, md)
+	writeJSON(w, http.StatusOK, viewIntegration(md))
 }
 
 func (s *Server) getIntegration(w http.ResponseWriter, r *http.Request, id string) {
@@ -320,7 +301,7 @@ func (s *Server) getIntegration(w http.ResponseWriter, r *http.Request, id strin
 		s.vaultError(w, r, err, msgIntegrationNotFound)
 		return
 	}
-	writeJSON(w, http.StatusOK, md)
+	writeJSON(w, http.StatusOK, viewIntegration(md))
 }
 
 func (s *Server) listIntegrations(w http.ResponseWriter, r *http.Request) {
@@ -333,7 +314,11 @@ func (s *Server) listIntegrations(w http.ResponseWriter, r *http.Request) {
 		s.vaultError(w, r, err, msgIntegrationNotFound)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"integrations": mds})
+	out := api.IntegrationList{Integrations: make([]api.Integration, 0, len(mds))}
+	for _, md := range mds {
+		out.Integrations = append(out.Integrations, viewIntegration(md))
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) deleteIntegration(w http.ResponseWriter, r *http.Request, id string) {
@@ -353,7 +338,7 @@ func (s *Server) deleteIntegration(w http.ResponseWriter, r *http.Request, id st
 		return
 	}
 	// The integration.delete event was committed with the delete.
-	writeJSON(w, http.StatusOK, map[string]bool{"revoked_at_provider": revoked})
+	writeJSON(w, http.StatusOK, api.DeleteResult{RevokedAtProvider: revoked})
 }
 
 // ---- audit (auditor) ----
@@ -365,7 +350,7 @@ func (s *Server) queryAudit(w http.ResponseWriter, r *http.Request) {
 	}
 	f, err := audit.ParseFilter(r.URL.Query())
 	if err != nil {
-		writeError(w, r, CodeBadRequest, "invalid audit filter: "+err.Error())
+		writeError(w, r, api.CodeBadRequest, "invalid audit filter: "+err.Error())
 		return
 	}
 	// A tenant-bound auditor sees only its tenant: the filter is forced to
@@ -404,7 +389,7 @@ func (s *Server) queryAudit(w http.ResponseWriter, r *http.Request) {
 			// the stream so the client sees a failure, not a 200.
 			panic(http.ErrAbortHandler)
 		}
-		writeError(w, r, CodeIntegrationUnavailable, "audit store unavailable")
+		writeError(w, r, api.CodeIntegrationUnavailable, "audit store unavailable")
 		return
 	}
 	if !wrote {

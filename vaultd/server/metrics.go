@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/vaultd/vaultd/vaultd/api"
 )
 
 // Metrics are vaultd's Prometheus metrics, on a registry of their own (no
@@ -127,7 +129,7 @@ func (s *Server) OpsHandler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusNotFound)
-		_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": CodeNotFound, "message": "ops endpoints: /healthz /readyz /metrics", "request_id": ""}})
+		_ = json.NewEncoder(w).Encode(api.ErrorBody{Error: api.ErrorDetail{Code: api.CodeNotFound, Message: "ops endpoints: /healthz /readyz /metrics"}})
 	})
 	return mux
 }

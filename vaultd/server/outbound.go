@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/vaultd/vaultd/policy"
+	"github.com/vaultd/vaultd/vaultd/api"
 	"github.com/vaultd/vaultd/vaultd/audit"
 	"github.com/vaultd/vaultd/vaultd/proxy"
 	"github.com/vaultd/vaultd/vaultd/vault"
@@ -97,40 +98,41 @@ func withinBase(reqURL, base *url.URL, loc string) bool {
 func (s *Server) outboundError(w http.ResponseWriter, r *http.Request, o outbound, err error) {
 	ev := audit.Event{TenantID: o.tenant, IntegrationID: o.id, Actor: o.subject.Principal, OnBehalfOf: o.subject.OnBehalfOf,
 		Action: audit.ActionProxyRequest, TargetHost: o.target.Host, Detail: o.via + " " + o.method}
-	var code, msg string
+	var code api.Code
+	var msg string
 	switch {
 	case errors.Is(err, errRedirectEgress):
-		code, msg = CodeEgressDenied, "upstream redirected outside the provider's API; not followed"
+		code, msg = api.CodeEgressDenied, "upstream redirected outside the provider's API; not followed"
 		ev.Outcome = audit.OutcomeDenied
 	case errors.Is(err, proxy.ErrUpstreamTimeout):
-		code, msg = CodeUpstreamTimeout, "upstream did not answer in time"
+		code, msg = api.CodeUpstreamTimeout, "upstream did not answer in time"
 		ev.Outcome = audit.OutcomeFailure
 	case errors.Is(err, proxy.ErrUpstreamUnreachable):
-		code, msg = CodeUpstreamUnreachable, "upstream unreachable"
+		code, msg = api.CodeUpstreamUnreachable, "upstream unreachable"
 		ev.Outcome = audit.OutcomeFailure
 	case errors.Is(err, errBufferBudget):
-		code, msg = CodeIntegrationUnavailable, "vaultd is buffering too many execute answers; retry later or use the proxy route, which streams"
+		code, msg = api.CodeIntegrationUnavailable, "vaultd is buffering too many execute answers; retry later or use the proxy route, which streams"
 		ev.Outcome = audit.OutcomeFailure
 	case errors.Is(err, vault.ErrNotFound):
 		// Vanished between the metadata read and the token read.
-		writeError(w, r, CodeNotFound, msgIntegrationNotFound)
+		writeError(w, r, api.CodeNotFound, msgIntegrationNotFound)
 		return
 	case errors.Is(err, vault.ErrReauthorizationRequired):
-		code, msg = CodeReauthorizationRequired, msgReauth
+		code, msg = api.CodeReauthorizationRequired, msgReauth
 		ev.Outcome = audit.OutcomeFailure
 	case r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
 		// The caller went away; nothing to answer, but the attempt (the
 		// token may have reached the upstream) is on record.
-		code, msg = CodeUpstreamUnreachable, "request cancelled"
+		code, msg = api.CodeUpstreamUnreachable, "request cancelled"
 		ev.Outcome = audit.OutcomeFailure
 		ev.Detail += " (caller gave up)"
 	default:
 		s.log.ErrorContext(r.Context(), "outbound call failed", "request_id", requestID(r.Context()), "err", err)
-		code, msg = CodeIntegrationUnavailable, msgUnavailable
+		code, msg = api.CodeIntegrationUnavailable, msgUnavailable
 		ev.Outcome = audit.OutcomeFailure
 	}
-	ev.HTTPStatus = StatusOf(code)
-	ev.Detail += ": " + code
+	ev.HTTPStatus = code.Status()
+	ev.Detail += ": " + string(code)
 	_ = s.record(r.Context(), ev)
 	writeError(w, r, code, msg)
 }
@@ -149,7 +151,7 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, sub policy.Subj
 	fwd := s.forwarder(md.Provider)
 	if !ok || fwd == nil {
 		s.log.ErrorContext(ctx, "integration's provider is not configured", "request_id", requestID(ctx), "provider", md.Provider)
-		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
+		writeError(w, r, api.CodeIntegrationUnavailable, msgUnavailable)
 		return outbound{}, false
 	}
 	if m := strings.ToUpper(method); m == http.MethodConnect || m == http.MethodTrace {
@@ -158,7 +160,7 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, sub policy.Subj
 		_ = s.record(ctx, audit.Event{TenantID: sub.Tenant, IntegrationID: id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
 			Action: audit.ActionProxyRequest, Outcome: audit.OutcomeDenied, TargetHost: p.APIBase.Host,
 			HTTPStatus: http.StatusMethodNotAllowed, Detail: via + " " + m + ": method_not_allowed"})
-		writeError(w, r, CodeMethodNotAllowed, "method "+m+" is not forwarded")
+		writeError(w, r, api.CodeMethodNotAllowed, "method "+m+" is not forwarded")
 		return outbound{}, false
 	}
 	target, err := proxy.Target(p.APIBase, rawPath, rawQuery)
@@ -166,7 +168,7 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, sub policy.Subj
 		_ = s.record(ctx, audit.Event{TenantID: sub.Tenant, IntegrationID: id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
 			Action: audit.ActionProxyRequest, Outcome: audit.OutcomeDenied, TargetHost: p.APIBase.Host,
 			HTTPStatus: http.StatusForbidden, Detail: via + " " + method + ": egress_denied"})
-		writeError(w, r, CodeEgressDenied, msgEgress)
+		writeError(w, r, api.CodeEgressDenied, msgEgress)
 		return outbound{}, false
 	}
 	return outbound{method: method, target: target, via: via, base: p.APIBase, fwd: fwd, tenant: sub.Tenant, id: id,
@@ -207,17 +209,17 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, id, rawPath strin
 	}
 	defer resp.Body.Close()
 	if s.auditCall(ctx, o, resp.StatusCode) != nil {
-		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
+		writeError(w, r, api.CodeIntegrationUnavailable, msgUnavailable)
 		return
 	}
 	h := w.Header()
 	for k, vs := range resp.Header {
 		switch k {
-		case "X-Request-Id":
+		case api.HeaderRequestID:
 			// One X-Request-Id, vaultd's: it names this request's audit
 			// events. The upstream's goes along under another name.
-			h["X-Upstream-Request-Id"] = vs
-		case "X-Vaultd-Error": // an upstream must not pass for vaultd
+			h[api.HeaderUpstreamRequestID] = vs
+		case api.HeaderError: // an upstream must not pass for vaultd
 		default:
 			h[k] = vs
 		}
@@ -255,9 +257,9 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, id string) {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.Is(err, proxy.ErrTooLarge) || errors.As(err, &mbe) {
-			writeError(w, r, CodePayloadTooLarge, "execute request too large")
+			writeError(w, r, api.CodePayloadTooLarge, "execute request too large")
 		} else {
-			writeError(w, r, CodeBadRequest, "invalid execute request: "+proxy.SafeReason(err))
+			writeError(w, r, api.CodeBadRequest, "invalid execute request: "+proxy.SafeReason(err))
 		}
 		return
 	}
@@ -301,11 +303,11 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, id string) {
 		_ = s.record(ctx, audit.Event{TenantID: o.tenant, IntegrationID: o.id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
 			Action: audit.ActionProxyRequest, Outcome: audit.OutcomeFailure, TargetHost: o.target.Host,
 			HTTPStatus: http.StatusBadGateway, Detail: "execute " + o.method + ": response too large"})
-		writeError(w, r, CodeUpstreamUnreachable, "upstream response exceeds the execute size limit")
+		writeError(w, r, api.CodeUpstreamUnreachable, "upstream response exceeds the execute size limit")
 		return
 	}
 	if s.auditCall(ctx, o, resp.StatusCode) != nil {
-		writeError(w, r, CodeIntegrationUnavailable, msgUnavailable)
+		writeError(w, r, api.CodeIntegrationUnavailable, msgUnavailable)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

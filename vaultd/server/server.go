@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/vaultd/vaultd/policy"
+	"github.com/vaultd/vaultd/vaultd/api"
 	"github.com/vaultd/vaultd/vaultd/audit"
 	"github.com/vaultd/vaultd/vaultd/proxy"
 	"github.com/vaultd/vaultd/vaultd/vault"
@@ -169,7 +170,7 @@ func (s *Server) APIHandler() http.Handler {
 		rid := newRequestID()
 		ctx := context.WithValue(r.Context(), requestIDKey, rid)
 		r = r.WithContext(ctx)
-		w.Header().Set("X-Request-Id", rid)
+		w.Header().Set(api.HeaderRequestID, rid)
 		if s.altSvc != "" && r.ProtoMajor < 3 {
 			w.Header().Set("Alt-Svc", s.altSvc)
 		}
@@ -184,7 +185,7 @@ func (s *Server) APIHandler() http.Handler {
 				// the stack only, which carries code locations, not values.
 				s.log.ErrorContext(ctx, "panic serving request", "request_id", rid, "route", route, "stack", string(debug.Stack()))
 				if !rec.wrote {
-					writeError(rec, r, CodeInternal, msgInternal)
+					writeError(rec, r, api.CodeInternal, msgInternal)
 				}
 			}
 			s.metrics.observeRequest(route, rec.status, time.Since(start))
@@ -199,7 +200,7 @@ func (s *Server) APIHandler() http.Handler {
 func (s *Server) route(w http.ResponseWriter, r *http.Request) string {
 	ep := r.URL.EscapedPath()
 	if !strings.HasPrefix(ep, "/v1/") {
-		writeError(w, r, CodeNotFound, msgNotFound)
+		writeError(w, r, api.CodeNotFound, msgNotFound)
 		return "notfound"
 	}
 	rest := strings.TrimPrefix(ep, "/v1/")
@@ -291,7 +292,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) string {
 			return "providers"
 		}
 	}
-	writeError(w, r, CodeNotFound, msgNotFound)
+	writeError(w, r, api.CodeNotFound, msgNotFound)
 	return "notfound"
 }
 
@@ -307,7 +308,7 @@ func onlyMethod(w http.ResponseWriter, r *http.Request, m string) bool {
 
 func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
 	w.Header().Set("Allow", allow)
-	writeError(w, r, CodeMethodNotAllowed, "method not allowed")
+	writeError(w, r, api.CodeMethodNotAllowed, "method not allowed")
 }
 
 // unescape decodes one path segment; an undecodable segment becomes ""
@@ -328,7 +329,7 @@ func (s *Server) subject(w http.ResponseWriter, r *http.Request, action policy.A
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		// The TLS config requires and verifies a client certificate, so
 		// this only happens on a misconfigured listener: fail closed.
-		writeError(w, r, CodeUnauthenticated, "client certificate required")
+		writeError(w, r, api.CodeUnauthenticated, "client certificate required")
 		return policy.Subject{}, false
 	}
 	id := s.identity.Load()
@@ -336,16 +337,16 @@ func (s *Server) subject(w http.ResponseWriter, r *http.Request, action policy.A
 	if !ok {
 		name, _ := policy.PrincipalName(r.TLS.PeerCertificates[0])
 		s.deny(ctx, name, "", string(action), "unknown principal")
-		writeError(w, r, CodeForbidden, msgForbidden)
+		writeError(w, r, api.CodeForbidden, msgForbidden)
 		return policy.Subject{}, false
 	}
 	sub := policy.Subject{Principal: p.Name, Roles: p.Roles}
 	if needTenant && (p.HasRole(policy.RoleApp) || p.HasRole(policy.RoleAuditor)) {
-		tenant, obo, err := policy.ResolveTenant(p, r.Header.Get("X-Tenant-Context"), id.Verifier)
+		tenant, obo, err := policy.ResolveTenant(p, r.Header.Get(api.HeaderTenantContext), id.Verifier)
 		if err != nil {
 			s.log.InfoContext(ctx, "tenant assertion refused", "request_id", requestID(ctx), "principal", p.Name, "reason", err.Error())
 			s.deny(ctx, p.Name, "", string(action), "tenant assertion refused")
-			writeError(w, r, CodeUnauthenticated, msgUnauthenticated)
+			writeError(w, r, api.CodeUnauthenticated, msgUnauthenticated)
 			return policy.Subject{}, false
 		}
 		sub.Tenant, sub.OnBehalfOf = tenant, obo
@@ -360,7 +361,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, sub policy.Su
 		return true
 	}
 	s.denyObo(r.Context(), sub.Principal, sub.OnBehalfOf, sub.Tenant, string(action), d.Reason)
-	writeError(w, r, CodeForbidden, msgForbidden)
+	writeError(w, r, api.CodeForbidden, msgForbidden)
 	return false
 }
 

@@ -9,22 +9,22 @@ import (
 	"github.com/vaultd/vaultd/storage"
 )
 
-// Metadata is what the API answers about an integration (CONTRACT §4). It
-// has no field that could hold a token.
+// Metadata is what the vault tells about an integration (the server
+// answers it as api.Integration). It has no field that could hold a token.
 type Metadata struct {
-	ID                  string     `json:"id"`
-	TenantID            string     `json:"tenant_id"`
-	Provider            string     `json:"provider"`
-	Scopes              []string   `json:"scopes"`
-	Status              string     `json:"status"`
-	ExpiresAt           *time.Time `json:"expires_at"`
-	CreatedAt           *time.Time `json:"created_at"`
-	UpdatedAt           *time.Time `json:"updated_at"`
-	LastRefreshAt       *time.Time `json:"last_refresh_at"`
-	LastUsedAt          *time.Time `json:"last_used_at"`
-	RefreshCount        uint64     `json:"refresh_count"`
-	ConsecutiveFailures uint32     `json:"consecutive_failures"`
-	LastError           string     `json:"last_error"`
+	ID                  string
+	TenantID            string
+	Provider            string
+	Scopes              []string
+	Status              string
+	ExpiresAt           *time.Time
+	CreatedAt           *time.Time
+	UpdatedAt           *time.Time
+	LastRefreshAt       *time.Time
+	LastUsedAt          *time.Time
+	RefreshCount        uint64
+	ConsecutiveFailures uint32
+	LastError           string
 }
 
 func tp(t time.Time) *time.Time {
