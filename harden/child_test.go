@@ -28,7 +28,7 @@ import (
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	bbolt "go.etcd.io/bbolt"
 
-	"github.com/vaultd/vaultd/hsm"
+	hsmpkcs11 "github.com/vaultd/vaultd/hsm/pkcs11"
 	"github.com/vaultd/vaultd/internal/lockedmem"
 	"github.com/vaultd/vaultd/internal/secret"
 )
@@ -74,16 +74,16 @@ func runChild(scenario string) int {
 	o["core_before"] = coreLimit()
 
 	// What the daemon has open before hardening: the HSM, bbolt.
-	var kr *hsm.PKCS11
+	var kr *hsmpkcs11.PKCS11
 	if os.Getenv(envModule) != "" {
-		hcfg := hsm.Config{Module: os.Getenv(envModule), TokenLabel: os.Getenv(envToken),
+		hcfg := hsmpkcs11.Config{Module: os.Getenv(envModule), TokenLabel: os.Getenv(envToken),
 			PIN: secret.NewString(os.Getenv(envPIN)), KEKLabel: "harden-kek"}
-		if _, _, err := hsm.InitKEK(ctx, hcfg, log); err != nil {
+		if _, _, err := hsmpkcs11.InitKEK(ctx, hcfg, log); err != nil {
 			o["setup_err"] = "InitKEK: " + err.Error()
 			return 0
 		}
 		var err error
-		if kr, err = hsm.Open(ctx, hcfg, log); err != nil {
+		if kr, err = hsmpkcs11.Open(ctx, hcfg, log); err != nil {
 			o["setup_err"] = "hsm.Open: " + err.Error()
 			return 0
 		}
@@ -487,7 +487,7 @@ func udpWork() error {
 // hsmWork is what the daemon asks of the token once serving: wrap and
 // unwrap DEKs, ping, rescan the KEKs; plus a KEK rotation, which creates a
 // token object file.
-func hsmWork(ctx context.Context, kr *hsm.PKCS11) error {
+func hsmWork(ctx context.Context, kr *hsmpkcs11.PKCS11) error {
 	dek := make([]byte, 32)
 	if _, err := rand.Read(dek); err != nil {
 		return err

@@ -12,7 +12,7 @@ out=docs/benchmarks-components.md
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
 go test -run '^$' -bench . -benchmem -count 3 -benchtime "${BENCHTIME:-2s}" \
-  ./hsm ./vaultd/envelope ./storage/bolt ./vaultd/proxy ./vaultd/audit ./policy | tee "$raw"
+  ./hsm/pkcs11 ./vaultd/envelope ./storage/bolt ./vaultd/proxy ./vaultd/audit ./policy | tee "$raw"
 {
   echo "# vaultd component benchmarks"
   echo

@@ -9,7 +9,7 @@
 //     module.
 //   - NewToken creates a token in that dir with softhsm2-util. A module that is
 //     already initialised does not see it until it is finalised and
-//     initialised again. crypto11 (under hsm.Open) refcounts the module per
+//     initialised again. crypto11 (under pkcs11.Open) refcounts the module per
 //     path and finalises it when the last Context closes, so the rule for
 //     tests is: create the tokens you need first, then open keyrings, and
 //     close every keyring (t.Cleanup) before the next test creates a token.

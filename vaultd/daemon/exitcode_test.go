@@ -26,7 +26,7 @@ import (
 	"github.com/vaultd/vaultd/vaultd/config"
 )
 
-// hsmErr builds an error the way hsm/pkcs11.go reports one.
+// hsmErr builds an error the way the hsm/pkcs11 backend reports one.
 func hsmErr(kind error, code uint) error {
 	return &hsm.Error{Msg: `hsm: token "vaultd": login`, Kind: kind, Cause: pkcs11.Error(code)}
 }

@@ -2,17 +2,19 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/vaultd/vaultd/hsm"
+	hsmpkcs11 "github.com/vaultd/vaultd/hsm/pkcs11"
 	"github.com/vaultd/vaultd/internal/secret"
 	"github.com/vaultd/vaultd/vaultd/config"
 )
 
-// keyringConfig maps [hsm] and the PIN to the backend's Config. It lives in
-// the wiring, not in vaultd/config, so that config stays a leaf package.
-func keyringConfig(c *config.HSMConfig, pin secret.String) hsm.Config {
-	return hsm.Config{
+// keyringConfig maps [hsm] and the PIN to the PKCS#11 backend's Config. It
+// lives in the wiring, not in vaultd/config, so that config stays a leaf.
+func keyringConfig(c *config.HSMConfig, pin secret.String) hsmpkcs11.Config {
+	return hsmpkcs11.Config{
 		Module:      c.Module,
 		TokenLabel:  c.TokenLabel,
 		PIN:         pin,
@@ -21,9 +23,15 @@ func keyringConfig(c *config.HSMConfig, pin secret.String) hsm.Config {
 	}
 }
 
-// openKeyring opens the keyring [hsm] describes.
+// openKeyring opens the PKCS#11 keyring [hsm] describes: the one place
+// that names the backend.
 func openKeyring(ctx context.Context, c *config.HSMConfig, pin secret.String, log *slog.Logger) (hsm.Keyring, error) {
-	kr, err := hsm.Open(ctx, keyringConfig(c, pin), log)
+	kr, err := hsmpkcs11.Open(ctx, keyringConfig(c, pin), log)
+	if errors.Is(err, hsmpkcs11.ErrNoCgo) {
+		// A vaultd built without cgo never loads a module: exit as for a
+		// configuration error, which systemd does not restart.
+		return nil, configError(err)
+	}
 	if err != nil {
 		return nil, err // not kr: a nil *PKCS11 in an interface is not nil
 	}

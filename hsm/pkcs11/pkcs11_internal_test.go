@@ -1,4 +1,6 @@
-package hsm
+//go:build cgo
+
+package pkcs11
 
 import (
 	"context"
@@ -8,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/vaultd/vaultd/hsm"
 )
 
 // PIN states SoftHSM cannot produce (it never locks a PIN) are mapped from
@@ -22,16 +26,16 @@ func TestConfigureErrorMapping(t *testing.T) {
 		want error
 		msg  string
 	}{
-		{login(pkcs11.CKR_PIN_INCORRECT), ErrWrongPIN, `hsm: token "vaultd": wrong PIN`},
-		{login(pkcs11.CKR_PIN_LEN_RANGE), ErrWrongPIN, `hsm: token "vaultd": wrong PIN`},
-		{login(pkcs11.CKR_PIN_LOCKED), ErrPINLocked, `hsm: token "vaultd": PIN locked`},
-		{login(pkcs11.CKR_PIN_EXPIRED), ErrPINLocked, `hsm: token "vaultd": PIN expired`},
-		{login(pkcs11.CKR_TOKEN_NOT_PRESENT), ErrTokenNotFound, `hsm: token "vaultd": not present`},
-		{login(pkcs11.CKR_DEVICE_ERROR), ErrUnavailable, `hsm: token "vaultd": login`},
-		{errors.New("could not find PKCS#11 token"), ErrTokenNotFound, `hsm: token "vaultd": not present`},
-		{errors.New("failed to create module context: failed to open module"), ErrModule, `hsm: module "/m.so": cannot load or initialise`},
-		{fmt.Errorf("failed to create module context: failed to initialize module: %w", pkcs11.Error(pkcs11.CKR_GENERAL_ERROR)), ErrModule, `hsm: module "/m.so"`},
-		{errors.New("something new"), ErrUnavailable, `hsm: token "vaultd": open`},
+		{login(pkcs11.CKR_PIN_INCORRECT), hsm.ErrWrongPIN, `hsm: token "vaultd": wrong PIN`},
+		{login(pkcs11.CKR_PIN_LEN_RANGE), hsm.ErrWrongPIN, `hsm: token "vaultd": wrong PIN`},
+		{login(pkcs11.CKR_PIN_LOCKED), hsm.ErrPINLocked, `hsm: token "vaultd": PIN locked`},
+		{login(pkcs11.CKR_PIN_EXPIRED), hsm.ErrPINLocked, `hsm: token "vaultd": PIN expired`},
+		{login(pkcs11.CKR_TOKEN_NOT_PRESENT), hsm.ErrTokenNotFound, `hsm: token "vaultd": not present`},
+		{login(pkcs11.CKR_DEVICE_ERROR), hsm.ErrUnavailable, `hsm: token "vaultd": login`},
+		{errors.New("could not find PKCS#11 token"), hsm.ErrTokenNotFound, `hsm: token "vaultd": not present`},
+		{errors.New("failed to create module context: failed to open module"), hsm.ErrModule, `hsm: module "/m.so": cannot load or initialise`},
+		{fmt.Errorf("failed to create module context: failed to initialize module: %w", pkcs11.Error(pkcs11.CKR_GENERAL_ERROR)), hsm.ErrModule, `hsm: module "/m.so"`},
+		{errors.New("something new"), hsm.ErrUnavailable, `hsm: token "vaultd": open`},
 	}
 	for _, tc := range cases {
 		got := p.configureError("/m.so", tc.err)
@@ -73,22 +77,22 @@ func TestKEKTemplate(t *testing.T) {
 }
 
 func TestPolicyViolation(t *testing.T) {
-	good := KEKInfo{Version: 1, KeyType: "AES", Bytes: 32, Token: true, Private: true, Sensitive: true, Encrypt: true, Decrypt: true}
-	if v := good.policyViolation(); v != "" {
+	good := hsm.KEKInfo{Version: 1, KeyType: "AES", Bytes: 32, Token: true, Private: true, Sensitive: true, Encrypt: true, Decrypt: true}
+	if v := policyViolation(good); v != "" {
 		t.Fatalf("good KEK flagged: %s", v)
 	}
-	for name, mut := range map[string]func(*KEKInfo){
-		"extractable":   func(k *KEKInfo) { k.Extractable = true },
-		"not sensitive": func(k *KEKInfo) { k.Sensitive = false },
-		"not private":   func(k *KEKInfo) { k.Private = false },
-		"session":       func(k *KEKInfo) { k.Token = false },
-		"aes-128":       func(k *KEKInfo) { k.Bytes = 16 },
-		"des3":          func(k *KEKInfo) { k.KeyType = "0x15" },
-		"no encrypt":    func(k *KEKInfo) { k.Encrypt = false },
+	for name, mut := range map[string]func(*hsm.KEKInfo){
+		"extractable":   func(k *hsm.KEKInfo) { k.Extractable = true },
+		"not sensitive": func(k *hsm.KEKInfo) { k.Sensitive = false },
+		"not private":   func(k *hsm.KEKInfo) { k.Private = false },
+		"session":       func(k *hsm.KEKInfo) { k.Token = false },
+		"aes-128":       func(k *hsm.KEKInfo) { k.Bytes = 16 },
+		"des3":          func(k *hsm.KEKInfo) { k.KeyType = "0x15" },
+		"no encrypt":    func(k *hsm.KEKInfo) { k.Encrypt = false },
 	} {
 		k := good
 		mut(&k)
-		if k.policyViolation() == "" {
+		if policyViolation(k) == "" {
 			t.Errorf("%s not flagged", name)
 		}
 	}

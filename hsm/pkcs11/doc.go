@@ -1,0 +1,62 @@
+// Package pkcs11 is the hsm.Keyring backed by a PKCS#11 token: the KEK is a
+// set of AES-256 token objects that never leave the HSM, and data keys are
+// wrapped and unwrapped inside it.
+//
+// It needs cgo (the module is a C library loaded with dlopen): the backend
+// is built with the cgo build tag, and a build without cgo has only Config,
+// ErrNoCgo and an Open and InitKEK that fail with ErrNoCgo. The package name
+// clashes with github.com/miekg/pkcs11, which this package uses under that
+// name; importers that need both alias this one (hsmpkcs11).
+//
+// KEK versions share one CKA_LABEL and are told apart by CKA_ID (version, 4
+// bytes big-endian); the highest is current, older ones stay for Unwrap.
+// InitKEK creates version 1 ('vaultctl init'); Open refuses to start
+// without a KEK or with one that is extractable or not sensitive. Besides
+// hsm.Keyring, PKCS11 implements hsm.KEKRotator, hsm.Reloader and
+// hsm.KEKInspector.
+//
+// Files: pkcs11.go (the type, Open, InitKEK, Close, errors), session.go
+// (module, login, session pool), kek.go (finding, checking, creating and
+// reporting KEK versions), wrap.go (Wrap, Unwrap), health.go (Ping).
+//
+// # Design
+//
+// crypto11 does what it does well and nothing else: Configure (load the
+// module, find the token by label, log in, keep a persistent logged-in
+// session) and GenerateSecretKeyWithAttributes (KEK creation). Wrap and
+// Unwrap do NOT go through crypto11's cipher.AEAD: its Seal cannot return an
+// error and panics on an HSM failure, which would take down the daemon on a
+// transient device error.
+//
+// Instead Wrap/Unwrap are C_EncryptInit/C_Encrypt and C_DecryptInit/
+// C_Decrypt with CKM_AES_GCM (12-byte random IV from crypto/rand, 128-bit
+// tag, caller AAD) through raw github.com/miekg/pkcs11, in read-only sessions
+// from a small pool of our own over the same module. Our handle on the module
+// is a second dlopen of the same library; its C_Initialize answers
+// CKR_CRYPTOKI_ALREADY_INITIALIZED because crypto11 initialised it, and it
+// never calls C_Finalize: crypto11 owns the module's lifetime (refcounted per
+// path, finalised when its last Context closes). Login state is per
+// application in PKCS#11, so our sessions are logged in through crypto11's.
+//
+// Why AES-GCM encryption and not C_WrapKey: CKM_AES_KEY_WRAP(_PAD) through
+// C_WrapKey needs the DEK to exist as an HSM object first (one C_CreateObject
+// plus C_DestroyObject per DEK, and a session object holding key material),
+// it binds no AAD, and support for the padded variant varies between HSMs.
+// CKM_AES_GCM via C_Encrypt is supported by SoftHSMv2 2.6.1 and by the
+// production HSMs we target, authenticates the tenant and DEK version through
+// the AAD, and reports every failure as an error. (SoftHSMv2 reports a tag
+// mismatch as CKR_GENERAL_ERROR; Unwrap tells it from a sick device by
+// checking that the session is still logged in.)
+//
+// Object handles are found with raw C_FindObjects because crypto11 does not
+// expose them; token-object handles are valid in every session of the
+// application, so they are looked up once (Open, RotateKEK, Reload).
+//
+// Errors are *hsm.Error values matching the hsm sentinels (errors.Is) with
+// a short context; no message carries the PIN. If the HSM drops the
+// sessions (and with them the login), every call fails with
+// hsm.ErrUnavailable until the keyring is reopened: there is deliberately no
+// automatic re-login, which could lock a changed PIN by retrying it. Known
+// limitation: miekg/pkcs11 copies a decrypted DEK through a C buffer that
+// it frees without zeroing.
+package pkcs11

@@ -1,0 +1,47 @@
+//go:build !cgo
+
+package pkcs11
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/vaultd/vaultd/hsm"
+	"github.com/vaultd/vaultd/internal/secret"
+)
+
+// PKCS11 is the PKCS#11 keyring; without cgo there is none, and Open never
+// returns one. The methods exist so that code holding a *PKCS11 as an
+// hsm.Keyring builds either way.
+type PKCS11 struct{}
+
+var _ hsm.Keyring = (*PKCS11)(nil)
+
+// Open fails with ErrNoCgo: this build cannot load a PKCS#11 module.
+func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*PKCS11, error) {
+	return nil, ErrNoCgo
+}
+
+// InitKEK fails with ErrNoCgo.
+func InitKEK(ctx context.Context, cfg Config, logger *slog.Logger) (version uint32, created bool, err error) {
+	return 0, false, ErrNoCgo
+}
+
+// Wrap fails with ErrNoCgo.
+func (*PKCS11) Wrap(context.Context, []byte, []byte) (hsm.WrappedKey, error) {
+	return hsm.WrappedKey{}, ErrNoCgo
+}
+
+// Unwrap fails with ErrNoCgo.
+func (*PKCS11) Unwrap(context.Context, hsm.WrappedKey, []byte) (secret.Bytes, error) {
+	return secret.Bytes{}, ErrNoCgo
+}
+
+// CurrentVersion is 0: there is no KEK.
+func (*PKCS11) CurrentVersion() uint32 { return 0 }
+
+// Ping fails with ErrNoCgo.
+func (*PKCS11) Ping(context.Context) error { return ErrNoCgo }
+
+// Close does nothing.
+func (*PKCS11) Close() error { return nil }

@@ -1,0 +1,119 @@
+//go:build cgo
+
+package pkcs11
+
+// Wrap and Unwrap: C_Encrypt/C_Decrypt with CKM_AES_GCM under a KEK version.
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/vaultd/vaultd/hsm"
+	"github.com/vaultd/vaultd/internal/secret"
+)
+
+const (
+	gcmNonceSize = 12
+	gcmTagBits   = 128
+	gcmTagSize   = gcmTagBits / 8
+
+	// ckrAEADDecryptFailed is PKCS#11 v3.0's tag-mismatch code (absent from
+	// miekg/pkcs11's v2.40 constants).
+	ckrAEADDecryptFailed = pkcs11.Error(0x00000035)
+)
+
+// Wrap implements hsm.Keyring: AES-256-GCM under the current KEK, inside
+// the HSM.
+func (p *PKCS11) Wrap(ctx context.Context, plaintext, aad []byte) (hsm.WrappedKey, error) {
+	if err := p.enter(ctx, "wrap"); err != nil {
+		return hsm.WrappedKey{}, err
+	}
+	defer p.life.RUnlock()
+	version, kek := p.currentKEK()
+	nonce := make([]byte, gcmNonceSize)
+	_, _ = rand.Read(nonce) // crypto/rand does not fail; it crashes the program instead
+	var ct []byte
+	err := p.withSession(ctx, "wrap", func(s pkcs11.SessionHandle) (bool, error) {
+		params := pkcs11.NewGCMParams(nonce, aad, gcmTagBits)
+		defer params.Free()
+		mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}
+		if err := p.mod.EncryptInit(s, mech, kek); err != nil {
+			return false, p.p11Error("wrap: C_EncryptInit", err)
+		}
+		out, err := p.mod.Encrypt(s, plaintext)
+		if err != nil {
+			return false, p.p11Error("wrap: C_Encrypt", err)
+		}
+		if len(out) != len(plaintext)+gcmTagSize {
+			return false, p.errorf(hsm.ErrUnavailable, nil, "token %q: wrap: HSM returned %d bytes for %d", p.tokenLabel, len(out), len(plaintext))
+		}
+		// Some HSMs (CloudHSM, FIPS-mode firmware) replace the caller's IV
+		// with their own and write it back; store the one actually used.
+		if iv := params.IV(); !bytes.Equal(iv, nonce) {
+			if len(iv) != gcmNonceSize {
+				return false, p.errorf(hsm.ErrUnavailable, nil, "token %q: wrap: HSM used a %d-byte IV", p.tokenLabel, len(iv))
+			}
+			nonce = iv
+		}
+		ct = out
+		return true, nil
+	})
+	if err != nil {
+		return hsm.WrappedKey{}, err
+	}
+	return hsm.WrappedKey{KEKVersion: version, Nonce: nonce, Ciphertext: ct}, nil
+}
+
+// Unwrap implements hsm.Keyring. A blob that fails authentication (tampered,
+// other AAD, other KEK, unknown version, malformed) fails with hsm.ErrUnwrap;
+// an HSM that does not answer fails with hsm.ErrUnavailable.
+func (p *PKCS11) Unwrap(ctx context.Context, w hsm.WrappedKey, aad []byte) (secret.Bytes, error) {
+	if err := p.enter(ctx, "unwrap"); err != nil {
+		return secret.Bytes{}, err
+	}
+	defer p.life.RUnlock()
+	if len(w.Nonce) != gcmNonceSize || len(w.Ciphertext) < gcmTagSize {
+		return secret.Bytes{}, p.errorf(hsm.ErrUnwrap, nil, "unwrap: malformed wrapped key")
+	}
+	kek, ok := p.kek(w.KEKVersion)
+	if !ok {
+		return secret.Bytes{}, p.errorf(hsm.ErrUnwrap, nil, "unwrap: unknown KEK version %d", w.KEKVersion)
+	}
+	var pt []byte
+	err := p.withSession(ctx, "unwrap", func(s pkcs11.SessionHandle) (bool, error) {
+		params := pkcs11.NewGCMParams(w.Nonce, aad, gcmTagBits)
+		defer params.Free()
+		mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}
+		if err := p.mod.DecryptInit(s, mech, kek); err != nil {
+			return false, p.p11Error("unwrap: C_DecryptInit", err)
+		}
+		out, err := p.mod.Decrypt(s, w.Ciphertext)
+		if err == nil {
+			pt = out
+			return true, nil
+		}
+		var code pkcs11.Error
+		errors.As(err, &code)
+		switch code {
+		case pkcs11.CKR_ENCRYPTED_DATA_INVALID, pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE,
+			pkcs11.CKR_SIGNATURE_INVALID, ckrAEADDecryptFailed:
+			return true, p.errorf(hsm.ErrUnwrap, nil, "unwrap: authentication failed (KEK version %d)", w.KEKVersion)
+		case pkcs11.CKR_GENERAL_ERROR:
+			// SoftHSMv2 reports a GCM tag mismatch as CKR_GENERAL_ERROR.
+			// Tell it from a sick device by asking the same session
+			// whether it is still logged in.
+			if p.sessionLoggedIn(s) {
+				return true, p.errorf(hsm.ErrUnwrap, nil, "unwrap: authentication failed (KEK version %d)", w.KEKVersion)
+			}
+		}
+		return false, p.p11Error("unwrap: C_Decrypt", err)
+	})
+	if err != nil {
+		return secret.Bytes{}, err
+	}
+	return secret.NewBytes(pt), nil
+}
