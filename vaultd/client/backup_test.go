@@ -10,6 +10,8 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"testing"
+
+	"github.com/vaultd/vaultd/vaultd/api"
 )
 
 // The client keeps a backup only when the stream ends with trailers that
@@ -95,7 +97,7 @@ func TestBackupErrorAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got bytes.Buffer
-	if _, err := c.Backup(context.Background(), &got); !IsCode(err, "forbidden") || got.Len() != 0 {
+	if _, err := c.Backup(context.Background(), &got); !IsCode(err, api.CodeForbidden) || got.Len() != 0 {
 		t.Fatalf("err %v, %d bytes written", err, got.Len())
 	}
 }

@@ -1,7 +1,9 @@
-// Package client is a small Go client of the vaultd API (CONTRACT §4),
+// Package client is a small Go client of the vaultd API (docs/api.md),
 // used by vaultctl and importable by applications. It speaks mTLS with the
 // caller's certificate; tenant-bound calls may carry a tenant-context JWT.
-// Proxy returns the upstream's *http.Response, streamed.
+// Requests and answers are the types of vaultd/api; errors vaultd answers
+// come back as *APIError with a typed api.Code. Proxy returns the
+// upstream's *http.Response, streamed.
 package client
 
 import (
@@ -10,7 +12,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -22,15 +23,21 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vaultd/vaultd/vaultd/api"
 )
 
-// APIError is an error answered by vaultd.
+// APIError is an error answered by vaultd (api.ErrorBody).
 type APIError struct {
 	Status    int
-	Code      string
+	Code      api.Code
 	Message   string
 	RequestID string
 }
+
+// CodeUnknown is the Code of an APIError whose answer carried no vaultd
+// error body (a proxy in front of vaultd answered, say).
+const CodeUnknown api.Code = "unknown"
 
 func (e *APIError) Error() string {
 	return fmt.Sprintf("vaultd: %d %s: %s (request_id %s)", e.Status, e.Code, e.Message, e.RequestID)
@@ -135,7 +142,7 @@ func (c *Client) newRequest(ctx context.Context, method, path string, body io.Re
 		return nil, err
 	}
 	if c.tenantContext != "" {
-		req.Header.Set("X-Tenant-Context", c.tenantContext)
+		req.Header.Set(api.HeaderTenantContext, c.tenantContext)
 	}
 	return req, nil
 }
@@ -172,127 +179,84 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 }
 
 func decodeError(resp *http.Response) error {
-	var eb struct {
-		Error struct {
-			Code      string `json:"code"`
-			Message   string `json:"message"`
-			RequestID string `json:"request_id"`
-		} `json:"error"`
-	}
+	var eb api.ErrorBody
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if err := json.Unmarshal(data, &eb); err != nil || eb.Error.Code == "" {
-		return &APIError{Status: resp.StatusCode, Code: "unknown", Message: http.StatusText(resp.StatusCode)}
+		return &APIError{Status: resp.StatusCode, Code: CodeUnknown, Message: http.StatusText(resp.StatusCode)}
 	}
 	return &APIError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message, RequestID: eb.Error.RequestID}
 }
 
 // IsCode reports whether err is an APIError with that code.
-func IsCode(err error, code string) bool {
+func IsCode(err error, code api.Code) bool {
 	var ae *APIError
 	return errors.As(err, &ae) && ae.Code == code
 }
 
-// Tenant is the tenant view of the API.
-type Tenant struct {
-	ID         string    `json:"id"`
-	CreatedAt  time.Time `json:"created_at"`
-	KEKVersion uint32    `json:"kek_version"`
-	DEKVersion uint32    `json:"dek_version"`
-	Status     string    `json:"status"`
-	// KEKVersionsInUse is set by ListTenants, RotateDEK and RewrapTenant
-	// (not by GetTenant): the KEK versions wrapping any of its DEKs.
-	KEKVersionsInUse []uint32 `json:"kek_versions_in_use,omitempty"`
-	// RewrappedDEKs is set by RewrapTenant.
-	RewrappedDEKs int `json:"rewrapped_deks,omitempty"`
-}
-
 // CreateTenant provisions a tenant (operator).
-func (c *Client) CreateTenant(ctx context.Context, id string) (Tenant, error) {
-	var t Tenant
-	err := c.do(ctx, http.MethodPost, "/v1/tenants", map[string]string{"id": id}, &t)
+func (c *Client) CreateTenant(ctx context.Context, id string) (api.Tenant, error) {
+	var t api.Tenant
+	err := c.do(ctx, http.MethodPost, "/v1/tenants", api.CreateTenantRequest{ID: id}, &t)
 	return t, err
 }
 
 // GetTenant reads a tenant (operator).
-func (c *Client) GetTenant(ctx context.Context, id string) (Tenant, error) {
-	var t Tenant
+func (c *Client) GetTenant(ctx context.Context, id string) (api.Tenant, error) {
+	var t api.Tenant
 	err := c.do(ctx, http.MethodGet, "/v1/tenants/"+url.PathEscape(id), nil, &t)
 	return t, err
 }
 
-// ListTenants lists tenants (operator).
-func (c *Client) ListTenants(ctx context.Context) ([]Tenant, error) {
-	var out struct {
-		Tenants []Tenant `json:"tenants"`
-	}
+// ListTenants lists tenants with the KEK versions in use (operator).
+func (c *Client) ListTenants(ctx context.Context) ([]api.TenantKeys, error) {
+	var out api.TenantList
 	err := c.do(ctx, http.MethodGet, "/v1/tenants", nil, &out)
 	return out.Tenants, err
 }
 
 // RewrapTenant wraps every DEK of a tenant under the current KEK, after a
 // KEK rotation (operator).
-func (c *Client) RewrapTenant(ctx context.Context, id string) (Tenant, error) {
-	var t Tenant
+func (c *Client) RewrapTenant(ctx context.Context, id string) (api.TenantRewrap, error) {
+	var t api.TenantRewrap
 	err := c.do(ctx, http.MethodPost, "/v1/tenants/"+url.PathEscape(id)+"/rewrap", nil, &t)
 	return t, err
 }
 
 // RotateDEK gives a tenant a new data key (operator).
-func (c *Client) RotateDEK(ctx context.Context, id string) (Tenant, error) {
-	var t Tenant
+func (c *Client) RotateDEK(ctx context.Context, id string) (api.TenantKeys, error) {
+	var t api.TenantKeys
 	err := c.do(ctx, http.MethodPost, "/v1/tenants/"+url.PathEscape(id)+"/rotate-dek", nil, &t)
 	return t, err
 }
 
-// Integration is the integration metadata of the API.
-type Integration struct {
-	ID                  string     `json:"id"`
-	TenantID            string     `json:"tenant_id"`
-	Provider            string     `json:"provider"`
-	Scopes              []string   `json:"scopes"`
-	Status              string     `json:"status"`
-	ExpiresAt           *time.Time `json:"expires_at"`
-	CreatedAt           *time.Time `json:"created_at"`
-	UpdatedAt           *time.Time `json:"updated_at"`
-	LastRefreshAt       *time.Time `json:"last_refresh_at"`
-	LastUsedAt          *time.Time `json:"last_used_at"`
-	RefreshCount        uint64     `json:"refresh_count"`
-	ConsecutiveFailures uint32     `json:"consecutive_failures"`
-	LastError           string     `json:"last_error"`
-}
-
 // StoreToken stores an OAuth token response (raw JSON as the provider
 // returned it) for integration id (app).
-func (c *Client) StoreToken(ctx context.Context, id, provider string, token json.RawMessage) (Integration, error) {
-	var out Integration
+func (c *Client) StoreToken(ctx context.Context, id, provider string, token json.RawMessage) (api.Integration, error) {
+	var out api.Integration
 	err := c.do(ctx, http.MethodPut, "/v1/integrations/"+url.PathEscape(id),
-		map[string]any{"provider": provider, "token": token}, &out)
+		api.StoreTokenRequest{Provider: provider, Token: token}, &out)
 	return out, err
 }
 
 // GetIntegration reads metadata (app).
-func (c *Client) GetIntegration(ctx context.Context, id string) (Integration, error) {
-	var out Integration
+func (c *Client) GetIntegration(ctx context.Context, id string) (api.Integration, error) {
+	var out api.Integration
 	err := c.do(ctx, http.MethodGet, "/v1/integrations/"+url.PathEscape(id), nil, &out)
 	return out, err
 }
 
 // ListIntegrations lists the caller's tenant's integrations (app).
-func (c *Client) ListIntegrations(ctx context.Context) ([]Integration, error) {
-	var out struct {
-		Integrations []Integration `json:"integrations"`
-	}
+func (c *Client) ListIntegrations(ctx context.Context) ([]api.Integration, error) {
+	var out api.IntegrationList
 	err := c.do(ctx, http.MethodGet, "/v1/integrations", nil, &out)
 	return out.Integrations, err
 }
 
 // DeleteIntegration disconnects (revoke at the provider, delete) (app).
 func (c *Client) DeleteIntegration(ctx context.Context, id string) (revokedAtProvider bool, err error) {
-	var out struct {
-		Revoked bool `json:"revoked_at_provider"`
-	}
+	var out api.DeleteResult
 	err = c.do(ctx, http.MethodDelete, "/v1/integrations/"+url.PathEscape(id), nil, &out)
-	return out.Revoked, err
+	return out.RevokedAtProvider, err
 }
 
 // Proxy sends method path (relative to the provider's API base, query
@@ -310,7 +274,7 @@ func (c *Client) Proxy(ctx context.Context, id, method, path string, header http
 	if err != nil {
 		return nil, err
 	}
-	if resp.Header.Get("Content-Type") == "application/json" && resp.Header.Get("X-Request-Id") != "" && isVaultError(resp) {
+	if resp.Header.Get("Content-Type") == "application/json" && resp.Header.Get(api.HeaderRequestID) != "" && isVaultError(resp) {
 		defer resp.Body.Close()
 		return nil, decodeError(resp)
 	}
@@ -319,62 +283,18 @@ func (c *Client) Proxy(ctx context.Context, id, method, path string, header http
 
 // isVaultError tells a vaultd error from an upstream one: vaultd marks its
 // own errors with X-Vaultd-Error.
-func isVaultError(resp *http.Response) bool { return resp.Header.Get("X-Vaultd-Error") != "" }
-
-// ExecuteRequest is the JSON form of a proxied call.
-type ExecuteRequest struct {
-	Method     string            `json:"method"`
-	Path       string            `json:"path"`
-	Query      map[string]string `json:"query,omitempty"`
-	Headers    map[string]string `json:"headers,omitempty"`
-	Body       *string           `json:"body,omitempty"`
-	BodyBase64 *string           `json:"body_base64,omitempty"`
-}
-
-// ExecuteResponse is the upstream answer of an execute call.
-type ExecuteResponse struct {
-	Status     int               `json:"status"`
-	Headers    map[string]string `json:"headers"`
-	Body       *string           `json:"body,omitempty"`
-	BodyBase64 *string           `json:"body_base64,omitempty"`
-}
+func isVaultError(resp *http.Response) bool { return resp.Header.Get(api.HeaderError) != "" }
 
 // Execute runs an execute call (app).
-func (c *Client) Execute(ctx context.Context, id string, er ExecuteRequest) (ExecuteResponse, error) {
-	var out ExecuteResponse
+func (c *Client) Execute(ctx context.Context, id string, er api.ExecuteRequest) (api.ExecuteResponse, error) {
+	var out api.ExecuteResponse
 	err := c.do(ctx, http.MethodPost, "/v1/integrations/"+url.PathEscape(id)+"/execute", er, &out)
 	return out, err
 }
 
-// HTTPResponse turns an execute answer into an *http.Response, so callers
-// can treat proxy and execute alike. A body_base64 that does not decode is
-// an error.
-func (er ExecuteResponse) HTTPResponse() (*http.Response, error) {
-	var body []byte
-	switch {
-	case er.BodyBase64 != nil:
-		b, err := base64.StdEncoding.DecodeString(*er.BodyBase64)
-		if err != nil {
-			return nil, fmt.Errorf("client: body_base64: %w", err)
-		}
-		body = b
-	case er.Body != nil:
-		body = []byte(*er.Body)
-	}
-	h := http.Header{}
-	for k, v := range er.Headers {
-		h.Set(k, v)
-	}
-	return &http.Response{
-		Status: fmt.Sprintf("%d %s", er.Status, http.StatusText(er.Status)), StatusCode: er.Status,
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: h,
-		Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
-	}, nil
-}
-
 // ExecuteHTTP runs an execute call and returns the upstream answer as an
 // *http.Response.
-func (c *Client) ExecuteHTTP(ctx context.Context, id string, er ExecuteRequest) (*http.Response, error) {
+func (c *Client) ExecuteHTTP(ctx context.Context, id string, er api.ExecuteRequest) (*http.Response, error) {
 	out, err := c.Execute(ctx, id, er)
 	if err != nil {
 		return nil, err
@@ -474,7 +394,7 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (BackupResult, error) 
 	}
 	res := BackupResult{Bytes: n, SHA256: hex.EncodeToString(h.Sum(nil))}
 	// Trailers are populated once the body has been read to EOF.
-	wantSize, wantSum := resp.Trailer.Get("X-Vaultd-Backup-Size"), resp.Trailer.Get("X-Vaultd-Backup-Sha256")
+	wantSize, wantSum := resp.Trailer.Get(api.TrailerBackupSize), resp.Trailer.Get(api.TrailerBackupSHA256)
 	if wantSize == "" || wantSum == "" {
 		return res, fmt.Errorf("%w: no size/checksum trailer after %d bytes", ErrBackupIncomplete, n)
 	}
@@ -485,7 +405,8 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (BackupResult, error) 
 	return res, nil
 }
 
-// Providers lists configured providers (operator).
+// Providers lists configured providers (operator): api.ProviderList as
+// the server sent it.
 func (c *Client) Providers(ctx context.Context) (json.RawMessage, error) {
 	var out json.RawMessage
 	err := c.do(ctx, http.MethodGet, "/v1/providers", nil, &out)

@@ -23,6 +23,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/quic-go/quic-go/http3"
 
+	vapi "github.com/vaultd/vaultd/vaultd/api"
 	"github.com/vaultd/vaultd/vaultd/client"
 	"github.com/vaultd/vaultd/vaultd/oauth/oauthtest"
 )
@@ -196,7 +197,7 @@ func TestAuthz(t *testing.T) {
 			}
 		}
 		// Nothing was created or changed by the refused calls.
-		if _, err := e.Client(Operator).GetTenant(ctx, "newco"); !client.IsCode(err, "not_found") {
+		if _, err := e.Client(Operator).GetTenant(ctx, "newco"); !client.IsCode(err, vapi.CodeNotFound) {
 			t.Fatalf("refused tenant create left a tenant: %v", err)
 		}
 		if _, err := e.Client(AppAcme).GetIntegration(ctx, "crm"); err != nil {
@@ -323,7 +324,7 @@ func TestAuthz(t *testing.T) {
 		if !strings.Contains(sb.String(), MultiURI) || strings.Contains(sb.String(), parts[2]) {
 			t.Fatalf("auth.denied events: %s", sb.String())
 		}
-		if _, err := e.Client(AppAcme).GetIntegration(ctx, "jwtfail"); !client.IsCode(err, "not_found") {
+		if _, err := e.Client(AppAcme).GetIntegration(ctx, "jwtfail"); !client.IsCode(err, vapi.CodeNotFound) {
 			t.Fatalf("a refused store landed: %v", err)
 		}
 	})

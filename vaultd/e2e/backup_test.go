@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/vaultd/vaultd/vaultd/api"
 	"github.com/vaultd/vaultd/vaultd/client"
 )
 
@@ -130,7 +131,7 @@ func TestOnlineBackupAndRestore(t *testing.T) {
 	t.Run("operator_only", func(t *testing.T) {
 		for _, who := range []string{AppAcme, Auditor, AuditorAcme} {
 			_, err := e.Client(who).Backup(context.Background(), new(bytes.Buffer))
-			if !client.IsCode(err, "forbidden") {
+			if !client.IsCode(err, api.CodeForbidden) {
 				t.Errorf("%s: backup answered %v, want forbidden", who, err)
 			}
 		}

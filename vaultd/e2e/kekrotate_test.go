@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/vaultd/vaultd/vaultd/api"
 	"github.com/vaultd/vaultd/vaultd/client"
 )
 
@@ -54,7 +55,7 @@ func TestKEKRotation(t *testing.T) {
 	if tn, err := op.RewrapTenant(ctx, "acme"); err != nil || tn.RewrappedDEKs != 0 {
 		t.Fatalf("second rewrap: %+v %v", tn, err)
 	}
-	if _, err := op.RewrapTenant(ctx, "nosuch"); !client.IsCode(err, "not_found") {
+	if _, err := op.RewrapTenant(ctx, "nosuch"); !client.IsCode(err, api.CodeNotFound) {
 		t.Fatalf("rewrap of a missing tenant: %v", err)
 	}
 	proxyOK(t, "after rewrap")

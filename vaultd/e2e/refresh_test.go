@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vaultd/vaultd/vaultd/api"
 	"github.com/vaultd/vaultd/vaultd/client"
 )
 
@@ -29,7 +30,7 @@ func refreshStore(t *testing.T, e *Env, id string, expiresIn int64, scopes ...st
 	e.Provider.SetExpiresIn(longLived)
 }
 
-func refreshMD(t *testing.T, e *Env, id string) client.Integration {
+func refreshMD(t *testing.T, e *Env, id string) api.Integration {
 	t.Helper()
 	md, err := e.Client(AppAcme).GetIntegration(context.Background(), id)
 	if err != nil {
@@ -276,7 +277,7 @@ func TestRefresh(t *testing.T) {
 		if len(rv) != 2 || !rv[0].Equal(tok.RefreshToken) || !rv[1].Equal(tok.AccessToken) {
 			t.Fatalf("revoked %d tokens, want refresh token then access token", len(rv))
 		}
-		if _, err := app.GetIntegration(ctx, "bye"); !client.IsCode(err, "not_found") {
+		if _, err := app.GetIntegration(ctx, "bye"); !client.IsCode(err, api.CodeNotFound) {
 			t.Fatalf("GET after disconnect: %v", err)
 		}
 		if r := get("bye"); r.Status != http.StatusNotFound {
@@ -291,10 +292,10 @@ func TestRefresh(t *testing.T) {
 		if err != nil || revoked {
 			t.Fatalf("disconnect with failing revoke: revoked=%v err=%v", revoked, err)
 		}
-		if _, err := app.GetIntegration(ctx, "bye2"); !client.IsCode(err, "not_found") {
+		if _, err := app.GetIntegration(ctx, "bye2"); !client.IsCode(err, api.CodeNotFound) {
 			t.Fatalf("GET after failed-revoke disconnect: %v", err)
 		}
-		if _, err := app.DeleteIntegration(ctx, "bye2"); !client.IsCode(err, "not_found") {
+		if _, err := app.DeleteIntegration(ctx, "bye2"); !client.IsCode(err, api.CodeNotFound) {
 			t.Fatalf("second DELETE: %v", err)
 		}
 	})

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vaultd/vaultd/vaultd/api"
 	"github.com/vaultd/vaultd/vaultd/client"
 	"github.com/vaultd/vaultd/vaultd/oauth/oauthtest"
 )
@@ -59,9 +60,10 @@ client_secret_file = %q
 		}
 	}
 	cases := []struct {
-		id, code string
-		status   int
-	}{{"dead", "upstream_unreachable", 502}, {"slow", "upstream_timeout", 504}}
+		id     string
+		code   api.Code
+		status int
+	}{{"dead", api.CodeUpstreamUnreachable, 502}, {"slow", api.CodeUpstreamTimeout, 504}}
 	for _, c := range cases {
 		t.Run(c.id+"/proxy", func(t *testing.T) {
 			_, err := app.Proxy(ctx, c.id, http.MethodGet, "contacts", nil, nil)
@@ -71,7 +73,7 @@ client_secret_file = %q
 			}
 		})
 		t.Run(c.id+"/execute", func(t *testing.T) {
-			_, err := app.Execute(ctx, c.id, client.ExecuteRequest{Method: "GET", Path: "contacts"})
+			_, err := app.Execute(ctx, c.id, api.ExecuteRequest{Method: "GET", Path: "contacts"})
 			var ae *client.APIError
 			if !asAPIError(err, &ae) || ae.Status != c.status || ae.Code != c.code {
 				t.Fatalf("want %d %s, got %v", c.status, c.code, err)
