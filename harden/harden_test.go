@@ -552,3 +552,31 @@ func TestParseModes(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckSyscalls(t *testing.T) {
+	if i, err := CheckSyscalls(nil); i != -1 || err != nil {
+		t.Errorf("nil: %d, %v", i, err)
+	}
+	if i, err := CheckSyscalls([]string{"ioctl", "getppid"}); i != -1 || err != nil {
+		t.Errorf("known: %d, %v", i, err)
+	}
+	info, err := arch.GetInfo("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		names []string
+		i     int
+		msg   string
+	}{
+		{[]string{"read", "Bad Name"}, 1, "not a syscall name"},
+		{[]string{""}, 0, "not a syscall name"},
+		{[]string{"not_a_syscall_xyz"}, 0, "not a syscall on " + info.Name},
+		{[]string{"ioctl", "read", "ioctl"}, 2, "listed twice"},
+	} {
+		i, err := CheckSyscalls(tc.names)
+		if i != tc.i || err == nil || err.Error() != tc.msg || !errors.Is(err, ErrSyscall) {
+			t.Errorf("%q: %d, %v; want %d, %q", tc.names, i, err, tc.i, tc.msg)
+		}
+	}
+}

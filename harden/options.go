@@ -1,6 +1,11 @@
 package harden
 
-import "fmt"
+import (
+	"fmt"
+	"regexp"
+
+	"github.com/elastic/go-seccomp-bpf/arch"
+)
 
 // Options say how far Apply hardens the process. vaultd's wiring fills
 // them from the [harden] table of its config file; harden itself knows
@@ -64,3 +69,39 @@ type settingError struct{ reason string }
 
 func (e *settingError) Error() string { return e.reason }
 func (e *settingError) Unwrap() error { return ErrConfig }
+
+var syscallNameRE = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
+
+// CheckSyscalls says whether names can be Options.ExtraSyscalls on this
+// machine: each a syscall of its architecture, none twice. It lets a typo
+// in the config file fail when the file is loaded, at its line, rather
+// than when the filter is installed. A refusal gives the index of the
+// entry and matches ErrSyscall; its message is the bare reason ("not a
+// syscall on x86_64"), for the caller to prefix with where the name came
+// from. Names vaultd never allows are refused later, by Apply.
+func CheckSyscalls(names []string) (int, error) {
+	info, archErr := arch.GetInfo("")
+	seen := make(map[string]bool, len(names))
+	for i, name := range names {
+		if !syscallNameRE.MatchString(name) {
+			return i, &syscallError{"not a syscall name"}
+		}
+		if archErr == nil {
+			if _, ok := info.SyscallNames[name]; !ok {
+				return i, &syscallError{"not a syscall on " + info.Name}
+			}
+		}
+		if seen[name] {
+			return i, &syscallError{"listed twice"}
+		}
+		seen[name] = true
+	}
+	return -1, nil
+}
+
+// syscallError is a refused extra syscall; like settingError, its text is
+// only the reason.
+type syscallError struct{ reason string }
+
+func (e *syscallError) Error() string { return e.reason }
+func (e *syscallError) Unwrap() error { return ErrSyscall }

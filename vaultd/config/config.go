@@ -92,6 +92,19 @@ type Config struct {
 	TenantContext *TenantContextConfig `toml:"tenant_context"` // nil when the table is absent
 	Principals    []Principal          `toml:"principals"`
 	Providers     map[string]*Provider `toml:"providers"`
+
+	ix keyIndex // where each key was written, for KeyError
+}
+
+// KeyError reports a problem with the value at key (a dotted path as in
+// this package's messages, "harden.extra_syscalls[1]") that code outside
+// this package found: a value whose meaning belongs to another package is
+// checked where the config is put to use. The result is an *Error like
+// Load's own: one line naming the file, the key's line and the key, and
+// matching ErrInvalid. err's text is the message (it must not quote a
+// secret), and err stays in the chain for errors.Is.
+func (c *Config) KeyError(key string, err error) error {
+	return &Error{File: c.File, Line: c.ix.line(key), Key: key, Msg: err.Error(), cause: err}
 }
 
 // ServerConfig is [server].
@@ -287,7 +300,7 @@ func parse(file string, data []byte, dir string, mode Mode) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.File, cfg.Dir = file, dir
+	cfg.File, cfg.Dir, cfg.ix = file, dir, ix
 	cfg.HSM.file = file
 	v := &validator{cfg: cfg, ix: ix, mode: mode}
 	if verr := v.run(); verr != nil {

@@ -234,9 +234,6 @@ func TestValidationErrors(t *testing.T) {
 		{"mlock", base + "[harden]\nmlock = \"sometimes\"\n", []string{`line 36: harden.mlock: not allowed (want "required", "best-effort" or "off")`}},
 		{"mlock empty", base + "[harden]\nmlock = \"\"\n", []string{`harden.mlock: not allowed`}},
 		{"seccomp", base + "[harden]\nseccomp = \"strict\"\n", []string{`line 36: harden.seccomp: not allowed (want "enforce", "log" or "off")`}},
-		{"extra_syscalls name", base + "[harden]\nextra_syscalls = [\"read\", \"Bad Name\"]\n", []string{`harden.extra_syscalls[1]: not a syscall name`}},
-		{"extra_syscalls unknown", base + "[harden]\nextra_syscalls = [\"not_a_syscall_xyz\"]\n", []string{`harden.extra_syscalls[0]: not a syscall on`}},
-		{"extra_syscalls twice", base + "[harden]\nextra_syscalls = [\"ioctl\", \"ioctl\"]\n", []string{`harden.extra_syscalls[1]: listed twice`}},
 		// [tenant_context]
 		{"tc jwks missing", edit(t, `jwks_file = "tc.jwks.json"`, ""), []string{"tenant_context.jwks_file: required"}},
 		{"tc issuer missing", edit(t, `issuer    = "https://auth.example.internal"`, ""), []string{"tenant_context.issuer: required when [tenant_context] is present"}},
@@ -443,7 +440,7 @@ func TestFullExample(t *testing.T) {
 		},
 	}
 	got := *cfg
-	got.File, got.Dir, got.Providers = "", "", nil
+	got.File, got.Dir, got.Providers, got.ix = "", "", nil, nil
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
 	}

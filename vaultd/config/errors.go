@@ -23,6 +23,8 @@ type Error struct {
 	Key  string // dotted key ("server.listen", "principals[1].roles"), "" when none
 	Msg  string // what is wrong
 	Err  error  // underlying cause (an *fs.PathError, ...), may be nil
+
+	cause error // an error Msg was taken from (KeyError): unwrapped, not printed
 }
 
 func (e *Error) Error() string {
@@ -49,10 +51,13 @@ func (e *Error) Error() string {
 
 // Unwrap exposes ErrInvalid and the underlying cause to errors.Is/As.
 func (e *Error) Unwrap() []error {
-	if e.Err == nil {
-		return []error{ErrInvalid}
+	errs := []error{ErrInvalid}
+	for _, err := range []error{e.Err, e.cause} {
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
-	return []error{ErrInvalid, e.Err}
+	return errs
 }
 
 // oneLine replaces control characters (a quoted TOML key may hold a newline)

@@ -385,6 +385,11 @@ func (d *daemon) reload(ctx context.Context) {
 }
 
 func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
+	// [harden] changes need a restart, but a file start-up would refuse is
+	// refused here too.
+	if _, err := hardenOptions(cfg); err != nil {
+		return err
+	}
 	old := d.cfg.Load()
 	if cfg.Server.Listen != old.Server.Listen || cfg.HSM != old.HSM || cfg.Storage.Path != old.Storage.Path {
 		d.log.Warn("listen address, [hsm] and [storage] changes need a restart; ignored on reload")
