@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: the README's test command, and what .ci/run runs.
-# Installs what it needs, then gofmt, go vet, staticcheck, and go test -race over every package
-# (SoftHSM tokens are made per test process in temp dirs; nothing global is touched).
+# Installs what it needs, then gofmt, go vet, staticcheck, a build and test without cgo, and
+# go test -race over every package (SoftHSM tokens are made per test process in temp dirs;
+# nothing global is touched).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -20,6 +21,12 @@ echo "== staticcheck"
 go run honnef.co/go/tools/cmd/staticcheck@v0.7.0 ./...
 echo "== go build ./cmd/..."
 go build -o /dev/null ./cmd/...
+# Only hsm/pkcs11 needs cgo (without it, its Open fails with a clear error):
+# the HSM contract and the packages above it must build and test without it.
+# No -race here: the race detector needs cgo.
+echo "== CGO_ENABLED=0 go build ./..., go test of the cgo-free core"
+CGO_ENABLED=0 go build ./...
+CGO_ENABLED=0 go test -count=1 ./hsm/... ./vaultd/envelope ./vaultd/vault ./vaultd/server ./vaultd/config
 echo "== go test -race"
 # -p 2: the suite runs on 2-core machines; SoftHSM- and process-heavy packages share them.
 go test -race -count=1 -p 2 -timeout 9m "$@" ./...
