@@ -539,13 +539,19 @@ func TestParseModes(t *testing.T) {
 			t.Errorf("ParseSeccomp(%q) = %q, %v", s, m, err)
 		}
 	}
-	for _, s := range []string{"", "Required", "sometimes", "enforce"} {
+	if m, err := ParseMlock(""); m != MlockRequired || err != nil {
+		t.Errorf(`ParseMlock("") = %q, %v; want the default`, m, err)
+	}
+	if m, err := ParseSeccomp(""); m != SeccompEnforce || err != nil {
+		t.Errorf(`ParseSeccomp("") = %q, %v; want the default`, m, err)
+	}
+	for _, s := range []string{"Required", "sometimes", "enforce", " off"} {
 		_, err := ParseMlock(s)
 		if !errors.Is(err, ErrConfig) || err.Error() != `not allowed (want "required", "best-effort" or "off")` {
 			t.Errorf("ParseMlock(%q): %v", s, err)
 		}
 	}
-	for _, s := range []string{"", "strict", "required"} {
+	for _, s := range []string{"strict", "required", "Off"} {
 		_, err := ParseSeccomp(s)
 		if !errors.Is(err, ErrConfig) || err.Error() != `not allowed (want "enforce", "log" or "off")` {
 			t.Errorf("ParseSeccomp(%q): %v", s, err)

@@ -42,21 +42,26 @@ const (
 	SeccompOff     SeccompMode = "off"     // install no filter
 )
 
-// ParseMlock reads a memory locking mode as written in a config file. A
-// refusal's message is the bare reason, for the caller to prefix with where
-// the value came from; it matches ErrConfig.
+// ParseMlock reads a memory locking mode as written in a config file; ""
+// (not set) is the default, MlockRequired. A refusal's message is the bare
+// reason, for the caller to prefix with where the value came from; it
+// matches ErrConfig.
 func ParseMlock(s string) (MlockMode, error) {
 	switch m := MlockMode(s); m {
+	case "":
+		return MlockRequired, nil
 	case MlockRequired, MlockBestEffort, MlockOff:
 		return m, nil
 	}
 	return "", &settingError{fmt.Sprintf("not allowed (want %q, %q or %q)", MlockRequired, MlockBestEffort, MlockOff)}
 }
 
-// ParseSeccomp reads a seccomp mode as written in a config file; refusals
-// are as ParseMlock's.
+// ParseSeccomp reads a seccomp mode as written in a config file; "" is the
+// default, SeccompEnforce. Refusals are as ParseMlock's.
 func ParseSeccomp(s string) (SeccompMode, error) {
 	switch m := SeccompMode(s); m {
+	case "":
+		return SeccompEnforce, nil
 	case SeccompEnforce, SeccompLog, SeccompOff:
 		return m, nil
 	}

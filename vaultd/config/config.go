@@ -51,26 +51,25 @@ func (m Mode) String() string {
 
 // Defaults of optional keys.
 const (
-	DefaultRequestTimeout       = 60 * time.Second
-	DefaultMaxBodyBytes         = 10 << 20
-	DefaultShutdownTimeout      = 30 * time.Second
-	DefaultMaxSessions          = 8
-	DefaultLockTimeout          = 2 * time.Second
-	DefaultHSMHealthInterval    = 10 * time.Second
-	DefaultTenantClaim          = "tenant_id"
-	DefaultMaxLifetime          = 5 * time.Minute
-	DefaultClockSkew            = 30 * time.Second
-	DefaultRefreshMargin        = 60 * time.Second
-	DefaultTokenLifetime        = time.Hour
-	DefaultProviderTimeout      = 30 * time.Second
-	CurrentConfigVersion        = 1
-	maxConfigBytes              = 1 << 20
-	maxSecretBytes              = 64 << 10
-	maxPINBytes                 = 1 << 10
-	credentialsDirectoryEnv     = "CREDENTIALS_DIRECTORY"
-	credentialPIN               = "hsm-pin"
-	inputName                   = "<input>"
-	defaultMlock, defaultSeccmp = MlockRequired, SeccompEnforce
+	DefaultRequestTimeout    = 60 * time.Second
+	DefaultMaxBodyBytes      = 10 << 20
+	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultMaxSessions       = 8
+	DefaultLockTimeout       = 2 * time.Second
+	DefaultHSMHealthInterval = 10 * time.Second
+	DefaultTenantClaim       = "tenant_id"
+	DefaultMaxLifetime       = 5 * time.Minute
+	DefaultClockSkew         = 30 * time.Second
+	DefaultRefreshMargin     = 60 * time.Second
+	DefaultTokenLifetime     = time.Hour
+	DefaultProviderTimeout   = 30 * time.Second
+	CurrentConfigVersion     = 1
+	maxConfigBytes           = 1 << 20
+	maxSecretBytes           = 64 << 10
+	maxPINBytes              = 1 << 10
+	credentialsDirectoryEnv  = "CREDENTIALS_DIRECTORY"
+	credentialPIN            = "hsm-pin"
+	inputName                = "<input>"
 )
 
 // Config is the whole vaultd configuration file. Every path in it is
@@ -153,21 +152,12 @@ type AuditConfig struct {
 	VerifyOnStart bool `toml:"verify_on_start"`
 }
 
-// Hardening modes.
-const (
-	MlockRequired   = "required"
-	MlockBestEffort = "best-effort"
-	MlockOff        = "off"
-
-	SeccompEnforce = "enforce"
-	SeccompLog     = "log"
-	SeccompOff     = "off"
-)
-
-// HardenConfig is [harden].
+// HardenConfig is [harden]. The modes and syscall names are harden's
+// vocabulary, kept here as written ("" = not set): vaultd reads them with
+// harden.ParseMlock, harden.ParseSeccomp and harden.CheckSyscalls.
 type HardenConfig struct {
-	Mlock         string   `toml:"mlock"`          // MlockRequired, MlockBestEffort or MlockOff
-	Seccomp       string   `toml:"seccomp"`        // SeccompEnforce, SeccompLog or SeccompOff
+	Mlock         string   `toml:"mlock"`
+	Seccomp       string   `toml:"seccomp"`
 	ExtraSyscalls []string `toml:"extra_syscalls"` // allowed on top of the built-in filter
 	NoNewPrivs    bool     `toml:"no_new_privs"`
 	Dumpable      bool     `toml:"dumpable"`
@@ -349,10 +339,6 @@ func defaults() *Config {
 		HSM:     HSMConfig{MaxSessions: DefaultMaxSessions, HealthInterval: NewDuration(DefaultHSMHealthInterval)},
 		Storage: StorageConfig{LockTimeout: NewDuration(DefaultLockTimeout)},
 		Audit:   AuditConfig{VerifyOnStart: true},
-		Harden: HardenConfig{
-			Mlock:      defaultMlock,
-			Seccomp:    defaultSeccmp,
-			NoNewPrivs: true,
-		},
+		Harden:  HardenConfig{NoNewPrivs: true},
 	}
 }

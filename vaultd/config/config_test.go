@@ -231,9 +231,8 @@ func TestValidationErrors(t *testing.T) {
 		{"storage path missing", edit(t, `path = "data/vault.db"`, ""), []string{"storage.path: required"}},
 		{"audit file empty", base + "[audit]\nfile = \"\"\n", []string{"line 36: audit.file: must not be empty"}},
 		// [harden]
-		{"mlock", base + "[harden]\nmlock = \"sometimes\"\n", []string{`line 36: harden.mlock: not allowed (want "required", "best-effort" or "off")`}},
-		{"mlock empty", base + "[harden]\nmlock = \"\"\n", []string{`harden.mlock: not allowed`}},
-		{"seccomp", base + "[harden]\nseccomp = \"strict\"\n", []string{`line 36: harden.seccomp: not allowed (want "enforce", "log" or "off")`}},
+		{"mlock empty", base + "[harden]\nmlock = \"\"\n", []string{`line 36: harden.mlock: must not be empty (omit the key for the default)`}},
+		{"seccomp empty", base + "[harden]\nseccomp = \"\"\n", []string{`line 36: harden.seccomp: must not be empty`}},
 		// [tenant_context]
 		{"tc jwks missing", edit(t, `jwks_file = "tc.jwks.json"`, ""), []string{"tenant_context.jwks_file: required"}},
 		{"tc issuer missing", edit(t, `issuer    = "https://auth.example.internal"`, ""), []string{"tenant_context.issuer: required when [tenant_context] is present"}},
@@ -554,7 +553,8 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("hsm/storage/audit defaults: %+v %+v %+v", cfg.HSM, cfg.Storage, cfg.Audit)
 	}
 	h := cfg.Harden
-	if h.Mlock != MlockRequired || h.Seccomp != SeccompEnforce || len(h.ExtraSyscalls) != 0 || !h.NoNewPrivs || h.Dumpable {
+	// Absent modes stay "": harden's parsers supply the defaults.
+	if h.Mlock != "" || h.Seccomp != "" || len(h.ExtraSyscalls) != 0 || !h.NoNewPrivs || h.Dumpable {
 		t.Errorf("harden defaults: %+v", h)
 	}
 	if cfg.TenantContext != nil {
@@ -586,7 +586,7 @@ dumpable = true
 		t.Fatal(err)
 	}
 	h = cfg.Harden
-	if h.Mlock != MlockBestEffort || h.Seccomp != SeccompLog || !reflect.DeepEqual(h.ExtraSyscalls, []string{"ioctl"}) || h.NoNewPrivs || !h.Dumpable {
+	if h.Mlock != "best-effort" || h.Seccomp != "log" || !reflect.DeepEqual(h.ExtraSyscalls, []string{"ioctl"}) || h.NoNewPrivs || !h.Dumpable {
 		t.Errorf("harden: %+v", h)
 	}
 	if cfg.Server.HTTP3 || cfg.Server.MaxBodyBytes != 1024 || cfg.Server.RequestTimeout.Duration() != 5*time.Second {

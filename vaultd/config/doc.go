@@ -16,6 +16,12 @@
 // ModeSyntax (no file access). Relative paths are resolved against the
 // directory of the config file.
 //
+// Some values are words of another package's vocabulary: the [harden]
+// modes and extra_syscalls (package harden). This package keeps them as
+// written and refuses only an explicitly empty one; vaultd reads them with their
+// owner's parser when it starts or reloads, and reports a refusal the same
+// way, at the key's line (Config.KeyError).
+//
 // Durations are Go duration strings ("30s", "5m", "1h") and must be
 // positive; a bare number is an error. testdata/full.toml is a commented
 // example with every key.

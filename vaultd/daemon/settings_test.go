@@ -72,6 +72,8 @@ func TestHardenOptions(t *testing.T) {
 
 func TestHardenOptionsRefusals(t *testing.T) {
 	for _, tc := range []struct{ name, harden, want string }{
+		{"mlock", `mlock = "sometimes"`, `line 16: harden.mlock: not allowed (want "required", "best-effort" or "off")`},
+		{"seccomp", `seccomp = "strict"`, `line 16: harden.seccomp: not allowed (want "enforce", "log" or "off")`},
 		{"extra_syscalls name", `extra_syscalls = ["read", "Bad Name"]`, `line 16: harden.extra_syscalls[1]: not a syscall name`},
 		{"extra_syscalls unknown", `extra_syscalls = ["not_a_syscall_xyz"]`, `line 16: harden.extra_syscalls[0]: not a syscall on `},
 		{"extra_syscalls twice", `extra_syscalls = ["ioctl", "ioctl"]`, `line 16: harden.extra_syscalls[1]: listed twice`},
@@ -79,8 +81,8 @@ func TestHardenOptionsRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := hardenOptions(parseSettings(t, settingsBase+"[harden]\n"+tc.harden+"\n"))
 			checkConfigErr(t, err, tc.want)
-			if !errors.Is(err, harden.ErrSyscall) {
-				t.Errorf("%v does not match harden.ErrSyscall", err)
+			if !errors.Is(err, harden.ErrSyscall) && !errors.Is(err, harden.ErrConfig) {
+				t.Errorf("%v matches neither harden.ErrSyscall nor harden.ErrConfig", err)
 			}
 		})
 	}
