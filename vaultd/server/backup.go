@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/vaultd/vaultd/policy"
 	"github.com/vaultd/vaultd/vaultd/api"
 	"github.com/vaultd/vaultd/vaultd/audit"
 )
@@ -28,11 +27,8 @@ const msgStoreUnavailable = "store temporarily unavailable"
 // holds its own audit event and a backup that cannot be audited is never
 // sent. A failure after the first byte aborts the stream (the client sees a
 // reset, not a short file with a 200) and is audited as a failure.
-func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
-	sub, ok := s.subject(w, r, policy.ActStoreBackup, false)
-	if !ok || !s.authorize(w, r, sub, policy.ActStoreBackup, policy.Resource{}) {
-		return
-	}
+func (s *Server) backup(q *request) {
+	w, r, sub := q.w, q.r, q.sub
 	ctx := r.Context()
 	if s.backupFn == nil {
 		writeError(w, r, api.CodeIntegrationUnavailable, msgStoreUnavailable)

@@ -114,11 +114,8 @@ func viewTenantKeys(t storage.Tenant) api.TenantKeys {
 	return api.TenantKeys{Tenant: viewTenant(t), KEKVersionsInUse: inUse}
 }
 
-func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) {
-	sub, ok := s.subject(w, r, policy.ActTenantCreate, false)
-	if !ok || !s.authorize(w, r, sub, policy.ActTenantCreate, policy.Resource{}) {
-		return
-	}
+func (s *Server) createTenant(q *request) {
+	w, r, sub := q.w, q.r, q.sub
 	body, ok := s.readBody(w, r)
 	if !ok {
 		return
@@ -157,12 +154,9 @@ func (s *Server) keyOpFailed(w http.ResponseWriter, r *http.Request, sub policy.
 	s.vaultError(w, r, err, msgTenantNotFound)
 }
 
-func (s *Server) getTenant(w http.ResponseWriter, r *http.Request, id string) {
-	sub, ok := s.subject(w, r, policy.ActTenantRead, false)
-	if !ok || !s.authorize(w, r, sub, policy.ActTenantRead, policy.Resource{Tenant: id}) {
-		return
-	}
-	t, err := s.vault.GetTenant(r.Context(), id)
+func (s *Server) getTenant(q *request) {
+	w, r := q.w, q.r
+	t, err := s.vault.GetTenant(r.Context(), q.id)
 	if err != nil {
 		s.vaultError(w, r, err, msgTenantNotFound)
 		return
@@ -170,11 +164,8 @@ func (s *Server) getTenant(w http.ResponseWriter, r *http.Request, id string) {
 	writeJSON(w, http.StatusOK, viewTenant(t))
 }
 
-func (s *Server) listTenants(w http.ResponseWriter, r *http.Request) {
-	sub, ok := s.subject(w, r, policy.ActTenantList, false)
-	if !ok || !s.authorize(w, r, sub, policy.ActTenantList, policy.Resource{}) {
-		return
-	}
+func (s *Server) listTenants(q *request) {
+	w, r := q.w, q.r
 	ts, err := s.vault.ListTenants(r.Context())
 	if err != nil {
 		s.vaultError(w, r, err, msgTenantNotFound)
@@ -187,11 +178,8 @@ func (s *Server) listTenants(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) rotateDEK(w http.ResponseWriter, r *http.Request, id string) {
-	sub, ok := s.subject(w, r, policy.ActKeyRotate, false)
-	if !ok || !s.authorize(w, r, sub, policy.ActKeyRotate, policy.Resource{Tenant: id}) {
-		return
-	}
+func (s *Server) rotateDEK(q *request) {
+	w, r, sub, id := q.w, q.r, q.sub, q.id
 	t, err := s.vault.RotateDEK(r.Context(), s.keyOpEvent(r, sub, http.StatusOK), id)
 	if err != nil {
 		s.keyOpFailed(w, r, sub, audit.ActionKeyRotate, id, "", err)
@@ -203,11 +191,8 @@ func (s *Server) rotateDEK(w http.ResponseWriter, r *http.Request, id string) {
 // rewrapTenant serves POST /v1/tenants/{id}/rewrap (operator): every DEK
 // of the tenant wrapped again under the current KEK, after a KEK rotation.
 // Audited as key.rotate with detail "rewrap ...".
-func (s *Server) rewrapTenant(w http.ResponseWriter, r *http.Request, id string) {
-	sub, ok := s.subject(w, r, policy.ActKeyRotate, false)
-	if !ok || !s.authorize(w, r, sub, policy.ActKeyRotate, policy.Resource{Tenant: id}) {
-		return
-	}
+func (s *Server) rewrapTenant(q *request) {
+	w, r, sub, id := q.w, q.r, q.sub, q.id
 	t, n, err := s.vault.RewrapTenant(r.Context(), s.keyOpEvent(r, sub, http.StatusOK), id)
 	if err != nil {
 		s.keyOpFailed(w, r, sub, audit.ActionKeyRotate, id, "rewrap: ", err)
@@ -216,17 +201,13 @@ func (s *Server) rewrapTenant(w http.ResponseWriter, r *http.Request, id string)
 	writeJSON(w, http.StatusOK, api.TenantRewrap{TenantKeys: viewTenantKeys(t), RewrappedDEKs: n})
 }
 
-func (s *Server) listProviders(w http.ResponseWriter, r *http.Request) {
-	sub, ok := s.subject(w, r, policy.ActProviderList, false)
-	if !ok || !s.authorize(w, r, sub, policy.ActProviderList, policy.Resource{}) {
-		return
-	}
+func (s *Server) listProviders(q *request) {
 	out := api.ProviderList{Providers: []api.Provider{}}
 	for _, n := range s.vault.ProviderNames() {
 		p, _ := s.vault.Provider(n)
 		out.Providers = append(out.Providers, api.Provider{Name: n, APIBaseURL: p.APIBase.String(), Scopes: p.Scopes, Revocation: p.Endpoint.RevocationURL != ""})
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(q.w, http.StatusOK, out)
 }
 
 // ---- integrations (app) ----
@@ -240,24 +221,8 @@ func viewIntegration(md vault.Metadata) api.Integration {
 	}
 }
 
-func (s *Server) appSubject(w http.ResponseWriter, r *http.Request, action policy.Action) (policy.Subject, bool) {
-	sub, ok := s.subject(w, r, action, true)
-	if !ok {
-		return sub, false
-	}
-	// The resource's tenant is the caller's own: a tenant never comes from
-	// the request. Decide still checks the role and that a tenant exists.
-	if !s.authorize(w, r, sub, action, policy.Resource{Tenant: sub.Tenant}) {
-		return sub, false
-	}
-	return sub, true
-}
-
-func (s *Server) storeToken(w http.ResponseWriter, r *http.Request, id string) {
-	sub, ok := s.appSubject(w, r, policy.ActIntegrationWrite)
-	if !ok {
-		return
-	}
+func (s *Server) storeToken(q *request) {
+	w, r, sub, id := q.w, q.r, q.sub, q.id
 	body, ok := s.readBody(w, r)
 	if !ok {
 		return
@@ -291,12 +256,9 @@ func (s *Server) storeToken(w http.ResponseWriter, r *http.Request, id string) {
 	writeJSON(w, http.StatusOK, viewIntegration(md))
 }
 
-func (s *Server) getIntegration(w http.ResponseWriter, r *http.Request, id string) {
-	sub, ok := s.appSubject(w, r, policy.ActIntegrationRead)
-	if !ok {
-		return
-	}
-	md, err := s.vault.GetIntegration(r.Context(), sub.Tenant, id)
+func (s *Server) getIntegration(q *request) {
+	w, r := q.w, q.r
+	md, err := s.vault.GetIntegration(r.Context(), q.sub.Tenant, q.id)
 	if err != nil {
 		s.vaultError(w, r, err, msgIntegrationNotFound)
 		return
@@ -304,12 +266,9 @@ func (s *Server) getIntegration(w http.ResponseWriter, r *http.Request, id strin
 	writeJSON(w, http.StatusOK, viewIntegration(md))
 }
 
-func (s *Server) listIntegrations(w http.ResponseWriter, r *http.Request) {
-	sub, ok := s.appSubject(w, r, policy.ActIntegrationList)
-	if !ok {
-		return
-	}
-	mds, err := s.vault.ListIntegrations(r.Context(), sub.Tenant)
+func (s *Server) listIntegrations(q *request) {
+	w, r := q.w, q.r
+	mds, err := s.vault.ListIntegrations(r.Context(), q.sub.Tenant)
 	if err != nil {
 		s.vaultError(w, r, err, msgIntegrationNotFound)
 		return
@@ -321,11 +280,8 @@ func (s *Server) listIntegrations(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) deleteIntegration(w http.ResponseWriter, r *http.Request, id string) {
-	sub, ok := s.appSubject(w, r, policy.ActIntegrationDelete)
-	if !ok {
-		return
-	}
+func (s *Server) deleteIntegration(q *request) {
+	w, r, sub, id := q.w, q.r, q.sub, q.id
 	ctx := r.Context()
 	revoked, err := s.vault.Disconnect(ctx, audit.Event{Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
 		RequestID: requestID(ctx), HTTPStatus: http.StatusOK}, sub.Tenant, id)
@@ -343,32 +299,14 @@ func (s *Server) deleteIntegration(w http.ResponseWriter, r *http.Request, id st
 
 // ---- audit (auditor) ----
 
-func (s *Server) queryAudit(w http.ResponseWriter, r *http.Request) {
-	sub, ok := s.subject(w, r, policy.ActAuditRead, true)
-	if !ok {
-		return
-	}
-	f, err := audit.ParseFilter(r.URL.Query())
-	if err != nil {
-		writeError(w, r, api.CodeBadRequest, "invalid audit filter: "+err.Error())
-		return
-	}
-	// A tenant-bound auditor sees only its tenant: the filter is forced to
-	// it, and asking for another tenant is refused by Decide.
-	if sub.Tenant != "" {
-		if f.TenantID != "" && f.TenantID != sub.Tenant {
-			s.authorize(w, r, sub, policy.ActAuditRead, policy.Resource{Tenant: f.TenantID})
-			return
-		}
-		f.TenantID = sub.Tenant
-	}
-	if !s.authorize(w, r, sub, policy.ActAuditRead, policy.Resource{Tenant: f.TenantID}) {
-		return
-	}
+// queryAudit streams the audit events q.filter selects (auditFilter has
+// parsed it and Decide has allowed its tenant).
+func (s *Server) queryAudit(q *request) {
+	w, r := q.w, q.r
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
 	wrote := false
-	err = s.audit.Query(r.Context(), f, func(line []byte) error {
+	err := s.audit.Query(r.Context(), q.filter, func(line []byte) error {
 		if !wrote {
 			w.WriteHeader(http.StatusOK)
 			wrote = true

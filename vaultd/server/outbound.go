@@ -182,11 +182,8 @@ func (s *Server) auditCall(ctx context.Context, o outbound, status int) error {
 }
 
 // proxy streams the caller's request to the provider and the answer back.
-func (s *Server) proxy(w http.ResponseWriter, r *http.Request, id, rawPath string) {
-	sub, ok := s.appSubject(w, r, policy.ActIntegrationUse)
-	if !ok {
-		return
-	}
+func (s *Server) proxy(q *request) {
+	w, r, sub, id, rawPath := q.w, q.r, q.sub, q.id, q.rest
 	// proxy.Target allows one leading "/" and refuses "//host"; prefixing
 	// "/" makes ".../proxy//host/x" such a network-path reference.
 	o, ok := s.prepare(w, r, sub, id, "/"+rawPath, r.URL.RawQuery, r.Method, "proxy")
@@ -248,11 +245,8 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, id, rawPath strin
 }
 
 // execute is the JSON form of proxy: bounded both ways.
-func (s *Server) execute(w http.ResponseWriter, r *http.Request, id string) {
-	sub, ok := s.appSubject(w, r, policy.ActIntegrationUse)
-	if !ok {
-		return
-	}
+func (s *Server) execute(q *request) {
+	w, r, sub, id := q.w, q.r, q.sub, q.id
 	req, err := proxy.DecodeExecuteRequest(http.MaxBytesReader(w, r.Body, s.maxBody), s.maxBody)
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -267,11 +261,11 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, id string) {
 	// here would turn "//host/x" into "/host/x" and slip past the
 	// network-path check.
 	rawPath := req.Path
-	q := url.Values{}
+	query := url.Values{}
 	for k, v := range req.Query {
-		q.Set(k, v)
+		query.Set(k, v)
 	}
-	o, ok := s.prepare(w, r, sub, id, rawPath, q.Encode(), req.Method, "execute")
+	o, ok := s.prepare(w, r, sub, id, rawPath, query.Encode(), req.Method, "execute")
 	if !ok {
 		return
 	}

@@ -4,21 +4,20 @@
 // Every API request goes through the same gates, in order, each failing
 // closed: a verified client certificate (the TLS layer) -> a known principal
 // -> the tenant from the principal or a verified tenant-context JWT ->
-// policy.Decide -> the handler. Routing is done on the escaped path by hand
-// rather than with http.ServeMux, because ServeMux "cleans" `..` and `//`
-// with a redirect, and the proxy route must see those to refuse them.
+// policy.Decide -> the handler. One table (routes.go) names each route's
+// method, path, policy action and scope, and the dispatcher runs those
+// gates for every route alike. Routing is done on the escaped path rather
+// than with http.ServeMux, because ServeMux "cleans" `..` and `//` with a
+// redirect, and the proxy route must see those to refuse them.
 package server
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"runtime/debug"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -192,192 +191,8 @@ func (s *Server) APIHandler() http.Handler {
 			s.log.InfoContext(ctx, "request", "request_id", rid, "method", r.Method, "route", route,
 				"status", rec.status, "duration_ms", time.Since(start).Milliseconds(), "proto", r.Proto)
 		}()
-		route = s.route(rec, r)
+		route = s.dispatch(rec, r)
 	})
-}
-
-// route dispatches on the escaped path and returns a route label.
-func (s *Server) route(w http.ResponseWriter, r *http.Request) string {
-	ep := r.URL.EscapedPath()
-	if !strings.HasPrefix(ep, "/v1/") {
-		writeError(w, r, api.CodeNotFound, msgNotFound)
-		return "notfound"
-	}
-	rest := strings.TrimPrefix(ep, "/v1/")
-	seg := strings.SplitN(rest, "/", 4)
-	method := r.Method
-	switch seg[0] {
-	case "tenants":
-		switch {
-		case len(seg) == 1:
-			switch method {
-			case http.MethodPost:
-				s.createTenant(w, r)
-			case http.MethodGet:
-				s.listTenants(w, r)
-			default:
-				methodNotAllowed(w, r, "GET, POST")
-			}
-			return "tenants"
-		case len(seg) == 2:
-			if onlyMethod(w, r, http.MethodGet) {
-				s.getTenant(w, r, unescape(seg[1]))
-			}
-			return "tenant"
-		case len(seg) == 3 && seg[2] == "rotate-dek":
-			if onlyMethod(w, r, http.MethodPost) {
-				s.rotateDEK(w, r, unescape(seg[1]))
-			}
-			return "tenant.rotate"
-		case len(seg) == 3 && seg[2] == "rewrap":
-			if onlyMethod(w, r, http.MethodPost) {
-				s.rewrapTenant(w, r, unescape(seg[1]))
-			}
-			return "tenant.rewrap"
-		}
-	case "integrations":
-		switch {
-		case len(seg) == 1:
-			if onlyMethod(w, r, http.MethodGet) {
-				s.listIntegrations(w, r)
-			}
-			return "integrations"
-		case len(seg) == 2:
-			id := unescape(seg[1])
-			switch method {
-			case http.MethodPut:
-				s.storeToken(w, r, id)
-			case http.MethodGet:
-				s.getIntegration(w, r, id)
-			case http.MethodDelete:
-				s.deleteIntegration(w, r, id)
-			default:
-				methodNotAllowed(w, r, "GET, PUT, DELETE")
-			}
-			return "integration"
-		case len(seg) == 3 && seg[2] == "execute":
-			if onlyMethod(w, r, http.MethodPost) {
-				s.execute(w, r, unescape(seg[1]))
-			}
-			return "execute"
-		case len(seg) >= 3 && seg[2] == "proxy":
-			// Everything after ".../proxy/" stays escaped: proxy.Target
-			// judges it, including encoded slashes and dots.
-			raw := ""
-			if len(seg) == 4 {
-				raw = seg[3]
-			}
-			s.proxy(w, r, unescape(seg[1]), raw)
-			return "proxy"
-		}
-	case "audit":
-		if len(seg) == 1 {
-			if onlyMethod(w, r, http.MethodGet) {
-				s.queryAudit(w, r)
-			}
-			return "audit"
-		}
-	case "admin":
-		if len(seg) == 2 && seg[1] == "backup" {
-			if onlyMethod(w, r, http.MethodGet) {
-				s.backup(w, r)
-			}
-			return "backup"
-		}
-	case "providers":
-		if len(seg) == 1 {
-			if onlyMethod(w, r, http.MethodGet) {
-				s.listProviders(w, r)
-			}
-			return "providers"
-		}
-	}
-	writeError(w, r, api.CodeNotFound, msgNotFound)
-	return "notfound"
-}
-
-// onlyMethod reports whether r uses method m; otherwise it answers 405
-// with Allow: m.
-func onlyMethod(w http.ResponseWriter, r *http.Request, m string) bool {
-	if r.Method == m {
-		return true
-	}
-	methodNotAllowed(w, r, m)
-	return false
-}
-
-func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
-	w.Header().Set("Allow", allow)
-	writeError(w, r, api.CodeMethodNotAllowed, "method not allowed")
-}
-
-// unescape decodes one path segment; an undecodable segment becomes ""
-// which no id validates, so it answers like a missing id.
-func unescape(seg string) string {
-	v, err := url.PathUnescape(seg)
-	if err != nil {
-		return ""
-	}
-	return v
-}
-
-// subject authenticates the request and resolves its tenant. needTenant
-// says whether the action is tenant-scoped (app and auditor actions). On
-// failure it writes the error (and audits the denial) and returns false.
-func (s *Server) subject(w http.ResponseWriter, r *http.Request, action policy.Action, needTenant bool) (policy.Subject, bool) {
-	ctx := r.Context()
-	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-		// The TLS config requires and verifies a client certificate, so
-		// this only happens on a misconfigured listener: fail closed.
-		writeError(w, r, api.CodeUnauthenticated, "client certificate required")
-		return policy.Subject{}, false
-	}
-	id := s.identity.Load()
-	p, ok := id.Directory.Lookup(r.TLS.PeerCertificates[0])
-	if !ok {
-		name, _ := policy.PrincipalName(r.TLS.PeerCertificates[0])
-		s.deny(ctx, name, "", string(action), "unknown principal")
-		writeError(w, r, api.CodeForbidden, msgForbidden)
-		return policy.Subject{}, false
-	}
-	sub := policy.Subject{Principal: p.Name, Roles: p.Roles}
-	if needTenant && (p.HasRole(policy.RoleApp) || p.HasRole(policy.RoleAuditor)) {
-		tenant, obo, err := policy.ResolveTenant(p, r.Header.Get(api.HeaderTenantContext), id.Verifier)
-		if err != nil {
-			s.log.InfoContext(ctx, "tenant assertion refused", "request_id", requestID(ctx), "principal", p.Name, "reason", err.Error())
-			s.deny(ctx, p.Name, "", string(action), "tenant assertion refused")
-			writeError(w, r, api.CodeUnauthenticated, msgUnauthenticated)
-			return policy.Subject{}, false
-		}
-		sub.Tenant, sub.OnBehalfOf = tenant, obo
-	}
-	return sub, true
-}
-
-// authorize runs policy.Decide; on deny it audits and writes 403.
-func (s *Server) authorize(w http.ResponseWriter, r *http.Request, sub policy.Subject, action policy.Action, res policy.Resource) bool {
-	d := policy.Decide(sub, action, res)
-	if d.Allow {
-		return true
-	}
-	s.denyObo(r.Context(), sub.Principal, sub.OnBehalfOf, sub.Tenant, string(action), d.Reason)
-	writeError(w, r, api.CodeForbidden, msgForbidden)
-	return false
-}
-
-func (s *Server) deny(ctx context.Context, principal, tenant, action, reason string) {
-	s.denyObo(ctx, principal, "", tenant, action, reason)
-}
-
-func (s *Server) denyObo(ctx context.Context, principal, obo, tenant, action, reason string) {
-	s.metrics.authDenied.Inc()
-	if _, err := s.audit.Record(ctx, audit.Event{
-		TenantID: tenant, Actor: principal, OnBehalfOf: obo, Action: audit.ActionAuthDenied,
-		Outcome: audit.OutcomeDenied, RequestID: requestID(ctx), HTTPStatus: 0,
-		Detail: fmt.Sprintf("%s: %s", action, reason),
-	}); err != nil {
-		s.log.ErrorContext(ctx, "audit write failed", "request_id", requestID(ctx), "err", err)
-	}
 }
 
 func (s *Server) caller(r *http.Request, sub policy.Subject) vault.Caller {

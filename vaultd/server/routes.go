@@ -1,0 +1,235 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/vaultd/vaultd/policy"
+	"github.com/vaultd/vaultd/vaultd/api"
+	"github.com/vaultd/vaultd/vaultd/audit"
+)
+
+// scope says for whom a route acts.
+type scope uint8
+
+const (
+	// platform routes are the operator's: no tenant is resolved, the
+	// resource (if any) comes from the path.
+	platform scope = iota
+	// tenantScoped routes act for the caller's tenant, taken from its
+	// principal or its tenant-context JWT (app and auditor principals);
+	// a tenant never comes from the path or the body.
+	tenantScoped
+)
+
+// route is one row of the API: a method and path pattern, the policy
+// action it needs, for whom it acts, what the action applies to, and the
+// handler, which runs only once the caller is known and authorized.
+type route struct {
+	method   string // "" matches every method (the proxy route)
+	pattern  string // "{id}" is one path segment, "{path...}" the rest
+	label    string // the route label of logs and metrics
+	action   policy.Action
+	scope    scope
+	resource func(q *request) (policy.Resource, bool)
+	handle   func(s *Server, q *request)
+}
+
+// routes is the API. Routes sharing a pattern are listed together, in the
+// order their methods appear in a 405's Allow header. docs/openapi.json
+// documents every row (TestOpenAPIMatchesRoutes).
+var routes = []route{
+	{http.MethodGet, "/v1/tenants", "tenants", policy.ActTenantList, platform, noResource, (*Server).listTenants},
+	{http.MethodPost, "/v1/tenants", "tenants", policy.ActTenantCreate, platform, noResource, (*Server).createTenant},
+	{http.MethodGet, "/v1/tenants/{id}", "tenant", policy.ActTenantRead, platform, pathTenant, (*Server).getTenant},
+	{http.MethodPost, "/v1/tenants/{id}/rotate-dek", "tenant.rotate", policy.ActKeyRotate, platform, pathTenant, (*Server).rotateDEK},
+	{http.MethodPost, "/v1/tenants/{id}/rewrap", "tenant.rewrap", policy.ActKeyRotate, platform, pathTenant, (*Server).rewrapTenant},
+	{http.MethodGet, "/v1/integrations", "integrations", policy.ActIntegrationList, tenantScoped, ownTenant, (*Server).listIntegrations},
+	{http.MethodGet, "/v1/integrations/{id}", "integration", policy.ActIntegrationRead, tenantScoped, ownTenant, (*Server).getIntegration},
+	{http.MethodPut, "/v1/integrations/{id}", "integration", policy.ActIntegrationWrite, tenantScoped, ownTenant, (*Server).storeToken},
+	{http.MethodDelete, "/v1/integrations/{id}", "integration", policy.ActIntegrationDelete, tenantScoped, ownTenant, (*Server).deleteIntegration},
+	{http.MethodPost, "/v1/integrations/{id}/execute", "execute", policy.ActIntegrationUse, tenantScoped, ownTenant, (*Server).execute},
+	{"", "/v1/integrations/{id}/proxy/{path...}", "proxy", policy.ActIntegrationUse, tenantScoped, ownTenant, (*Server).proxy},
+	{http.MethodGet, "/v1/audit", "audit", policy.ActAuditRead, tenantScoped, auditFilter, (*Server).queryAudit},
+	{http.MethodGet, "/v1/admin/backup", "backup", policy.ActStoreBackup, platform, noResource, (*Server).backup},
+	{http.MethodGet, "/v1/providers", "providers", policy.ActProviderList, platform, noResource, (*Server).listProviders},
+}
+
+// request is an API request past the route table's gates.
+type request struct {
+	w    http.ResponseWriter
+	r    *http.Request
+	sub  policy.Subject
+	id   string // the path's {id}, unescaped ("" when it does not decode, which no id validates)
+	rest string // the proxy route's {path...}, still escaped: proxy.Target judges it
+	// filter is the audit route's query, set by auditFilter.
+	filter audit.Filter
+}
+
+func noResource(*request) (policy.Resource, bool) { return policy.Resource{}, true }
+
+func pathTenant(q *request) (policy.Resource, bool) { return policy.Resource{Tenant: q.id}, true }
+
+// ownTenant: the resource's tenant is the caller's own. Decide still
+// checks the role and that there is a tenant.
+func ownTenant(q *request) (policy.Resource, bool) {
+	return policy.Resource{Tenant: q.sub.Tenant}, true
+}
+
+// auditFilter parses the audit query; the resource is the tenant it asks
+// for. A tenant-bound auditor's filter defaults to its tenant, and asking
+// for another is refused by Decide.
+func auditFilter(q *request) (policy.Resource, bool) {
+	f, err := audit.ParseFilter(q.r.URL.Query())
+	if err != nil {
+		writeError(q.w, q.r, api.CodeBadRequest, "invalid audit filter: "+err.Error())
+		return policy.Resource{}, false
+	}
+	if q.sub.Tenant != "" && f.TenantID == "" {
+		f.TenantID = q.sub.Tenant
+	}
+	q.filter = f
+	return policy.Resource{Tenant: f.TenantID}, true
+}
+
+// segments of each pattern, split once.
+var routeSegs = func() [][]string {
+	out := make([][]string, len(routes))
+	for i, rt := range routes {
+		out[i] = strings.Split(strings.TrimPrefix(rt.pattern, "/"), "/")
+	}
+	return out
+}()
+
+// match finds the route of method and escaped path. With no route for the
+// method but some for the path, it returns the path's label and the
+// methods to list in Allow.
+func match(method, escapedPath string) (rt *route, q *request, label, allow string) {
+	segs := strings.Split(strings.TrimPrefix(escapedPath, "/"), "/")
+	var allowed []string
+	for i := range routes {
+		id, rest, ok := matchSegs(routeSegs[i], segs)
+		if !ok {
+			continue
+		}
+		if routes[i].method == "" || routes[i].method == method {
+			return &routes[i], &request{id: unescape(id), rest: rest}, routes[i].label, ""
+		}
+		label = routes[i].label
+		allowed = append(allowed, routes[i].method)
+	}
+	return nil, nil, label, strings.Join(allowed, ", ")
+}
+
+// matchSegs matches path segments against a pattern's: literals exactly,
+// "{id}" any one segment (empty included), "{path...}" whatever is left,
+// nothing included.
+func matchSegs(pat, segs []string) (id, rest string, ok bool) {
+	for i, p := range pat {
+		switch {
+		case p == "{path...}":
+			if len(segs) > i {
+				rest = strings.Join(segs[i:], "/")
+			}
+			return id, rest, len(segs) >= i
+		case i >= len(segs):
+			return "", "", false
+		case p == "{id}":
+			id = segs[i]
+		case p != segs[i]:
+			return "", "", false
+		}
+	}
+	return id, rest, len(segs) == len(pat)
+}
+
+// dispatch runs the route table: 404 and 405 first, then the gates
+// (subject, resource, policy.Decide) and the handler. It returns the
+// route label.
+func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) string {
+	rt, q, label, allow := match(r.Method, r.URL.EscapedPath())
+	switch {
+	case rt == nil && allow != "":
+		w.Header().Set("Allow", allow)
+		writeError(w, r, api.CodeMethodNotAllowed, "method not allowed")
+		return label
+	case rt == nil:
+		writeError(w, r, api.CodeNotFound, msgNotFound)
+		return "notfound"
+	}
+	q.w, q.r = w, r
+	sub, ok := s.subject(w, r, rt.action, rt.scope == tenantScoped)
+	if !ok {
+		return rt.label
+	}
+	q.sub = sub
+	res, ok := rt.resource(q)
+	if !ok {
+		return rt.label
+	}
+	if d := policy.Decide(sub, rt.action, res); !d.Allow {
+		s.deny(r.Context(), sub.Principal, sub.OnBehalfOf, sub.Tenant, rt.action, d.Reason)
+		writeError(w, r, api.CodeForbidden, msgForbidden)
+		return rt.label
+	}
+	rt.handle(s, q)
+	return rt.label
+}
+
+// unescape decodes one path segment; an undecodable segment becomes ""
+// which no id validates, so it answers like a missing id.
+func unescape(seg string) string {
+	v, err := url.PathUnescape(seg)
+	if err != nil {
+		return ""
+	}
+	return v
+}
+
+// subject authenticates the request and resolves its tenant. needTenant
+// says whether the action is tenant-scoped (app and auditor actions). On
+// failure it writes the error (and audits the denial) and returns false.
+func (s *Server) subject(w http.ResponseWriter, r *http.Request, action policy.Action, needTenant bool) (policy.Subject, bool) {
+	ctx := r.Context()
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		// The TLS config requires and verifies a client certificate, so
+		// this only happens on a misconfigured listener: fail closed.
+		writeError(w, r, api.CodeUnauthenticated, "client certificate required")
+		return policy.Subject{}, false
+	}
+	id := s.identity.Load()
+	p, ok := id.Directory.Lookup(r.TLS.PeerCertificates[0])
+	if !ok {
+		name, _ := policy.PrincipalName(r.TLS.PeerCertificates[0])
+		s.deny(ctx, name, "", "", action, "unknown principal")
+		writeError(w, r, api.CodeForbidden, msgForbidden)
+		return policy.Subject{}, false
+	}
+	sub := policy.Subject{Principal: p.Name, Roles: p.Roles}
+	if needTenant && (p.HasRole(policy.RoleApp) || p.HasRole(policy.RoleAuditor)) {
+		tenant, obo, err := policy.ResolveTenant(p, r.Header.Get(api.HeaderTenantContext), id.Verifier)
+		if err != nil {
+			s.log.InfoContext(ctx, "tenant assertion refused", "request_id", requestID(ctx), "principal", p.Name, "reason", err.Error())
+			s.deny(ctx, p.Name, "", "", action, "tenant assertion refused")
+			writeError(w, r, api.CodeUnauthenticated, msgUnauthenticated)
+			return policy.Subject{}, false
+		}
+		sub.Tenant, sub.OnBehalfOf = tenant, obo
+	}
+	return sub, true
+}
+
+// deny audits a refused request as auth.denied.
+func (s *Server) deny(ctx context.Context, principal, obo, tenant string, action policy.Action, reason string) {
+	s.metrics.authDenied.Inc()
+	if _, err := s.audit.Record(ctx, audit.Event{
+		TenantID: tenant, Actor: principal, OnBehalfOf: obo, Action: audit.ActionAuthDenied,
+		Outcome: audit.OutcomeDenied, RequestID: requestID(ctx), HTTPStatus: 0,
+		Detail: fmt.Sprintf("%s: %s", action, reason),
+	}); err != nil {
+		s.log.ErrorContext(ctx, "audit write failed", "request_id", requestID(ctx), "err", err)
+	}
+}
