@@ -374,7 +374,7 @@ func cmdIntegration(ctx context.Context, args []string, stdout, stderr io.Writer
 
 func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: vaultctl audit export [filters] | verify [-from-anchor SEQ:HASH] FILE...")
+		return errors.New("usage: vaultctl audit export [filters] | verify [-from-anchor SEQ:HASH] FILE [FILE ...]")
 	}
 	switch args[0] {
 	case "verify":
@@ -408,5 +408,5 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return c.Audit(ctx, q, stdout)
 	}
-	return errors.New("usage: vaultctl audit export [filters] | verify [-from-anchor SEQ:HASH] FILE...")
+	return errors.New("usage: vaultctl audit export [filters] | verify [-from-anchor SEQ:HASH] FILE [FILE ...]")
 }

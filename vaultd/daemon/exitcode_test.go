@@ -333,10 +333,10 @@ func TestUnitRestartPolicy(t *testing.T) {
 	if err != nil || burst < 1 {
 		t.Fatalf("StartLimitBurst=%s", one(t, u, "Unit", "StartLimitBurst"))
 	}
-	restartSec := seconds(t, one(t, u, "Service", "RestartSec"))
-	if interval <= 0 || time.Duration(burst)*restartSec >= interval {
+	restartDelay := seconds(t, one(t, u, "Service", "RestartSec"))
+	if interval <= 0 || time.Duration(burst)*restartDelay >= interval {
 		t.Errorf("StartLimitBurst=%d x RestartSec=%v does not fit in StartLimitIntervalSec=%v: the limit would never stop the restarts",
-			burst, restartSec, interval)
+			burst, restartDelay, interval)
 	}
 }
 
