@@ -19,35 +19,6 @@ import (
 	"github.com/vaultd/vaultd/vaultd/vault"
 )
 
-// vaultError maps a vault error to the contract. notFoundMsg is the one
-// message used for every missing-or-foreign case of the route.
-func (s *Server) vaultError(w http.ResponseWriter, r *http.Request, err error, notFoundMsg string) {
-	switch {
-	case errors.Is(err, vault.ErrNotFound), errors.Is(err, vault.ErrTenantNotFound):
-		writeError(w, r, api.CodeNotFound, notFoundMsg)
-	case errors.Is(err, vault.ErrBadRequest):
-		writeError(w, r, api.CodeBadRequest, publicReason(err))
-	case errors.Is(err, vault.ErrReauthorizationRequired):
-		writeError(w, r, api.CodeReauthorizationRequired, msgReauth)
-	case errors.Is(err, vault.ErrTenantExists), errors.Is(err, vault.ErrConflict):
-		writeError(w, r, api.CodeConflict, "already exists or changed concurrently")
-	default:
-		s.log.ErrorContext(r.Context(), "request failed", "request_id", requestID(r.Context()), "err", err)
-		writeError(w, r, api.CodeIntegrationUnavailable, msgUnavailable)
-	}
-}
-
-// publicReason returns the message of a vault.ErrBadRequest error: those
-// are written for callers ("invalid integration id") and carry no secrets.
-func publicReason(err error) string {
-	msg := err.Error()
-	const p = "vault: bad request: "
-	if len(msg) > len(p) && msg[:len(p)] == p {
-		return msg[len(p):]
-	}
-	return "bad request"
-}
-
 // readBody reads a bounded JSON body; it writes the error itself.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
@@ -148,17 +119,17 @@ func (s *Server) keyOpEvent(r *http.Request, sub policy.Subject, status int) aud
 // missing tenant is not audited: it answers like any unknown id.
 func (s *Server) keyOpFailed(w http.ResponseWriter, r *http.Request, sub policy.Subject, action, tenant, detailPrefix string, err error) {
 	if !errors.Is(err, vault.ErrTenantNotFound) {
-		_ = s.record(r.Context(), audit.Event{TenantID: tenant, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
-			Action: action, Outcome: audit.OutcomeFailure, HTTPStatus: statusForVaultErr(err), Detail: detailPrefix + errKind(err)})
+		_ = s.record(r.Context(), failedWrite(audit.Event{TenantID: tenant, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
+			Action: action, Detail: detailPrefix + errKind(err)}, err))
 	}
-	s.vaultError(w, r, err, msgTenantNotFound)
+	s.fail(w, r, err, msgTenantNotFound)
 }
 
 func (s *Server) getTenant(q *request) {
 	w, r := q.w, q.r
 	t, err := s.vault.GetTenant(r.Context(), q.id)
 	if err != nil {
-		s.vaultError(w, r, err, msgTenantNotFound)
+		s.fail(w, r, err, msgTenantNotFound)
 		return
 	}
 	writeJSON(w, http.StatusOK, viewTenant(t))
@@ -168,7 +139,7 @@ func (s *Server) listTenants(q *request) {
 	w, r := q.w, q.r
 	ts, err := s.vault.ListTenants(r.Context())
 	if err != nil {
-		s.vaultError(w, r, err, msgTenantNotFound)
+		s.fail(w, r, err, msgTenantNotFound)
 		return
 	}
 	out := api.TenantList{Tenants: make([]api.TenantKeys, 0, len(ts))}
@@ -248,9 +219,8 @@ func (s *Server) storeToken(q *request) {
 	md, err := s.vault.StoreToken(ctx, audit.Event{Actor: ev.Actor, OnBehalfOf: ev.OnBehalfOf, RequestID: ev.RequestID,
 		HTTPStatus: http.StatusOK, Detail: ev.Detail}, sub.Tenant, id, req.Provider, tok)
 	if err != nil {
-		ev.Outcome, ev.HTTPStatus = audit.OutcomeFailure, statusForVaultErr(err)
-		_ = s.record(ctx, ev)
-		s.vaultError(w, r, err, msgIntegrationNotFound)
+		_ = s.record(ctx, failedWrite(ev, err))
+		s.fail(w, r, err, msgIntegrationNotFound)
 		return
 	}
 	writeJSON(w, http.StatusOK, viewIntegration(md))
@@ -260,7 +230,7 @@ func (s *Server) getIntegration(q *request) {
 	w, r := q.w, q.r
 	md, err := s.vault.GetIntegration(r.Context(), q.sub.Tenant, q.id)
 	if err != nil {
-		s.vaultError(w, r, err, msgIntegrationNotFound)
+		s.fail(w, r, err, msgIntegrationNotFound)
 		return
 	}
 	writeJSON(w, http.StatusOK, viewIntegration(md))
@@ -270,7 +240,7 @@ func (s *Server) listIntegrations(q *request) {
 	w, r := q.w, q.r
 	mds, err := s.vault.ListIntegrations(r.Context(), q.sub.Tenant)
 	if err != nil {
-		s.vaultError(w, r, err, msgIntegrationNotFound)
+		s.fail(w, r, err, msgIntegrationNotFound)
 		return
 	}
 	out := api.IntegrationList{Integrations: make([]api.Integration, 0, len(mds))}
@@ -287,10 +257,10 @@ func (s *Server) deleteIntegration(q *request) {
 		RequestID: requestID(ctx), HTTPStatus: http.StatusOK}, sub.Tenant, id)
 	if err != nil {
 		if !errors.Is(err, vault.ErrNotFound) {
-			_ = s.record(ctx, audit.Event{TenantID: sub.Tenant, IntegrationID: id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
-				Action: audit.ActionIntegrationDelete, Outcome: audit.OutcomeFailure, HTTPStatus: statusForVaultErr(err), Detail: errKind(err)})
+			_ = s.record(ctx, failedWrite(audit.Event{TenantID: sub.Tenant, IntegrationID: id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
+				Action: audit.ActionIntegrationDelete, Detail: errKind(err)}, err))
 		}
-		s.vaultError(w, r, err, msgIntegrationNotFound)
+		s.fail(w, r, err, msgIntegrationNotFound)
 		return
 	}
 	// The integration.delete event was committed with the delete.
@@ -332,39 +302,6 @@ func (s *Server) queryAudit(q *request) {
 	}
 	if !wrote {
 		w.WriteHeader(http.StatusOK)
-	}
-}
-
-func statusForVaultErr(err error) int {
-	switch {
-	case errors.Is(err, vault.ErrNotFound), errors.Is(err, vault.ErrTenantNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, vault.ErrBadRequest):
-		return http.StatusBadRequest
-	case errors.Is(err, vault.ErrReauthorizationRequired), errors.Is(err, vault.ErrTenantExists), errors.Is(err, vault.ErrConflict):
-		return http.StatusConflict
-	default:
-		return http.StatusServiceUnavailable
-	}
-}
-
-// errKind is a short, secret-free label of an error for audit details.
-func errKind(err error) string {
-	switch {
-	case errors.Is(err, vault.ErrNotFound):
-		return "not_found"
-	case errors.Is(err, vault.ErrTenantNotFound):
-		return "tenant_not_found"
-	case errors.Is(err, vault.ErrTenantExists):
-		return "exists"
-	case errors.Is(err, vault.ErrBadRequest):
-		return "bad_request"
-	case errors.Is(err, vault.ErrReauthorizationRequired):
-		return "reauthorization_required"
-	case errors.Is(err, vault.ErrConflict):
-		return "conflict"
-	default:
-		return "unavailable"
 	}
 }
 

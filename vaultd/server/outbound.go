@@ -94,49 +94,6 @@ func withinBase(reqURL, base *url.URL, loc string) bool {
 	return p == strings.TrimSuffix(prefix, "/") || strings.HasPrefix(p, prefix)
 }
 
-// outboundError maps call errors to the contract; it also audits.
-func (s *Server) outboundError(w http.ResponseWriter, r *http.Request, o outbound, err error) {
-	ev := audit.Event{TenantID: o.tenant, IntegrationID: o.id, Actor: o.subject.Principal, OnBehalfOf: o.subject.OnBehalfOf,
-		Action: audit.ActionProxyRequest, TargetHost: o.target.Host, Detail: o.via + " " + o.method}
-	var code api.Code
-	var msg string
-	switch {
-	case errors.Is(err, errRedirectEgress):
-		code, msg = api.CodeEgressDenied, "upstream redirected outside the provider's API; not followed"
-		ev.Outcome = audit.OutcomeDenied
-	case errors.Is(err, proxy.ErrUpstreamTimeout):
-		code, msg = api.CodeUpstreamTimeout, "upstream did not answer in time"
-		ev.Outcome = audit.OutcomeFailure
-	case errors.Is(err, proxy.ErrUpstreamUnreachable):
-		code, msg = api.CodeUpstreamUnreachable, "upstream unreachable"
-		ev.Outcome = audit.OutcomeFailure
-	case errors.Is(err, errBufferBudget):
-		code, msg = api.CodeIntegrationUnavailable, "vaultd is buffering too many execute answers; retry later or use the proxy route, which streams"
-		ev.Outcome = audit.OutcomeFailure
-	case errors.Is(err, vault.ErrNotFound):
-		// Vanished between the metadata read and the token read.
-		writeError(w, r, api.CodeNotFound, msgIntegrationNotFound)
-		return
-	case errors.Is(err, vault.ErrReauthorizationRequired):
-		code, msg = api.CodeReauthorizationRequired, msgReauth
-		ev.Outcome = audit.OutcomeFailure
-	case r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
-		// The caller went away; nothing to answer, but the attempt (the
-		// token may have reached the upstream) is on record.
-		code, msg = api.CodeUpstreamUnreachable, "request cancelled"
-		ev.Outcome = audit.OutcomeFailure
-		ev.Detail += " (caller gave up)"
-	default:
-		s.log.ErrorContext(r.Context(), "outbound call failed", "request_id", requestID(r.Context()), "err", err)
-		code, msg = api.CodeIntegrationUnavailable, msgUnavailable
-		ev.Outcome = audit.OutcomeFailure
-	}
-	ev.HTTPStatus = code.Status()
-	ev.Detail += ": " + string(code)
-	_ = s.record(r.Context(), ev)
-	writeError(w, r, code, msg)
-}
-
 // prepare runs the gates common to proxy and execute: the integration
 // must exist in the caller's tenant (else not_found, identical for a
 // foreign one), then the target must stay inside the provider's API.
@@ -144,7 +101,7 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, sub policy.Subj
 	ctx := r.Context()
 	md, err := s.vault.GetIntegration(ctx, sub.Tenant, id)
 	if err != nil {
-		s.vaultError(w, r, err, msgIntegrationNotFound)
+		s.fail(w, r, err, msgIntegrationNotFound)
 		return outbound{}, false
 	}
 	p, ok := s.vault.Provider(md.Provider)
@@ -201,7 +158,7 @@ func (s *Server) proxy(q *request) {
 	ctx := r.Context()
 	resp, err := s.call(ctx, o)
 	if err != nil {
-		s.outboundError(w, r, o, err)
+		s.outboundFailed(w, r, o, err)
 		return
 	}
 	defer resp.Body.Close()
@@ -279,18 +236,18 @@ func (s *Server) execute(q *request) {
 	ctx := r.Context()
 	resp, err := s.call(ctx, o)
 	if err != nil {
-		s.outboundError(w, r, o, err)
+		s.outboundFailed(w, r, o, err)
 		return
 	}
 	defer resp.Body.Close()
 	rb, held, err := s.readAnswer(resp.Body)
 	defer s.bufs.release(held)
 	if errors.Is(err, errBufferBudget) {
-		s.outboundError(w, r, o, err)
+		s.outboundFailed(w, r, o, err)
 		return
 	}
 	if err != nil {
-		s.outboundError(w, r, o, errors.Join(proxy.ErrUpstreamUnreachable, err))
+		s.outboundFailed(w, r, o, errors.Join(proxy.ErrUpstreamUnreachable, err))
 		return
 	}
 	if int64(len(rb)) > s.maxBody {

@@ -19,17 +19,17 @@ import (
 // costs one fsync.
 func (s *Service) StoreToken(ctx context.Context, ev audit.Event, tenantID, id, providerName string, tok oauth.Token) (Metadata, error) {
 	if !storage.ValidID(id) {
-		return Metadata{}, fmt.Errorf("%w: invalid integration id", ErrBadRequest)
+		return Metadata{}, badRequest("invalid integration id")
 	}
 	p, ok := s.Provider(providerName)
 	if !ok {
-		return Metadata{}, fmt.Errorf("%w: unknown provider", ErrBadRequest)
+		return Metadata{}, badRequest("unknown provider")
 	}
 	if tok.AccessToken.IsZero() {
-		return Metadata{}, fmt.Errorf("%w: access_token is required", ErrBadRequest)
+		return Metadata{}, badRequest("access_token is required")
 	}
 	if tok.AccessToken.Len() > MaxTokenBytes || tok.RefreshToken.Len() > MaxTokenBytes {
-		return Metadata{}, fmt.Errorf("%w: access_token and refresh_token are limited to %d bytes each", ErrBadRequest, MaxTokenBytes)
+		return Metadata{}, badRequest(fmt.Sprintf("access_token and refresh_token are limited to %d bytes each", MaxTokenBytes))
 	}
 	t, err := s.tenant(ctx, tenantID)
 	if err != nil {

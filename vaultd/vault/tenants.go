@@ -14,7 +14,7 @@ import (
 // committed in the same transaction as the tenant.
 func (s *Service) CreateTenant(ctx context.Context, ev audit.Event, id string) (storage.Tenant, error) {
 	if !storage.ValidID(id) {
-		return storage.Tenant{}, fmt.Errorf("%w: invalid tenant id", ErrBadRequest)
+		return storage.Tenant{}, badRequest("invalid tenant id")
 	}
 	if _, err := s.store.GetTenant(ctx, id); err == nil {
 		return storage.Tenant{}, ErrTenantExists

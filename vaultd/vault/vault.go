@@ -48,6 +48,21 @@ var (
 	ErrRefreshThrottled = errors.New("vault: forced refresh throttled")
 )
 
+// BadRequestError is a refused request with a reason written for the
+// caller ("invalid integration id"): it names what is wrong, never a value
+// the caller sent, so the server may answer it as is. It matches
+// ErrBadRequest.
+type BadRequestError struct {
+	Reason string
+}
+
+func (e *BadRequestError) Error() string { return ErrBadRequest.Error() + ": " + e.Reason }
+
+// Is makes errors.Is(err, ErrBadRequest) hold.
+func (e *BadRequestError) Is(target error) bool { return target == ErrBadRequest }
+
+func badRequest(reason string) error { return &BadRequestError{Reason: reason} }
+
 // errTokenTooLarge: a provider answered a refresh with a token over
 // MaxTokenBytes; treated as a transient failure.
 var errTokenTooLarge = errors.New("vault: provider token over the size limit")
