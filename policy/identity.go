@@ -28,14 +28,45 @@ const (
 	RoleAuditor Role = "auditor"
 )
 
+// roles are every role, in the order messages list them.
+var roles = []Role{RoleApp, RoleOperator, RoleAuditor}
+
 // Valid reports whether r is a known role.
-func (r Role) Valid() bool {
-	switch r {
-	case RoleApp, RoleOperator, RoleAuditor:
-		return true
+func (r Role) Valid() bool { return slices.Contains(roles, r) }
+
+// ParseRoles reads a principal's roles as written in the config file: at
+// least one, each a known role, none twice. A refusal gives the index of
+// the entry at fault, or -1 when the list as a whole is; its message is
+// the bare reason, for the caller to prefix with where the list came from,
+// and it matches ErrInvalidDirectory.
+func ParseRoles(names []string) ([]Role, int, error) {
+	q := make([]string, len(roles))
+	for i, r := range roles {
+		q[i] = fmt.Sprintf("%q", r)
 	}
-	return false
+	want := strings.Join(q[:len(q)-1], ", ") + " or " + q[len(q)-1] // "app", "operator" or "auditor"
+	if len(names) == 0 {
+		return nil, -1, &roleError{"at least one role is required (" + want + ")"}
+	}
+	out := make([]Role, 0, len(names))
+	for i, n := range names {
+		r := Role(n)
+		if !r.Valid() {
+			return nil, i, &roleError{"not a role (want " + want + ")"}
+		}
+		if slices.Contains(out, r) {
+			return nil, i, &roleError{"listed twice"}
+		}
+		out = append(out, r)
+	}
+	return out, -1, nil
 }
+
+// roleError is a refused role list; its text is only the reason.
+type roleError struct{ reason string }
+
+func (e *roleError) Error() string { return e.reason }
+func (e *roleError) Unwrap() error { return ErrInvalidDirectory }
 
 // Sentinel errors of the identity layer.
 var (

@@ -209,3 +209,27 @@ func TestPrincipalSubject(t *testing.T) {
 		t.Fatal("Subject aliases the principal's roles")
 	}
 }
+
+func TestParseRoles(t *testing.T) {
+	got, i, err := ParseRoles([]string{"auditor", "app"})
+	if err != nil || i != -1 || !slices.Equal(got, []Role{RoleAuditor, RoleApp}) {
+		t.Fatalf("ParseRoles = %v, %d, %v", got, i, err)
+	}
+	for _, tc := range []struct {
+		names []string
+		i     int
+		msg   string
+	}{
+		{nil, -1, `at least one role is required ("app", "operator" or "auditor")`},
+		{[]string{}, -1, `at least one role is required ("app", "operator" or "auditor")`},
+		{[]string{"operator", "admin"}, 1, `not a role (want "app", "operator" or "auditor")`},
+		{[]string{"App"}, 0, `not a role (want "app", "operator" or "auditor")`},
+		{[]string{""}, 0, `not a role (want "app", "operator" or "auditor")`},
+		{[]string{"operator", "auditor", "operator"}, 2, "listed twice"},
+	} {
+		_, i, err := ParseRoles(tc.names)
+		if err == nil || i != tc.i || err.Error() != tc.msg || !errors.Is(err, ErrInvalidDirectory) {
+			t.Errorf("ParseRoles(%q) = %d, %v; want %d, %q", tc.names, i, err, tc.i, tc.msg)
+		}
+	}
+}

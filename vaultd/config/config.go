@@ -173,34 +173,15 @@ type TenantContextConfig struct {
 	ClockSkew   Duration `toml:"clock_skew"`
 }
 
-// Role is a principal's role.
-type Role string
-
-// Roles.
-const (
-	RoleApp      Role = "app"
-	RoleOperator Role = "operator"
-	RoleAuditor  Role = "auditor"
-)
-
 // Principal is one [[principals]] entry: a client certificate identity
-// (its first URI SAN, or else its subject CN) and what it may do.
+// (its first URI SAN, or else its subject CN) and what it may do. Roles
+// are policy's vocabulary, kept as written: vaultd reads them with
+// policy.ParseRoles and builds a policy.Principal from the entry.
 type Principal struct {
-	URISAN    string `toml:"uri_san"`
-	SubjectCN string `toml:"subject_cn"`
-	Roles     []Role `toml:"roles"`
-	Tenant    string `toml:"tenant"` // "" for app principals: tenant from the tenant-context JWT
-}
-
-// HasRole reports whether p has role r.
-func (p *Principal) HasRole(r Role) bool { return slices.Contains(p.Roles, r) }
-
-// Name is the identity the principal is matched by (URI SAN or CN).
-func (p *Principal) Name() string {
-	if p.URISAN != "" {
-		return p.URISAN
-	}
-	return p.SubjectCN
+	URISAN    string   `toml:"uri_san"`
+	SubjectCN string   `toml:"subject_cn"`
+	Roles     []string `toml:"roles"`
+	Tenant    string   `toml:"tenant"` // "" for app principals: tenant from the tenant-context JWT
 }
 
 // Auth styles: how the client authenticates at token_url.

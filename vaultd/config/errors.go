@@ -113,7 +113,7 @@ func sanitize(msg string) string {
 // friendlyType names a Go field type in operator terms.
 func friendlyType(t string) string {
 	switch t {
-	case "string", "config.Role", "config.AuthStyle":
+	case "string":
 		return "a string"
 	case "int", "int64", "uint32":
 		return "an integer"
@@ -121,7 +121,7 @@ func friendlyType(t string) string {
 		return "a boolean (true or false)"
 	case "config.Duration":
 		return "a duration string such as 30s"
-	case "[]string", "[]config.Role":
+	case "[]string":
 		return "an array of strings"
 	case "[]config.Principal":
 		return "an array of tables ([[principals]])"

@@ -281,31 +281,11 @@ func (v *validator) principals() error {
 			return v.fail(key, "duplicate principal: same %s as principals[%d]", strings.SplitN(id, " ", 2)[0], j)
 		}
 		seen[id] = i
-		if len(p.Roles) == 0 {
-			return v.fail(key+".roles", "at least one role is required (%q, %q or %q)", RoleApp, RoleOperator, RoleAuditor)
-		}
-		roles := map[Role]bool{}
-		for j, r := range p.Roles {
-			switch r {
-			case RoleApp, RoleOperator, RoleAuditor:
-			default:
-				return v.fail(fmt.Sprintf("%s.roles[%d]", key, j), "not a role (want %q, %q or %q)", RoleApp, RoleOperator, RoleAuditor)
-			}
-			if roles[r] {
-				return v.fail(fmt.Sprintf("%s.roles[%d]", key, j), "listed twice")
-			}
-			roles[r] = true
-		}
-		if p.Tenant != "" {
-			if roles[RoleOperator] {
-				return v.fail(key+".tenant", "operator principals are platform-wide and cannot have a tenant")
-			}
-			if !ids.Valid(p.Tenant) {
-				return v.fail(key+".tenant", "not a valid tenant id (1-128 of A-Z a-z 0-9 . _ -, starting alphanumeric)")
-			}
-		}
-		if roles[RoleApp] && p.Tenant == "" && v.cfg.TenantContext == nil {
-			return v.fail(key+".tenant", `an app principal with tenant "" takes its tenant from a tenant-context JWT, which needs [tenant_context]`)
+		// Roles are policy's vocabulary: the wiring reads them (and the
+		// rules that tie roles to a tenant) with policy's parser and
+		// reports a refusal at its key and line through KeyError.
+		if p.Tenant != "" && !ids.Valid(p.Tenant) {
+			return v.fail(key+".tenant", "not a valid tenant id (1-128 of A-Z a-z 0-9 . _ -, starting alphanumeric)")
 		}
 	}
 	return nil

@@ -443,13 +443,9 @@ func buildTLS(cfg *config.Config) (*tls.Config, error) {
 }
 
 func buildIdentity(cfg *config.Config) (server.Identity, error) {
-	ps := make([]policy.Principal, 0, len(cfg.Principals))
-	for _, p := range cfg.Principals {
-		roles := make([]policy.Role, 0, len(p.Roles))
-		for _, r := range p.Roles {
-			roles = append(roles, policy.Role(r))
-		}
-		ps = append(ps, policy.Principal{Name: p.Name(), URISAN: p.URISAN, SubjectCN: p.SubjectCN, Roles: roles, Tenant: p.Tenant})
+	ps, err := principals(cfg)
+	if err != nil {
+		return server.Identity{}, err
 	}
 	dir, err := policy.NewDirectory(ps)
 	if err != nil {

@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/vaultd/vaultd/harden"
+	"github.com/vaultd/vaultd/policy"
 	"github.com/vaultd/vaultd/vaultd/config"
 )
 
@@ -35,4 +37,33 @@ func hardenOptions(cfg *config.Config) (harden.Options, error) {
 		NoNewPrivs:    h.NoNewPrivs,
 		Dumpable:      h.Dumpable,
 	}, nil
+}
+
+// principals maps [[principals]] to policy's principals: the roles are read
+// by policy.ParseRoles. The two rules that tie roles to the file's other
+// tables are checked here, so that a refusal names the tenant key: an
+// operator has no tenant (policy.NewDirectory refuses that too), and an
+// app principal without one needs [tenant_context].
+func principals(cfg *config.Config) ([]policy.Principal, error) {
+	ps := make([]policy.Principal, 0, len(cfg.Principals))
+	for i, p := range cfg.Principals {
+		key := fmt.Sprintf("principals[%d]", i)
+		roles, j, err := policy.ParseRoles(p.Roles)
+		if err != nil {
+			rkey := key + ".roles"
+			if j >= 0 {
+				rkey = fmt.Sprintf("%s[%d]", rkey, j)
+			}
+			return nil, cfg.KeyError(rkey, err)
+		}
+		pp := policy.Principal{URISAN: p.URISAN, SubjectCN: p.SubjectCN, Roles: roles, Tenant: p.Tenant}
+		switch {
+		case p.Tenant != "" && pp.HasRole(policy.RoleOperator):
+			return nil, cfg.KeyError(key+".tenant", errors.New("operator principals are platform-wide and cannot have a tenant"))
+		case p.Tenant == "" && pp.HasRole(policy.RoleApp) && cfg.TenantContext == nil:
+			return nil, cfg.KeyError(key+".tenant", errors.New(`an app principal with tenant "" takes its tenant from a tenant-context JWT, which needs [tenant_context]`))
+		}
+		ps = append(ps, pp)
+	}
+	return ps, nil
 }

@@ -2,10 +2,12 @@ package daemon
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/vaultd/vaultd/harden"
+	"github.com/vaultd/vaultd/policy"
 	"github.com/vaultd/vaultd/vaultd/config"
 )
 
@@ -86,4 +88,111 @@ func TestHardenOptionsRefusals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// settingsPrincipals follows settingsBase: [tenant_context] at line 15,
+// the first [[principals]] at line 20, the second at line 25.
+const settingsPrincipals = `[tenant_context]
+jwks_file = "tc.jwks.json"
+issuer    = "https://auth.example.internal"
+audience  = "vaultd"
+
+[[principals]]
+uri_san = "spiffe://example.internal/app/crm-sync"
+roles   = ["app"]
+tenant  = ""
+
+[[principals]]
+subject_cn = "ops-admin"
+roles      = ["operator"]
+`
+
+func TestPrincipals(t *testing.T) {
+	ps, err := principals(parseSettings(t, settingsBase+settingsPrincipals+
+		"\n[[principals]]\nsubject_cn = \"siem\"\nroles = [\"auditor\", \"app\"]\ntenant = \"acme\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []policy.Principal{
+		{URISAN: "spiffe://example.internal/app/crm-sync", Roles: []policy.Role{policy.RoleApp}},
+		{SubjectCN: "ops-admin", Roles: []policy.Role{policy.RoleOperator}},
+		{SubjectCN: "siem", Roles: []policy.Role{policy.RoleAuditor, policy.RoleApp}, Tenant: "acme"},
+	}
+	if !reflect.DeepEqual(ps, want) {
+		t.Fatalf("got  %+v\nwant %+v", ps, want)
+	}
+	if _, err := policy.NewDirectory(ps); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPrincipalsRefusals(t *testing.T) {
+	doc := settingsBase + settingsPrincipals
+	edit := func(old, new string) string {
+		t.Helper()
+		if !strings.Contains(doc, old) {
+			t.Fatalf("doc lacks %q", old)
+		}
+		return strings.Replace(doc, old, new, 1)
+	}
+	for _, tc := range []struct{ name, doc, want string }{
+		{"no roles", edit(`roles      = ["operator"]`, `roles = []`), `line 27: principals[1].roles: at least one role is required ("app", "operator" or "auditor")`},
+		{"roles absent", edit(`roles      = ["operator"]`, ``), `line 25: principals[1].roles: at least one role is required`},
+		{"bad role", edit(`roles      = ["operator"]`, `roles = ["operator", "admin"]`), `line 27: principals[1].roles[1]: not a role (want "app", "operator" or "auditor")`},
+		{"role twice", edit(`roles      = ["operator"]`, `roles = ["operator", "operator"]`), `principals[1].roles[1]: listed twice`},
+		{"operator with tenant", edit(`roles      = ["operator"]`, `roles = ["operator"]`+"\ntenant = \"acme\""),
+			`line 28: principals[1].tenant: operator principals are platform-wide and cannot have a tenant`},
+		{"app+operator with tenant", edit(`roles      = ["operator"]`, `roles = ["app", "operator"]`+"\ntenant = \"acme\""),
+			`principals[1].tenant: operator principals are platform-wide`},
+		{"app without tenant_context", edit("[tenant_context]\njwks_file = \"tc.jwks.json\"\nissuer    = \"https://auth.example.internal\"\naudience  = \"vaultd\"\n", ""),
+			`principals[0].tenant: an app principal with tenant "" takes its tenant from a tenant-context JWT, which needs [tenant_context]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := principals(parseSettings(t, tc.doc))
+			checkConfigErr(t, err, tc.want)
+			if _, err := buildIdentity(parseSettings(t, tc.doc)); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("buildIdentity: %v", err)
+			}
+		})
+	}
+}
+
+// FuzzSettings: a document config accepts either maps to settings that
+// hold what the rest of vaultd relies on, or is refused with one
+// well-formed config error.
+func FuzzSettings(f *testing.F) {
+	f.Add([]byte(settingsBase))
+	f.Add([]byte(settingsBase + settingsPrincipals))
+	f.Add([]byte(settingsBase + "[harden]\nmlock = \"off\"\nseccomp = \"log\"\nextra_syscalls = [\"ioctl\"]\n"))
+	f.Add([]byte(settingsBase + "[[principals]]\nsubject_cn = \"x\"\nroles = [\"operator\"]\ntenant = \"acme\"\n"))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		cfg, err := config.Parse(doc, t.TempDir(), config.ModeSyntax)
+		if err != nil {
+			return
+		}
+		wellFormed := func(err error) {
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "config <input>: ") || strings.ContainsAny(msg, "\r\n") || !errors.Is(err, config.ErrInvalid) {
+				t.Fatalf("malformed error %q", msg)
+			}
+		}
+		if o, err := hardenOptions(cfg); err != nil {
+			wellFormed(err)
+		} else if _, err := harden.ParseMlock(string(o.Mlock)); err != nil || o.Mlock == "" || o.Seccomp == "" {
+			t.Fatalf("hardening options with bad modes: %+v", o)
+		}
+		ps, err := principals(cfg)
+		if err != nil {
+			wellFormed(err)
+			return
+		}
+		for _, p := range ps {
+			if len(p.Roles) == 0 || (p.Tenant != "" && p.HasRole(policy.RoleOperator)) {
+				t.Fatalf("principal accepted with bad values: %+v", p)
+			}
+			if p.HasRole(policy.RoleApp) && p.Tenant == "" && cfg.TenantContext == nil {
+				t.Fatalf("app principal without tenant and without [tenant_context] accepted")
+			}
+		}
+	})
 }
