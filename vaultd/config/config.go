@@ -184,12 +184,6 @@ type Principal struct {
 	Tenant    string   `toml:"tenant"` // "" for app principals: tenant from the tenant-context JWT
 }
 
-// Auth styles: how the client authenticates at token_url.
-const (
-	AuthStyleBasic = "basic" // HTTP Basic (RFC 6749 §2.3.1)
-	AuthStyleBody  = "body"  // client_id/client_secret form parameters
-)
-
 // Provider is one [providers.NAME] table.
 type Provider struct {
 	Name                 string   `toml:"-"` // the NAME of [providers.NAME]
@@ -198,7 +192,7 @@ type Provider struct {
 	APIBaseURL           string   `toml:"api_base_url"`
 	ClientID             string   `toml:"client_id"`
 	ClientSecretFile     string   `toml:"client_secret_file"`
-	AuthStyle            string   `toml:"auth_style"` // AuthStyleBasic or AuthStyleBody
+	AuthStyle            string   `toml:"auth_style"` // oauth's vocabulary, as written ("" = not set): oauth.ParseAuthStyle
 	Scopes               []string `toml:"scopes"`
 	RefreshMargin        Duration `toml:"refresh_margin"`
 	DefaultTokenLifetime Duration `toml:"default_token_lifetime"`

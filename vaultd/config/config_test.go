@@ -261,8 +261,7 @@ func TestValidationErrors(t *testing.T) {
 		{"revocation_url empty", edit(t, `client_id          = "abc"`, `client_id = "abc"`+"\nrevocation_url = \"\""), []string{"providers.example.revocation_url: must not be empty"}},
 		{"client_id missing", edit(t, `client_id          = "abc"`, ""), []string{"providers.example.client_id: required"}},
 		{"client_secret_file missing", edit(t, `client_secret_file = "secrets/example"`, ""), []string{"providers.example.client_secret_file: required"}},
-		{"auth_style", edit(t, `client_id          = "abc"`, `client_id = "abc"`+"\nauth_style = \"header\""), []string{`line 34: providers.example.auth_style: not allowed (want "basic" or "body")`}},
-		{"auth_style empty", edit(t, `client_id          = "abc"`, `client_id = "abc"`+"\nauth_style = \"\""), []string{`providers.example.auth_style: must not be empty`}},
+		{"auth_style empty", edit(t, `client_id          = "abc"`, `client_id = "abc"`+"\nauth_style = \"\""), []string{`line 34: providers.example.auth_style: must not be empty (omit the key for the default)`}},
 		{"scope space", edit(t, `client_id          = "abc"`, `client_id = "abc"`+"\nscopes = [\"a\", \"b c\"]"), []string{"providers.example.scopes[1]: not an OAuth scope token"}},
 		{"scope twice", edit(t, `client_id          = "abc"`, `client_id = "abc"`+"\nscopes = [\"a\", \"a\"]"), []string{`providers.example.scopes[1]: listed twice`}},
 		{"ca_file empty", edit(t, `client_id          = "abc"`, `client_id = "abc"`+"\nca_file = \"\""), []string{"providers.example.ca_file: must not be empty"}},
@@ -444,7 +443,7 @@ func TestFullExample(t *testing.T) {
 	p := cfg.Providers["example"]
 	if p.Name != "example" || p.TokenURL != "https://oauth.example.com/token" ||
 		p.RevocationURL != "https://oauth.example.com/revoke" || p.APIBaseURL != "https://api.example.com/v2" ||
-		p.ClientID != "abc" || p.ClientSecretFile != "/etc/vaultd/secrets/example" || p.AuthStyle != AuthStyleBasic ||
+		p.ClientID != "abc" || p.ClientSecretFile != "/etc/vaultd/secrets/example" || p.AuthStyle != "basic" ||
 		!reflect.DeepEqual(p.Scopes, []string{"contacts.read", "contacts.write"}) ||
 		p.RefreshMargin.Duration() != time.Minute || p.DefaultTokenLifetime.Duration() != time.Hour ||
 		p.Timeout.Duration() != 30*time.Second || p.CAFile != "/etc/vaultd/tls/example-ca.crt" {
@@ -549,7 +548,8 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("absent [tenant_context] must stay nil: %+v", cfg.TenantContext)
 	}
 	p := cfg.Providers["example"]
-	if p.AuthStyle != AuthStyleBasic || p.RefreshMargin.Duration() != 60*time.Second ||
+	// An absent auth_style stays "": oauth.ParseAuthStyle supplies the default.
+	if p.AuthStyle != "" || p.RefreshMargin.Duration() != 60*time.Second ||
 		p.DefaultTokenLifetime.Duration() != time.Hour || p.Timeout.Duration() != 30*time.Second ||
 		p.RevocationURL != "" || p.RevocationEndpoint != nil || p.CAFile != "" || len(p.Scopes) != 0 {
 		t.Errorf("provider defaults: %+v", *p)
@@ -585,7 +585,7 @@ dumpable = true
 		t.Errorf("tenant_context: %+v", *tc)
 	}
 	p = cfg.Providers["example"]
-	if p.AuthStyle != AuthStyleBody || p.RefreshMargin.Duration() != 5*time.Minute ||
+	if p.AuthStyle != "body" || p.RefreshMargin.Duration() != 5*time.Minute ||
 		p.DefaultTokenLifetime.Duration() != 2*time.Hour || p.Timeout.Duration() != 3*time.Second {
 		t.Errorf("provider: %+v", *p)
 	}

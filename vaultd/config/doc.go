@@ -17,9 +17,10 @@
 // directory of the config file.
 //
 // Some values are words of another package's vocabulary: the [harden]
-// modes and extra_syscalls (package harden) and principal roles (policy,
-// with the rules that tie roles to a tenant). This package keeps them as
-// written and refuses only an explicitly empty one; vaultd reads them with their
+// modes and extra_syscalls (package harden), principal roles (policy, with
+// the rules that tie roles to a tenant) and a provider's auth_style
+// (oauth). This package keeps them as written and refuses only an
+// explicitly empty one; vaultd reads them with their
 // owner's parser when it starts or reloads, and reports a refusal the same
 // way, at the key's line (Config.KeyError).
 //

@@ -47,8 +47,7 @@ func FuzzParse(f *testing.F) {
 		}
 		for name, p := range cfg.Providers {
 			if p == nil || p.Name != name || p.TokenEndpoint == nil || p.APIBase == nil ||
-				p.Timeout.Duration() <= 0 || p.RefreshMargin.Duration() <= 0 || p.DefaultTokenLifetime.Duration() <= 0 ||
-				(p.AuthStyle != AuthStyleBasic && p.AuthStyle != AuthStyleBody) {
+				p.Timeout.Duration() <= 0 || p.RefreshMargin.Duration() <= 0 || p.DefaultTokenLifetime.Duration() <= 0 {
 				t.Fatalf("provider %q accepted with bad values: %+v", name, p)
 			}
 		}

@@ -199,7 +199,6 @@ func TestSecretsNeverInErrors(t *testing.T) {
 		"[server]\nlisten = \"\\u" + distinctive + "\"\n",
 		"[server]\nlisten = 1979-05-27T07:" + distinctive + "\n",
 		"# " + distinctive + "\n[server]\nlistn = 1\n",
-		edit(t, `client_id          = "abc"`, `client_id = "abc"`+"\nauth_style = \""+distinctive+"x\""),
 		edit(t, `token_url          = "https://oauth.example.com/token"`, `token_url = "http://`+distinctive+`@example.com/token"`),
 		edit(t, `token_url          = "https://oauth.example.com/token"`, `token_url = "https://example.com/token#`+distinctive+`"`),
 		edit(t, `api_base_url       = "https://api.example.com/v2"`, `api_base_url = "https://api.example.com/v2?k=`+distinctive+`"`),

@@ -321,15 +321,11 @@ func (v *validator) providers() error {
 		if strings.IndexFunc(p.ClientID, isControl) >= 0 {
 			return v.fail(key+".client_id", "must not contain control characters")
 		}
-		switch p.AuthStyle {
-		case AuthStyleBasic, AuthStyleBody:
-		case "":
-			if v.ix.has(key + ".auth_style") {
-				return v.fail(key+".auth_style", "must not be empty (want %q or %q)", AuthStyleBasic, AuthStyleBody)
-			}
-			p.AuthStyle = AuthStyleBasic
-		default:
-			return v.fail(key+".auth_style", "not allowed (want %q or %q)", AuthStyleBasic, AuthStyleBody)
+		// auth_style is oauth's vocabulary: the wiring reads it with
+		// oauth.ParseAuthStyle (which knows the default) and reports a
+		// refusal through KeyError; "" is how an omitted key reaches it.
+		if p.AuthStyle == "" && v.ix.has(key+".auth_style") {
+			return v.fail(key+".auth_style", "must not be empty (omit the key for the default)")
 		}
 		seen := map[string]bool{}
 		for i, s := range p.Scopes {

@@ -479,6 +479,10 @@ func buildProviders(cfg *config.Config, log *slog.Logger) (vault.Providers, map[
 	fwds := map[string]*proxy.Forwarder{}
 	for _, name := range cfg.ProviderNames() {
 		p := cfg.Providers[name]
+		style, err := authStyle(cfg, name)
+		if err != nil {
+			return nil, nil, err
+		}
 		pool := p.RootCAs
 		if pool == nil {
 			roots, err := x509.SystemCertPool() // a fresh copy per call
@@ -502,7 +506,7 @@ func buildProviders(cfg *config.Config, log *slog.Logger) (vault.Providers, map[
 			Name: name,
 			Endpoint: oauth.Endpoint{
 				TokenURL: p.TokenURL, RevocationURL: p.RevocationURL, ClientID: p.ClientID,
-				ClientSecret: p.ClientSecret, AuthStyle: p.AuthStyle, Timeout: p.Timeout.Duration(), HTTPClient: hc,
+				ClientSecret: p.ClientSecret, AuthStyle: style, Timeout: p.Timeout.Duration(), HTTPClient: hc,
 			},
 			APIBase:         p.APIBase,
 			Scopes:          p.Scopes,

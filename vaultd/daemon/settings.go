@@ -7,6 +7,7 @@ import (
 	"github.com/vaultd/vaultd/harden"
 	"github.com/vaultd/vaultd/policy"
 	"github.com/vaultd/vaultd/vaultd/config"
+	"github.com/vaultd/vaultd/vaultd/oauth"
 )
 
 // The config file spells some values in other packages' vocabularies.
@@ -66,4 +67,13 @@ func principals(cfg *config.Config) ([]policy.Principal, error) {
 		ps = append(ps, pp)
 	}
 	return ps, nil
+}
+
+// authStyle reads [providers.NAME] auth_style with oauth.ParseAuthStyle.
+func authStyle(cfg *config.Config, name string) (string, error) {
+	style, err := oauth.ParseAuthStyle(cfg.Providers[name].AuthStyle)
+	if err != nil {
+		return "", cfg.KeyError("providers."+name+".auth_style", err)
+	}
+	return style, nil
 }

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"errors"
+	"log/slog"
 	"reflect"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/vaultd/vaultd/harden"
 	"github.com/vaultd/vaultd/policy"
 	"github.com/vaultd/vaultd/vaultd/config"
+	"github.com/vaultd/vaultd/vaultd/oauth"
 )
 
 // settingsBase is a minimal config for ModeSyntax (no file is touched).
@@ -165,6 +167,7 @@ func FuzzSettings(f *testing.F) {
 	f.Add([]byte(settingsBase + settingsPrincipals))
 	f.Add([]byte(settingsBase + "[harden]\nmlock = \"off\"\nseccomp = \"log\"\nextra_syscalls = [\"ioctl\"]\n"))
 	f.Add([]byte(settingsBase + "[[principals]]\nsubject_cn = \"x\"\nroles = [\"operator\"]\ntenant = \"acme\"\n"))
+	f.Add([]byte(settingsBase + settingsProvider + "auth_style = \"body\"\n"))
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		cfg, err := config.Parse(doc, t.TempDir(), config.ModeSyntax)
 		if err != nil {
@@ -181,6 +184,13 @@ func FuzzSettings(f *testing.F) {
 		} else if _, err := harden.ParseMlock(string(o.Mlock)); err != nil || o.Mlock == "" || o.Seccomp == "" {
 			t.Fatalf("hardening options with bad modes: %+v", o)
 		}
+		for _, name := range cfg.ProviderNames() {
+			if style, err := authStyle(cfg, name); err != nil {
+				wellFormed(err)
+			} else if style != oauth.AuthStyleBasic && style != oauth.AuthStyleBody {
+				t.Fatalf("provider %q with auth style %q", name, style)
+			}
+		}
 		ps, err := principals(cfg)
 		if err != nil {
 			wellFormed(err)
@@ -195,4 +205,67 @@ func FuzzSettings(f *testing.F) {
 			}
 		}
 	})
+}
+
+// settingsProvider follows settingsBase: [providers.example] at line 15.
+const settingsProvider = `[providers.example]
+token_url          = "https://oauth.example.com/token"
+api_base_url       = "https://api.example.com/v2"
+client_id          = "abc"
+client_secret_file = "secrets/example"
+`
+
+func TestAuthStyle(t *testing.T) {
+	for style, want := range map[string]string{"": oauth.AuthStyleBasic, "basic": oauth.AuthStyleBasic, "body": oauth.AuthStyleBody} {
+		doc := settingsBase + settingsProvider
+		if style != "" {
+			doc += "auth_style         = \"" + style + "\"\n"
+		}
+		got, err := authStyle(parseSettings(t, doc), "example")
+		if err != nil || got != want {
+			t.Errorf("auth_style %q: %q, %v", style, got, err)
+		}
+	}
+	doc := settingsBase + settingsProvider + "auth_style         = \"header\"\n"
+	_, err := authStyle(parseSettings(t, doc), "example")
+	checkConfigErr(t, err, `line 20: providers.example.auth_style: not allowed (want "basic" or "body")`)
+	_, _, err = buildProviders(parseSettings(t, doc), slog.New(slog.DiscardHandler))
+	checkConfigErr(t, err, `line 20: providers.example.auth_style: not allowed`)
+}
+
+// TestSettingsNeverEchoValues: like config's own errors, a refusal from
+// the wiring names the key, never the value (a mistaken one may be a
+// secret pasted into the wrong key).
+func TestSettingsNeverEchoValues(t *testing.T) {
+	const secret = "Zq7-SECRET-9f3c-HUNTER2"
+	for _, doc := range []string{
+		settingsBase + settingsProvider + "auth_style = \"" + secret + "\"\n",
+		settingsBase + "[harden]\nmlock = \"" + secret + "\"\n",
+		settingsBase + "[harden]\nseccomp = \"" + secret + "\"\n",
+		settingsBase + "[harden]\nextra_syscalls = [\"" + secret + "\"]\n",
+		settingsBase + "[harden]\nextra_syscalls = [\"zq7_secret_9f3c_hunter2\"]\n",
+		settingsBase + "[[principals]]\nsubject_cn = \"x\"\nroles = [\"" + secret + "\"]\n",
+	} {
+		cfg := parseSettings(t, doc)
+		var errs []error
+		if _, err := hardenOptions(cfg); err != nil {
+			errs = append(errs, err)
+		}
+		if _, err := principals(cfg); err != nil {
+			errs = append(errs, err)
+		}
+		for _, name := range cfg.ProviderNames() {
+			if _, err := authStyle(cfg, name); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if len(errs) == 0 {
+			t.Errorf("accepted: %q", doc)
+		}
+		for _, err := range errs {
+			if msg := strings.ToLower(err.Error()); strings.Contains(msg, strings.ToLower(secret)) || strings.Contains(msg, "zq7_secret") {
+				t.Errorf("value echoed: %s", err)
+			}
+		}
+	}
 }

@@ -34,6 +34,26 @@ const (
 	AuthStyleBody  = "body"  // client_id and client_secret in the form body
 )
 
+// ParseAuthStyle reads an auth style as written in a config file; "" (not
+// set) is the default, AuthStyleBasic. A refusal's message is the bare
+// reason, for the caller to prefix with where the value came from; it
+// matches ErrInvalidEndpoint.
+func ParseAuthStyle(s string) (string, error) {
+	switch s {
+	case "", AuthStyleBasic:
+		return AuthStyleBasic, nil
+	case AuthStyleBody:
+		return AuthStyleBody, nil
+	}
+	return "", &authStyleError{fmt.Sprintf("not allowed (want %q or %q)", AuthStyleBasic, AuthStyleBody)}
+}
+
+// authStyleError is a refused auth style; its text is only the reason.
+type authStyleError struct{ reason string }
+
+func (e *authStyleError) Error() string { return e.reason }
+func (e *authStyleError) Unwrap() error { return ErrInvalidEndpoint }
+
 // DefaultTimeout bounds one call when Endpoint.Timeout is zero.
 const DefaultTimeout = 30 * time.Second
 

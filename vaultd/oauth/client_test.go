@@ -532,3 +532,17 @@ func TestErrorString(t *testing.T) {
 		t.Fatal("nil / foreign errors are neither")
 	}
 }
+
+func TestParseAuthStyle(t *testing.T) {
+	for in, want := range map[string]string{"": oauth.AuthStyleBasic, "basic": oauth.AuthStyleBasic, "body": oauth.AuthStyleBody} {
+		if got, err := oauth.ParseAuthStyle(in); got != want || err != nil {
+			t.Errorf("ParseAuthStyle(%q) = %q, %v", in, got, err)
+		}
+	}
+	for _, in := range []string{"header", "Basic", "jwt", " body"} {
+		_, err := oauth.ParseAuthStyle(in)
+		if err == nil || err.Error() != `not allowed (want "basic" or "body")` || !errors.Is(err, oauth.ErrInvalidEndpoint) {
+			t.Errorf("ParseAuthStyle(%q): %v", in, err)
+		}
+	}
+}
