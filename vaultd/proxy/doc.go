@@ -3,7 +3,13 @@
 // caller-chosen path to a provider's api_base_url, header filtering in both
 // directions, streaming redaction of the access token from upstream
 // answers, the Forwarder that injects the token and never follows
-// redirects, and the JSON codec of the execute endpoint.
+// redirects, Forwarder.Call (the one path both routes take: the token
+// from a Tokens source, one forced refresh and retry on an upstream 401
+// when the source allows it, the redirect egress check), Relay (the
+// answer back to the caller), the memory budget of buffered execute
+// answers, and the JSON codec of the execute endpoint. It knows nothing of
+// the vault or the HTTP server: the server hands it a Tokens for the
+// integration being called and translates its errors.
 //
 // Decisions an operator may want to know:
 //

@@ -31,10 +31,10 @@ const msgConflict = "already exists or changed concurrently"
 // Anything else is errUnavailable. Messages are fixed and secret-free:
 // the cause goes to the log, never to the caller.
 var errTable = []errRow{
-	{target: errRedirectEgress, code: api.CodeEgressDenied, message: "upstream redirected outside the provider's API; not followed", kind: "egress_denied", denied: true},
+	{target: proxy.ErrRedirectEgress, code: api.CodeEgressDenied, message: "upstream redirected outside the provider's API; not followed", kind: "egress_denied", denied: true},
 	{target: proxy.ErrUpstreamTimeout, code: api.CodeUpstreamTimeout, message: "upstream did not answer in time", kind: "upstream_timeout"},
 	{target: proxy.ErrUpstreamUnreachable, code: api.CodeUpstreamUnreachable, message: "upstream unreachable", kind: "upstream_unreachable"},
-	{target: errBufferBudget, code: api.CodeIntegrationUnavailable, message: "vaultd is buffering too many execute answers; retry later or use the proxy route, which streams", kind: "buffer_budget"},
+	{target: proxy.ErrBufferBudget, code: api.CodeIntegrationUnavailable, message: "vaultd is buffering too many execute answers; retry later or use the proxy route, which streams", kind: "buffer_budget"},
 	{target: vault.ErrNotFound, code: api.CodeNotFound, kind: "not_found"},
 	{target: vault.ErrTenantNotFound, code: api.CodeNotFound, kind: "tenant_not_found"},
 	{target: vault.ErrBadRequest, code: api.CodeBadRequest, kind: "bad_request"},
@@ -120,8 +120,8 @@ func (s *Server) outboundFailed(w http.ResponseWriter, r *http.Request, o outbou
 		s.log.ErrorContext(r.Context(), "outbound call failed", "request_id", requestID(r.Context()), "err", err)
 	}
 	ev := audit.Event{TenantID: o.tenant, IntegrationID: o.id, Actor: o.subject.Principal, OnBehalfOf: o.subject.OnBehalfOf,
-		Action: audit.ActionProxyRequest, Outcome: audit.OutcomeFailure, TargetHost: o.target.Host,
-		HTTPStatus: row.code.Status(), Detail: o.via + " " + o.method}
+		Action: audit.ActionProxyRequest, Outcome: audit.OutcomeFailure, TargetHost: o.URL.Host,
+		HTTPStatus: row.code.Status(), Detail: o.via + " " + o.Method}
 	if row.denied {
 		ev.Outcome = audit.OutcomeDenied
 	}

@@ -33,8 +33,8 @@ func TestErrTable(t *testing.T) {
 		{errors.New("anything"), api.CodeIntegrationUnavailable, 503, msgUnavailable, "unavailable"},
 		{&proxy.UpstreamError{Kind: proxy.ErrUpstreamTimeout}, api.CodeUpstreamTimeout, 504, "upstream did not answer in time", "upstream_timeout"},
 		{proxy.ErrUpstreamResponse, api.CodeUpstreamUnreachable, 502, "upstream unreachable", "upstream_unreachable"},
-		{errRedirectEgress, api.CodeEgressDenied, 403, "upstream redirected outside the provider's API; not followed", "egress_denied"},
-		{errBufferBudget, api.CodeIntegrationUnavailable, 503, "vaultd is buffering too many execute answers; retry later or use the proxy route, which streams", "buffer_budget"},
+		{proxy.ErrRedirectEgress, api.CodeEgressDenied, 403, "upstream redirected outside the provider's API; not followed", "egress_denied"},
+		{proxy.ErrBufferBudget, api.CodeIntegrationUnavailable, 503, "vaultd is buffering too many execute answers; retry later or use the proxy route, which streams", "buffer_budget"},
 	} {
 		row, _ := lookupErr(c.err)
 		if row.code != c.code || row.code.Status() != c.status || row.kind != c.kind || row.publicMessage(c.err, "route's") != c.message {

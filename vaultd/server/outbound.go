@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/vaultd/vaultd/internal/secret"
 	"github.com/vaultd/vaultd/policy"
 	"github.com/vaultd/vaultd/vaultd/api"
 	"github.com/vaultd/vaultd/vaultd/audit"
@@ -16,82 +17,54 @@ import (
 	"github.com/vaultd/vaultd/vaultd/vault"
 )
 
-// errRedirectEgress: the upstream redirected outside the provider's API.
-var errRedirectEgress = errors.New("redirect outside the provider's API")
-
+// outbound is a proxy or execute call the gates have let through.
 type outbound struct {
-	method  string
-	target  *url.URL
-	header  http.Header
-	body    io.Reader
-	length  int64
-	replay  func() io.Reader // non-nil when the request can be sent again
-	via     string           // "proxy" | "execute"
-	base    *url.URL
+	proxy.Call
 	fwd     *proxy.Forwarder // the provider's own (its own trust store)
+	via     string           // "proxy" | "execute"
 	tenant  string
 	id      string
-	caller  vault.Caller
 	subject policy.Subject
+	caller  vault.Caller
 }
 
-// call resolves a token and makes the outbound request: the single path
-// both proxy and execute take. An upstream 401 on a token the vault
-// thought valid triggers one forced refresh and one retry when the request
-// can be replayed safely.
-//
-// The forced refresh is throttled by the vault (once per access token,
-// once per ForcedRefreshInterval): when it declines, the 401 goes back to
-// the caller as it came.
+// call makes the outbound request (proxy.Forwarder.Call: the token, the
+// forced refresh on a 401, the redirect check) and marks the integration
+// used when an answer comes back.
 func (s *Server) call(ctx context.Context, o outbound) (*http.Response, error) {
-	lease, err := s.vault.AccessToken(ctx, o.caller, o.tenant, o.id)
+	resp, err := o.fwd.Call(ctx, o.Call, &integrationTokens{s: s, c: o.caller, tenant: o.tenant, id: o.id})
 	if err != nil {
 		return nil, err
-	}
-	resp, err := o.fwd.Do(ctx, proxy.OutboundRequest{Method: o.method, URL: o.target, Header: o.header, Body: o.body, ContentLength: o.length}, lease.Token)
-	if err == nil && resp.StatusCode == http.StatusUnauthorized && o.replay != nil && proxy.Replayable(o.method) {
-		lease2, rerr := s.vault.ForceRefresh(ctx, o.caller, o.tenant, o.id, lease)
-		switch {
-		case errors.Is(rerr, vault.ErrRefreshThrottled):
-			s.metrics.forcedRefreshThrottled.Inc()
-		case rerr != nil:
-			resp.Body.Close()
-			return nil, rerr
-		default:
-			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-			resp.Body.Close()
-			s.metrics.forcedRefresh.Inc()
-			resp, err = o.fwd.Do(ctx, proxy.OutboundRequest{Method: o.method, URL: o.target, Header: o.header, Body: o.replay(), ContentLength: o.length}, lease2.Token)
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	if isRedirect(resp.StatusCode) {
-		if loc := resp.Header.Get("Location"); loc != "" && !withinBase(o.target, o.base, loc) {
-			resp.Body.Close()
-			return nil, errRedirectEgress
-		}
 	}
 	s.vault.MarkUsed(o.tenant, o.id)
 	return resp, nil
 }
 
-func isRedirect(code int) bool { return code >= 300 && code < 400 && code != http.StatusNotModified }
+// integrationTokens is the vault as proxy.Tokens, for one caller and
+// integration. It counts forced refreshes and the 401s passed on because
+// the vault throttled one.
+type integrationTokens struct {
+	s          *Server
+	c          vault.Caller
+	tenant, id string
+}
 
-// withinBase reports whether a Location (relative to the request URL)
-// stays on the base's origin and under its path.
-func withinBase(reqURL, base *url.URL, loc string) bool {
-	u, err := reqURL.Parse(loc)
-	if err != nil {
-		return false
+func (t *integrationTokens) Token(ctx context.Context) (secret.String, error) {
+	lease, err := t.s.vault.AccessToken(ctx, t.c, t.tenant, t.id)
+	return lease.Token, err
+}
+
+func (t *integrationTokens) Renew(ctx context.Context, rejected secret.String) (secret.String, bool, error) {
+	lease, err := t.s.vault.ForceRefresh(ctx, t.c, t.tenant, t.id, vault.Lease{Token: rejected})
+	switch {
+	case errors.Is(err, vault.ErrRefreshThrottled):
+		t.s.metrics.forcedRefreshThrottled.Inc()
+		return secret.String{}, false, nil
+	case err != nil:
+		return secret.String{}, false, err
 	}
-	if u.Scheme != base.Scheme || u.Host != base.Host || u.User != nil {
-		return false
-	}
-	prefix := strings.TrimSuffix(base.EscapedPath(), "/") + "/"
-	p := u.EscapedPath()
-	return p == strings.TrimSuffix(prefix, "/") || strings.HasPrefix(p, prefix)
+	t.s.metrics.forcedRefresh.Inc()
+	return lease.Token, true, nil
 }
 
 // prepare runs the gates common to proxy and execute: the integration
@@ -111,9 +84,9 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, sub policy.Subj
 		writeError(w, r, api.CodeIntegrationUnavailable, msgUnavailable)
 		return outbound{}, false
 	}
-	if m := strings.ToUpper(method); m == http.MethodConnect || m == http.MethodTrace {
-		// A tunnel and an echo of the request (token included) are not
-		// API calls: refused before any token is touched.
+	if proxy.NeverForwarded(method) {
+		// Refused before any token is touched.
+		m := strings.ToUpper(method)
 		_ = s.record(ctx, audit.Event{TenantID: sub.Tenant, IntegrationID: id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
 			Action: audit.ActionProxyRequest, Outcome: audit.OutcomeDenied, TargetHost: p.APIBase.Host,
 			HTTPStatus: http.StatusMethodNotAllowed, Detail: via + " " + m + ": method_not_allowed"})
@@ -128,14 +101,14 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, sub policy.Subj
 		writeError(w, r, api.CodeEgressDenied, msgEgress)
 		return outbound{}, false
 	}
-	return outbound{method: method, target: target, via: via, base: p.APIBase, fwd: fwd, tenant: sub.Tenant, id: id,
-		caller: s.caller(r, sub), subject: sub}, true
+	return outbound{Call: proxy.Call{Method: method, URL: target, Base: p.APIBase}, fwd: fwd, via: via,
+		tenant: sub.Tenant, id: id, subject: sub, caller: s.caller(r, sub)}, true
 }
 
 func (s *Server) auditCall(ctx context.Context, o outbound, status int) error {
 	return s.record(ctx, audit.Event{TenantID: o.tenant, IntegrationID: o.id, Actor: o.subject.Principal, OnBehalfOf: o.subject.OnBehalfOf,
-		Action: audit.ActionProxyRequest, Outcome: audit.OutcomeSuccess, TargetHost: o.target.Host,
-		HTTPStatus: status, Detail: o.via + " " + o.method})
+		Action: audit.ActionProxyRequest, Outcome: audit.OutcomeSuccess, TargetHost: o.URL.Host,
+		HTTPStatus: status, Detail: o.via + " " + o.Method})
 }
 
 // proxy streams the caller's request to the provider and the answer back.
@@ -147,13 +120,13 @@ func (s *Server) proxy(q *request) {
 	if !ok {
 		return
 	}
-	o.header = r.Header.Clone()
+	o.Header = r.Header.Clone()
 	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 	if hasBody {
-		o.body, o.length = r.Body, r.ContentLength
+		o.Body, o.ContentLength = r.Body, r.ContentLength
 	} else {
-		o.body, o.length = http.NoBody, 0
-		o.replay = func() io.Reader { return http.NoBody }
+		o.Body, o.ContentLength = http.NoBody, 0
+		o.Replay = func() io.Reader { return http.NoBody }
 	}
 	ctx := r.Context()
 	resp, err := s.call(ctx, o)
@@ -166,38 +139,11 @@ func (s *Server) proxy(q *request) {
 		writeError(w, r, api.CodeIntegrationUnavailable, msgUnavailable)
 		return
 	}
-	h := w.Header()
-	for k, vs := range resp.Header {
-		switch k {
-		case api.HeaderRequestID:
-			// One X-Request-Id, vaultd's: it names this request's audit
-			// events. The upstream's goes along under another name.
-			h[api.HeaderUpstreamRequestID] = vs
-		case api.HeaderError: // an upstream must not pass for vaultd
-		default:
-			h[k] = vs
-		}
-	}
-	w.WriteHeader(resp.StatusCode)
-	rc := http.NewResponseController(w)
-	buf := make([]byte, 32<<10)
-	for {
-		n, rerr := resp.Body.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return
-			}
-			_ = rc.Flush()
-		}
-		if rerr != nil {
-			if rerr != io.EOF {
-				s.log.WarnContext(ctx, "upstream body ended with error", "request_id", requestID(ctx), "err", rerr)
-				// Abort so the caller sees a broken response, not a
-				// silently truncated one.
-				panic(http.ErrAbortHandler)
-			}
-			return
-		}
+	if err := proxy.Relay(w, resp); err != nil {
+		s.log.WarnContext(ctx, "upstream body ended with error", "request_id", requestID(ctx), "err", err)
+		// Abort so the caller sees a broken response, not a silently
+		// truncated one.
+		panic(http.ErrAbortHandler)
 	}
 }
 
@@ -226,13 +172,13 @@ func (s *Server) execute(q *request) {
 	if !ok {
 		return
 	}
-	o.header = http.Header{}
+	o.Header = http.Header{}
 	for k, v := range req.Headers {
-		o.header.Set(k, v)
+		o.Header.Set(k, v)
 	}
 	body := req.Body
-	o.body, o.length = bytes.NewReader(body), int64(len(body))
-	o.replay = func() io.Reader { return bytes.NewReader(body) }
+	o.Body, o.ContentLength = bytes.NewReader(body), int64(len(body))
+	o.Replay = func() io.Reader { return bytes.NewReader(body) }
 	ctx := r.Context()
 	resp, err := s.call(ctx, o)
 	if err != nil {
@@ -240,9 +186,9 @@ func (s *Server) execute(q *request) {
 		return
 	}
 	defer resp.Body.Close()
-	rb, held, err := s.readAnswer(resp.Body)
-	defer s.bufs.release(held)
-	if errors.Is(err, errBufferBudget) {
+	rb, held, err := s.bufs.ReadAnswer(resp.Body, s.maxBody)
+	defer s.bufs.Release(held)
+	if errors.Is(err, proxy.ErrBufferBudget) {
 		s.outboundFailed(w, r, o, err)
 		return
 	}
@@ -252,8 +198,8 @@ func (s *Server) execute(q *request) {
 	}
 	if int64(len(rb)) > s.maxBody {
 		_ = s.record(ctx, audit.Event{TenantID: o.tenant, IntegrationID: o.id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
-			Action: audit.ActionProxyRequest, Outcome: audit.OutcomeFailure, TargetHost: o.target.Host,
-			HTTPStatus: http.StatusBadGateway, Detail: "execute " + o.method + ": response too large"})
+			Action: audit.ActionProxyRequest, Outcome: audit.OutcomeFailure, TargetHost: o.URL.Host,
+			HTTPStatus: http.StatusBadGateway, Detail: "execute " + o.Method + ": response too large"})
 		writeError(w, r, api.CodeUpstreamUnreachable, "upstream response exceeds the execute size limit")
 		return
 	}
@@ -265,36 +211,4 @@ func (s *Server) execute(q *request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	_ = proxy.EncodeExecuteResponse(w, resp.StatusCode, resp.Header, rb)
-}
-
-// readAnswer reads an execute answer of at most maxBody+1 bytes into
-// memory, reserving what it holds from the budget all execute answers
-// share; the caller releases held once the answer is written.
-func (s *Server) readAnswer(body io.Reader) (b []byte, held int64, err error) {
-	limit := s.maxBody + 1
-	r := io.LimitReader(body, limit)
-	for {
-		if len(b) == cap(b) {
-			if int64(len(b)) >= limit {
-				return b, held, nil
-			}
-			grow := min(max(int64(cap(b)), 64<<10), limit-int64(cap(b)))
-			if !s.bufs.reserve(grow) {
-				return nil, held, errBufferBudget
-			}
-			held += grow
-			nb := make([]byte, len(b), int64(cap(b))+grow)
-			copy(nb, b)
-			clear(b) // it held the (redacted) answer
-			b = nb
-		}
-		n, rerr := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if rerr == io.EOF {
-			return b, held, nil
-		}
-		if rerr != nil {
-			return nil, held, rerr
-		}
-	}
 }

@@ -60,7 +60,7 @@ type Server struct {
 	vault    *vault.Service
 	audit    *audit.Log
 	fwds     atomic.Pointer[map[string]*proxy.Forwarder]
-	bufs     *byteBudget // execute answers held in memory, all requests together
+	bufs     *proxy.Budget // execute answers held in memory, all requests together
 	metrics  *Metrics
 	identity atomic.Pointer[Identity]
 	ready    func(ctx context.Context) error
@@ -88,7 +88,7 @@ func New(o Options) *Server {
 	}
 	id := o.Identity
 	s.identity.Store(&id)
-	s.bufs = newByteBudget(executeBufferBudget(s.maxBody))
+	s.bufs = proxy.NewBudget(proxy.ExecuteBufferBudget(s.maxBody))
 	s.SetForwarders(o.Forwarders)
 	return s
 }
