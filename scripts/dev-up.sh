@@ -39,7 +39,7 @@ mkdir -p "$DEV" && chmod 700 "$DEV"
 stop_pid vaultd; stop_pid devprovider
 
 say "building vaultd, vaultctl and the dev-only example provider"
-go build -o "$DEV/bin/" ./cmd/vaultd ./cmd/vaultctl ./internal/devprovider
+go build -o "$DEV/bin/" ./cmd/vaultd ./cmd/vaultctl ./cmd/vaultd-devprovider
 VAULTCTL="$DEV/bin/vaultctl"
 
 say "SoftHSM token (stands in for the HSM) in $DEV/softhsm"
@@ -103,7 +103,7 @@ roles      = ["operator"]
 subject_cn = "auditor"
 roles      = ["auditor"]
 
-# The dev-only example provider (internal/devprovider) on loopback.
+# The dev-only example provider (cmd/vaultd-devprovider) on loopback.
 [providers.example]
 token_url          = "http://127.0.0.1:$PROV_PORT/token"
 revocation_url     = "http://127.0.0.1:$PROV_PORT/revoke"
@@ -117,7 +117,7 @@ EOF
 chmod 600 "$DEV/vaultd.toml"
 
 say "starting the dev-only example provider on 127.0.0.1:$PROV_PORT"
-nohup "$DEV/bin/devprovider" -listen "127.0.0.1:$PROV_PORT" -client-id vaultd-dev \
+nohup "$DEV/bin/vaultd-devprovider" -listen "127.0.0.1:$PROV_PORT" -client-id vaultd-dev \
   -client-secret-file "$DEV/provider-secret" >"$DEV/devprovider.out" 2>"$DEV/devprovider.log" &
 echo $! > "$DEV/devprovider.pid"
 

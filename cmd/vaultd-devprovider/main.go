@@ -1,9 +1,9 @@
-// Command devprovider is a DEV-ONLY STAND-IN for an OAuth provider (the
+// Command vaultd-devprovider is a DEV-ONLY STAND-IN for an OAuth provider (the
 // "example" provider of scripts/dev-up.sh). It is NOT a real authorization
 // server: it issues random fake tokens to anyone on loopback who asks at
 // /authorize-dev. Never deploy it.
 //
-// It serves the endpoints of vaultd/oauth/oauthtest.Provider (POST /token,
+// It serves the endpoints of internal/fakeprovider.Provider (POST /token,
 // POST /revoke, /api/...) plus POST /authorize-dev, which answers an
 // initial RFC 6749 §5.1 token response (form field "scope" optional) so a
 // dev script can store it through vaultd's store_token.
@@ -29,8 +29,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vaultd/vaultd/internal/fakeprovider"
 	"github.com/vaultd/vaultd/vaultd/oauth"
-	"github.com/vaultd/vaultd/vaultd/oauth/oauthtest"
 )
 
 func main() {
@@ -62,7 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	secretFile := fs.String("client-secret-file", "", "file holding the client secret the stand-in accepts (required)")
 	authStyle := fs.String("auth-style", oauth.AuthStyleBasic, "client authentication demanded at /token and /revoke: basic | body")
 	scopes := fs.String("scopes", "contacts.read contacts.write", "default scope of /authorize-dev grants (space-delimited)")
-	expiresIn := fs.Int64("expires-in", oauthtest.DefaultExpiresIn, "expires_in of issued access tokens, seconds")
+	expiresIn := fs.Int64("expires-in", fakeprovider.DefaultExpiresIn, "expires_in of issued access tokens, seconds")
 	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate (PEM); plain HTTP when empty")
 	tlsKey := fs.String("tls-key", "", "private key for -tls-cert (PEM)")
 	if err := fs.Parse(args); err != nil {
@@ -86,7 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil)).With("component", "devprovider (dev-only stand-in)")
 
-	p := oauthtest.NewProvider(oauthtest.Config{ClientID: *clientID, ClientSecret: clientSecret, AuthStyle: *authStyle})
+	p := fakeprovider.NewProvider(fakeprovider.Config{ClientID: *clientID, ClientSecret: clientSecret, AuthStyle: *authStyle})
 	p.SetExpiresIn(*expiresIn)
 	mux := http.NewServeMux()
 	mux.Handle("/", p.Handler())
@@ -100,7 +100,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if sc == "" {
 			sc = *scopes
 		}
-		body := oauthtest.TokenResponseJSON(p.IssueInitialToken(strings.Fields(sc)))
+		body := fakeprovider.TokenResponseJSON(p.IssueInitialToken(strings.Fields(sc)))
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		_, _ = w.Write(append(body, '\n'))

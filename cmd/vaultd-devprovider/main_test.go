@@ -198,3 +198,18 @@ func TestSIGTERMExitsCleanly(t *testing.T) {
 		t.Fatalf("no graceful shutdown logged: %s", stderr.String())
 	}
 }
+
+// TestDoesNotLinkTesting: the stand-in is built from internal/fakeprovider,
+// not from the test kit, so the binary does not carry the testing package
+// (and its flags) like a test binary would.
+func TestDoesNotLinkTesting(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if dep == "testing" || strings.HasSuffix(dep, "/oauthtest") {
+			t.Errorf("vaultd-devprovider depends on %s", dep)
+		}
+	}
+}
