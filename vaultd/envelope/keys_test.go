@@ -8,6 +8,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/vaultd/vaultd/hsm"
@@ -277,25 +278,27 @@ func TestJanitorSweep(t *testing.T) {
 	}
 }
 
-// TestJanitorRuns lets the real janitor goroutine sweep (tiny interval; the
-// wait is bounded and polls for the effect, not for a duration).
+// TestJanitorRuns lets the real janitor goroutine sweep, in a synctest
+// bubble: its ticker and the TTL run on the bubble's fake clock.
 func TestJanitorRuns(t *testing.T) {
-	clk := newClock()
-	k, err := NewKeys(newFakeKeyring(t), Options{TTL: time.Minute, Now: clk.Now, JanitorInterval: time.Millisecond, RequireLock: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
-	sealOpen(t, k, newTenant(t, k, "acme"), "i", "f", "x")
-	clk.Add(2 * time.Minute)
-	deadline := time.After(10 * time.Second)
-	for k.Stats().Entries != 0 {
-		select {
-		case <-deadline:
-			t.Fatal("janitor did not sweep the expired entry")
-		case <-time.After(time.Millisecond):
+	synctest.Test(t, func(t *testing.T) {
+		k, err := NewKeys(newFakeKeyring(t), Options{TTL: time.Minute, JanitorInterval: time.Second, RequireLock: true})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		defer k.Close()
+		sealOpen(t, k, newTenant(t, k, "acme"), "i", "f", "x")
+		time.Sleep(time.Minute - time.Second) // fake time: not yet expired
+		synctest.Wait()
+		if k.Stats().Entries != 1 {
+			t.Fatal("the janitor swept an entry before its TTL")
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if k.Stats().Entries != 0 {
+			t.Fatal("janitor did not sweep the expired entry")
+		}
+	})
 }
 
 func TestLRU(t *testing.T) {
@@ -409,7 +412,9 @@ func TestEvictedBufferZeroed(t *testing.T) {
 	}
 }
 
-func TestSingleflight(t *testing.T) {
+func TestSingleflight(t *testing.T) { synctest.Test(t, testSingleflight) }
+
+func testSingleflight(t *testing.T) {
 	k, kr, _ := newKeys(t, Options{})
 	tn := newTenant(t, k, "acme")
 	ct := sealOpen(t, k, tn, "i", "f", "secret")
@@ -417,6 +422,7 @@ func TestSingleflight(t *testing.T) {
 	base := kr.unwraps.Load()
 
 	gate, started := kr.hold(64)
+	m0 := k.Stats().Misses
 
 	const n = 32
 	errs := make(chan error, n)
@@ -431,9 +437,9 @@ func TestSingleflight(t *testing.T) {
 		})
 	}
 	<-started // the leader is inside Unwrap
-	// Wait (bounded) until every other goroutine is queued as a miss.
-	for i := 0; k.Stats().Misses < n && i < 10000; i++ {
-		time.Sleep(100 * time.Microsecond)
+	synctest.Wait() // every other goroutine is queued behind it
+	if m := k.Stats().Misses - m0; m != n {
+		t.Errorf("%d misses queued, want %d", m, n)
 	}
 	close(gate)
 	wg.Wait()
@@ -472,6 +478,10 @@ func TestWaiterContextCancelled(t *testing.T) {
 // TestLeaderCancelledWaiterRetries: the unwrapping caller's context ends;
 // a waiter whose context is alive retries rather than inheriting the error.
 func TestLeaderCancelledWaiterRetries(t *testing.T) {
+	synctest.Test(t, testLeaderCancelledWaiterRetries)
+}
+
+func testLeaderCancelledWaiterRetries(t *testing.T) {
 	k, kr, _ := newKeys(t, Options{})
 	tn := newTenant(t, k, "acme")
 	gate, started := kr.hold(4)
@@ -487,9 +497,7 @@ func TestLeaderCancelledWaiterRetries(t *testing.T) {
 		_, err := k.SealField(context.Background(), tn, "i", "f", []byte("x"))
 		waiter <- err
 	}()
-	for i := 0; k.Stats().Misses < 2 && i < 10000; i++ {
-		time.Sleep(100 * time.Microsecond)
-	}
+	synctest.Wait() // the waiter is queued behind the leader
 	lcancel()
 	if err := <-leader; !errors.Is(err, context.Canceled) {
 		t.Fatalf("leader: %v", err)
