@@ -2,7 +2,9 @@ package vault
 
 import (
 	"context"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -16,21 +18,16 @@ func TestUsageFlushDuringRefreshKeepsRotatedToken(t *testing.T) {
 	ctx := context.Background()
 	f.store0(t, "acme", "crm", 30) // due for refresh
 	f.svc.MarkUsed("acme", "crm")
-	gate := make(chan struct{})
+	gate, entered := make(chan struct{}), make(chan struct{}, 1)
 	f.fp.mu.Lock()
-	f.fp.gate = gate
+	f.fp.gate, f.fp.entered = gate, entered
 	f.fp.mu.Unlock()
 	done := make(chan error, 1)
 	go func() {
 		_, err := f.svc.AccessToken(ctx, Caller{}, "acme", "crm")
 		done <- err
 	}()
-	for i := 0; i < 1000 && f.fp.calls.Load() == 0; i++ {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if f.fp.calls.Load() != 1 {
-		t.Fatal("refresh did not start")
-	}
+	<-entered // the refresh holds the lock and is at the provider
 	f.svc.flushUsage(ctx) // the refresh holds the lock: the flush must not write
 	close(gate)
 	if err := <-done; err != nil {
@@ -51,17 +48,19 @@ func TestUsageFlushDuringRefreshKeepsRotatedToken(t *testing.T) {
 // is already "due"; callers that queued behind the one refresh must use
 // its token rather than refresh again one after another.
 func TestMarginBeyondLifetimeOneRefresh(t *testing.T) {
-	f := newFixture(t)
+	var locks countingLocker
+	f := newFixture(t, func(o *Options) { locks.Locker = NewKeyedMutex(); o.Locker = &locks })
 	ctx := context.Background()
 	p, _ := f.svc.Provider("example")
 	q := *p
 	q.RefreshMargin = 2 * time.Hour // tokens live 1h
 	f.svc.SetProviders(Providers{"example": &q})
 	f.store0(t, "acme", "crm", 30)
-	gate := make(chan struct{})
+	gate, entered := make(chan struct{}), make(chan struct{}, 1)
 	f.fp.mu.Lock()
-	f.fp.gate = gate
+	f.fp.gate, f.fp.entered = gate, entered
 	f.fp.mu.Unlock()
+	before := locks.calls.Load()
 	const n = 50
 	var wg sync.WaitGroup
 	errs := make([]error, n)
@@ -72,10 +71,12 @@ func TestMarginBeyondLifetimeOneRefresh(t *testing.T) {
 			_, errs[i] = f.svc.AccessToken(ctx, Caller{}, "acme", "crm")
 		}()
 	}
-	for i := 0; i < 1000 && f.fp.calls.Load() == 0; i++ {
-		time.Sleep(5 * time.Millisecond)
+	<-entered
+	// Let every caller queue on the lock the refresh holds (bounded; it
+	// widens the race the test is about, the result holds either way).
+	for i := 0; i < 100000 && locks.calls.Load()-before < n; i++ {
+		runtime.Gosched()
 	}
-	time.Sleep(50 * time.Millisecond) // let the others queue (not an assertion)
 	close(gate)
 	wg.Wait()
 	for i, err := range errs {
@@ -86,4 +87,15 @@ func TestMarginBeyondLifetimeOneRefresh(t *testing.T) {
 	if c := f.fp.calls.Load(); c != 1 {
 		t.Fatalf("token endpoint called %d times, want 1", c)
 	}
+}
+
+// countingLocker counts Lock calls, so a test can wait until callers queue.
+type countingLocker struct {
+	Locker
+	calls atomic.Int64
+}
+
+func (c *countingLocker) Lock(ctx context.Context, key string) (func(), error) {
+	c.calls.Add(1)
+	return c.Locker.Lock(ctx, key)
 }
