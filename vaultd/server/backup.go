@@ -28,14 +28,14 @@ const msgStoreUnavailable = "store temporarily unavailable"
 // sent. A failure after the first byte aborts the stream (the client sees a
 // reset, not a short file with a 200) and is audited as a failure.
 func (s *Server) backup(q *request) {
-	w, r, sub := q.w, q.r, q.sub
+	w, r := q.w, q.r
 	ctx := r.Context()
 	if s.backupFn == nil {
 		writeError(w, r, api.CodeIntegrationUnavailable, msgStoreUnavailable)
 		return
 	}
-	ev := audit.Event{Actor: sub.Principal, Action: audit.ActionStoreBackup,
-		Outcome: audit.OutcomeSuccess, HTTPStatus: http.StatusOK, Detail: "snapshot"}
+	ev := q.event(audit.ActionStoreBackup, "", "", "snapshot")
+	ev.Outcome, ev.HTTPStatus = audit.OutcomeSuccess, q.status
 	if s.record(ctx, ev) != nil {
 		writeError(w, r, api.CodeIntegrationUnavailable, msgStoreUnavailable)
 		return
@@ -65,7 +65,7 @@ func (s *Server) backup(q *request) {
 	}
 	h.Set(api.TrailerBackupSize, strconv.FormatInt(n, 10))
 	h.Set(api.TrailerBackupSHA256, hex.EncodeToString(sw.h.Sum(nil)))
-	s.log.InfoContext(ctx, "backup sent", "request_id", requestID(ctx), "principal", sub.Principal, "bytes", n)
+	s.log.InfoContext(ctx, "backup sent", "request_id", requestID(ctx), "principal", q.sub.Principal, "bytes", n)
 }
 
 type sumWriter struct {

@@ -106,7 +106,8 @@ func errKind(err error) string {
 // outboundFailed answers a failed proxy or execute call and audits it as
 // a proxy.request event (except a missing integration, which answers like
 // any unknown id).
-func (s *Server) outboundFailed(w http.ResponseWriter, r *http.Request, o outbound, err error) {
+func (s *Server) outboundFailed(o outbound, err error) {
+	w, r := o.q.w, o.q.r
 	row, ok := lookupErr(err)
 	gaveUp := !ok && r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
 	switch {
@@ -119,16 +120,13 @@ func (s *Server) outboundFailed(w http.ResponseWriter, r *http.Request, o outbou
 	case !ok:
 		s.log.ErrorContext(r.Context(), "outbound call failed", "request_id", requestID(r.Context()), "err", err)
 	}
-	ev := audit.Event{TenantID: o.tenant, IntegrationID: o.id, Actor: o.subject.Principal, OnBehalfOf: o.subject.OnBehalfOf,
-		Action: audit.ActionProxyRequest, Outcome: audit.OutcomeFailure, TargetHost: o.URL.Host,
-		HTTPStatus: row.code.Status(), Detail: o.via + " " + o.Method}
+	outcome, suffix := audit.OutcomeFailure, ": "+string(row.code)
 	if row.denied {
-		ev.Outcome = audit.OutcomeDenied
+		outcome = audit.OutcomeDenied
 	}
 	if gaveUp {
-		ev.Detail += " (caller gave up)"
+		suffix = " (caller gave up)" + suffix
 	}
-	ev.Detail += ": " + string(row.code)
-	_ = s.record(r.Context(), ev)
+	_ = s.record(r.Context(), o.event(outcome, row.code.Status(), suffix))
 	writeError(w, r, row.code, row.publicMessage(err, msgIntegrationNotFound))
 }

@@ -10,33 +10,40 @@ import (
 	"strings"
 
 	"github.com/vaultd/vaultd/internal/secret"
-	"github.com/vaultd/vaultd/policy"
 	"github.com/vaultd/vaultd/vaultd/api"
 	"github.com/vaultd/vaultd/vaultd/audit"
 	"github.com/vaultd/vaultd/vaultd/proxy"
 	"github.com/vaultd/vaultd/vaultd/vault"
 )
 
-// outbound is a proxy or execute call the gates have let through.
+// outbound is a proxy or execute call on its way: the gates have let it
+// through (the integration exists in the caller's tenant, the target stays
+// inside the provider's API).
 type outbound struct {
 	proxy.Call
-	fwd     *proxy.Forwarder // the provider's own (its own trust store)
-	via     string           // "proxy" | "execute"
-	tenant  string
-	id      string
-	subject policy.Subject
-	caller  vault.Caller
+	q   *request
+	fwd *proxy.Forwarder // the provider's own (its own trust store)
+	via string           // "proxy" | "execute"
+}
+
+// event is o's proxy.request audit event; the detail is "<via> <method>"
+// and suffix.
+func (o outbound) event(outcome string, status int, suffix string) audit.Event {
+	ev := o.q.event(audit.ActionProxyRequest, o.q.sub.Tenant, o.q.id, o.via+" "+o.Method+suffix)
+	ev.Outcome, ev.TargetHost, ev.HTTPStatus = outcome, o.Base.Host, status
+	return ev
 }
 
 // call makes the outbound request (proxy.Forwarder.Call: the token, the
 // forced refresh on a 401, the redirect check) and marks the integration
 // used when an answer comes back.
 func (s *Server) call(ctx context.Context, o outbound) (*http.Response, error) {
-	resp, err := o.fwd.Call(ctx, o.Call, &integrationTokens{s: s, c: o.caller, tenant: o.tenant, id: o.id})
+	tenant, id := o.q.sub.Tenant, o.q.id
+	resp, err := o.fwd.Call(ctx, o.Call, &integrationTokens{s: s, c: o.q.caller(), tenant: tenant, id: id})
 	if err != nil {
 		return nil, err
 	}
-	s.vault.MarkUsed(o.tenant, o.id)
+	s.vault.MarkUsed(tenant, id)
 	return resp, nil
 }
 
@@ -69,10 +76,13 @@ func (t *integrationTokens) Renew(ctx context.Context, rejected secret.String) (
 
 // prepare runs the gates common to proxy and execute: the integration
 // must exist in the caller's tenant (else not_found, identical for a
-// foreign one), then the target must stay inside the provider's API.
-func (s *Server) prepare(w http.ResponseWriter, r *http.Request, sub policy.Subject, id, rawPath, rawQuery, method, via string) (outbound, bool) {
+// foreign one), the method must be one that is forwarded, and the target
+// must stay inside the provider's API. Refusals after the first are
+// audited.
+func (s *Server) prepare(q *request, rawPath, rawQuery, method, via string) (outbound, bool) {
+	w, r := q.w, q.r
 	ctx := r.Context()
-	md, err := s.vault.GetIntegration(ctx, sub.Tenant, id)
+	md, err := s.vault.GetIntegration(ctx, q.sub.Tenant, q.id)
 	if err != nil {
 		s.fail(w, r, err, msgIntegrationNotFound)
 		return outbound{}, false
@@ -84,45 +94,33 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, sub policy.Subj
 		writeError(w, r, api.CodeIntegrationUnavailable, msgUnavailable)
 		return outbound{}, false
 	}
+	o := outbound{Call: proxy.Call{Method: method, Base: p.APIBase}, q: q, fwd: fwd, via: via}
 	if proxy.NeverForwarded(method) {
 		// Refused before any token is touched.
-		m := strings.ToUpper(method)
-		_ = s.record(ctx, audit.Event{TenantID: sub.Tenant, IntegrationID: id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
-			Action: audit.ActionProxyRequest, Outcome: audit.OutcomeDenied, TargetHost: p.APIBase.Host,
-			HTTPStatus: http.StatusMethodNotAllowed, Detail: via + " " + m + ": method_not_allowed"})
-		writeError(w, r, api.CodeMethodNotAllowed, "method "+m+" is not forwarded")
+		o.Method = strings.ToUpper(method)
+		_ = s.record(ctx, o.event(audit.OutcomeDenied, http.StatusMethodNotAllowed, ": method_not_allowed"))
+		writeError(w, r, api.CodeMethodNotAllowed, "method "+o.Method+" is not forwarded")
 		return outbound{}, false
 	}
-	target, err := proxy.Target(p.APIBase, rawPath, rawQuery)
-	if err != nil {
-		_ = s.record(ctx, audit.Event{TenantID: sub.Tenant, IntegrationID: id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
-			Action: audit.ActionProxyRequest, Outcome: audit.OutcomeDenied, TargetHost: p.APIBase.Host,
-			HTTPStatus: http.StatusForbidden, Detail: via + " " + method + ": egress_denied"})
+	if o.URL, err = proxy.Target(p.APIBase, rawPath, rawQuery); err != nil {
+		_ = s.record(ctx, o.event(audit.OutcomeDenied, http.StatusForbidden, ": egress_denied"))
 		writeError(w, r, api.CodeEgressDenied, msgEgress)
 		return outbound{}, false
 	}
-	return outbound{Call: proxy.Call{Method: method, URL: target, Base: p.APIBase}, fwd: fwd, via: via,
-		tenant: sub.Tenant, id: id, subject: sub, caller: s.caller(r, sub)}, true
-}
-
-func (s *Server) auditCall(ctx context.Context, o outbound, status int) error {
-	return s.record(ctx, audit.Event{TenantID: o.tenant, IntegrationID: o.id, Actor: o.subject.Principal, OnBehalfOf: o.subject.OnBehalfOf,
-		Action: audit.ActionProxyRequest, Outcome: audit.OutcomeSuccess, TargetHost: o.URL.Host,
-		HTTPStatus: status, Detail: o.via + " " + o.Method})
+	return o, true
 }
 
 // proxy streams the caller's request to the provider and the answer back.
 func (s *Server) proxy(q *request) {
-	w, r, sub, id, rawPath := q.w, q.r, q.sub, q.id, q.rest
+	w, r := q.w, q.r
 	// proxy.Target allows one leading "/" and refuses "//host"; prefixing
 	// "/" makes ".../proxy//host/x" such a network-path reference.
-	o, ok := s.prepare(w, r, sub, id, "/"+rawPath, r.URL.RawQuery, r.Method, "proxy")
+	o, ok := s.prepare(q, "/"+q.rest, r.URL.RawQuery, r.Method, "proxy")
 	if !ok {
 		return
 	}
 	o.Header = r.Header.Clone()
-	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
-	if hasBody {
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		o.Body, o.ContentLength = r.Body, r.ContentLength
 	} else {
 		o.Body, o.ContentLength = http.NoBody, 0
@@ -131,11 +129,11 @@ func (s *Server) proxy(q *request) {
 	ctx := r.Context()
 	resp, err := s.call(ctx, o)
 	if err != nil {
-		s.outboundFailed(w, r, o, err)
+		s.outboundFailed(o, err)
 		return
 	}
 	defer resp.Body.Close()
-	if s.auditCall(ctx, o, resp.StatusCode) != nil {
+	if s.record(ctx, o.event(audit.OutcomeSuccess, resp.StatusCode, "")) != nil {
 		writeError(w, r, api.CodeIntegrationUnavailable, msgUnavailable)
 		return
 	}
@@ -149,7 +147,7 @@ func (s *Server) proxy(q *request) {
 
 // execute is the JSON form of proxy: bounded both ways.
 func (s *Server) execute(q *request) {
-	w, r, sub, id := q.w, q.r, q.sub, q.id
+	w, r := q.w, q.r
 	req, err := proxy.DecodeExecuteRequest(http.MaxBytesReader(w, r.Body, s.maxBody), s.maxBody)
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -160,15 +158,14 @@ func (s *Server) execute(q *request) {
 		}
 		return
 	}
-	// req.Path goes to proxy.Target as given: stripping its leading "/"
-	// here would turn "//host/x" into "/host/x" and slip past the
-	// network-path check.
-	rawPath := req.Path
 	query := url.Values{}
 	for k, v := range req.Query {
 		query.Set(k, v)
 	}
-	o, ok := s.prepare(w, r, sub, id, rawPath, query.Encode(), req.Method, "execute")
+	// req.Path goes to proxy.Target as given: stripping its leading "/"
+	// here would turn "//host/x" into "/host/x" and slip past the
+	// network-path check.
+	o, ok := s.prepare(q, req.Path, query.Encode(), req.Method, "execute")
 	if !ok {
 		return
 	}
@@ -182,33 +179,30 @@ func (s *Server) execute(q *request) {
 	ctx := r.Context()
 	resp, err := s.call(ctx, o)
 	if err != nil {
-		s.outboundFailed(w, r, o, err)
+		s.outboundFailed(o, err)
 		return
 	}
 	defer resp.Body.Close()
 	rb, held, err := s.bufs.ReadAnswer(resp.Body, s.maxBody)
 	defer s.bufs.Release(held)
-	if errors.Is(err, proxy.ErrBufferBudget) {
-		s.outboundFailed(w, r, o, err)
+	switch {
+	case errors.Is(err, proxy.ErrBufferBudget):
+		s.outboundFailed(o, err)
 		return
-	}
-	if err != nil {
-		s.outboundFailed(w, r, o, errors.Join(proxy.ErrUpstreamUnreachable, err))
+	case err != nil:
+		s.outboundFailed(o, errors.Join(proxy.ErrUpstreamUnreachable, err))
 		return
-	}
-	if int64(len(rb)) > s.maxBody {
-		_ = s.record(ctx, audit.Event{TenantID: o.tenant, IntegrationID: o.id, Actor: sub.Principal, OnBehalfOf: sub.OnBehalfOf,
-			Action: audit.ActionProxyRequest, Outcome: audit.OutcomeFailure, TargetHost: o.URL.Host,
-			HTTPStatus: http.StatusBadGateway, Detail: "execute " + o.Method + ": response too large"})
+	case int64(len(rb)) > s.maxBody:
+		_ = s.record(ctx, o.event(audit.OutcomeFailure, http.StatusBadGateway, ": response too large"))
 		writeError(w, r, api.CodeUpstreamUnreachable, "upstream response exceeds the execute size limit")
 		return
 	}
-	if s.auditCall(ctx, o, resp.StatusCode) != nil {
+	if s.record(ctx, o.event(audit.OutcomeSuccess, resp.StatusCode, "")) != nil {
 		writeError(w, r, api.CodeIntegrationUnavailable, msgUnavailable)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
+	w.WriteHeader(q.status)
 	_ = proxy.EncodeExecuteResponse(w, resp.StatusCode, resp.Header, rb)
 }

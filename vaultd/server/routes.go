@@ -10,6 +10,7 @@ import (
 	"github.com/vaultd/vaultd/policy"
 	"github.com/vaultd/vaultd/vaultd/api"
 	"github.com/vaultd/vaultd/vaultd/audit"
+	"github.com/vaultd/vaultd/vaultd/vault"
 )
 
 // scope says for whom a route acts.
@@ -26,8 +27,9 @@ const (
 )
 
 // route is one row of the API: a method and path pattern, the policy
-// action it needs, for whom it acts, what the action applies to, and the
-// handler, which runs only once the caller is known and authorized.
+// action it needs, for whom it acts, what the action applies to, the
+// status a success answers, and the handler, which runs only once the
+// caller is known and authorized.
 type route struct {
 	method   string // "" matches every method (the proxy route)
 	pattern  string // "{id}" is one path segment, "{path...}" the rest
@@ -35,38 +37,55 @@ type route struct {
 	action   policy.Action
 	scope    scope
 	resource func(q *request) (policy.Resource, bool)
-	handle   func(s *Server, q *request)
+	// status answers a success, and is the http_status of the audit event
+	// a write commits with its change. 0 on the proxy route, which answers
+	// with the upstream's status.
+	status int
+	handle func(s *Server, q *request)
 }
 
 // routes is the API. Routes sharing a pattern are listed together, in the
 // order their methods appear in a 405's Allow header. docs/openapi.json
 // documents every row (TestOpenAPIMatchesRoutes).
 var routes = []route{
-	{http.MethodGet, "/v1/tenants", "tenants", policy.ActTenantList, platform, noResource, (*Server).listTenants},
-	{http.MethodPost, "/v1/tenants", "tenants", policy.ActTenantCreate, platform, noResource, (*Server).createTenant},
-	{http.MethodGet, "/v1/tenants/{id}", "tenant", policy.ActTenantRead, platform, pathTenant, (*Server).getTenant},
-	{http.MethodPost, "/v1/tenants/{id}/rotate-dek", "tenant.rotate", policy.ActKeyRotate, platform, pathTenant, (*Server).rotateDEK},
-	{http.MethodPost, "/v1/tenants/{id}/rewrap", "tenant.rewrap", policy.ActKeyRotate, platform, pathTenant, (*Server).rewrapTenant},
-	{http.MethodGet, "/v1/integrations", "integrations", policy.ActIntegrationList, tenantScoped, ownTenant, (*Server).listIntegrations},
-	{http.MethodGet, "/v1/integrations/{id}", "integration", policy.ActIntegrationRead, tenantScoped, ownTenant, (*Server).getIntegration},
-	{http.MethodPut, "/v1/integrations/{id}", "integration", policy.ActIntegrationWrite, tenantScoped, ownTenant, (*Server).storeToken},
-	{http.MethodDelete, "/v1/integrations/{id}", "integration", policy.ActIntegrationDelete, tenantScoped, ownTenant, (*Server).deleteIntegration},
-	{http.MethodPost, "/v1/integrations/{id}/execute", "execute", policy.ActIntegrationUse, tenantScoped, ownTenant, (*Server).execute},
-	{"", "/v1/integrations/{id}/proxy/{path...}", "proxy", policy.ActIntegrationUse, tenantScoped, ownTenant, (*Server).proxy},
-	{http.MethodGet, "/v1/audit", "audit", policy.ActAuditRead, tenantScoped, auditFilter, (*Server).queryAudit},
-	{http.MethodGet, "/v1/admin/backup", "backup", policy.ActStoreBackup, platform, noResource, (*Server).backup},
-	{http.MethodGet, "/v1/providers", "providers", policy.ActProviderList, platform, noResource, (*Server).listProviders},
+	{http.MethodGet, "/v1/tenants", "tenants", policy.ActTenantList, platform, noResource, http.StatusOK, (*Server).listTenants},
+	{http.MethodPost, "/v1/tenants", "tenants", policy.ActTenantCreate, platform, noResource, http.StatusCreated, (*Server).createTenant},
+	{http.MethodGet, "/v1/tenants/{id}", "tenant", policy.ActTenantRead, platform, pathTenant, http.StatusOK, (*Server).getTenant},
+	{http.MethodPost, "/v1/tenants/{id}/rotate-dek", "tenant.rotate", policy.ActKeyRotate, platform, pathTenant, http.StatusOK, (*Server).rotateDEK},
+	{http.MethodPost, "/v1/tenants/{id}/rewrap", "tenant.rewrap", policy.ActKeyRotate, platform, pathTenant, http.StatusOK, (*Server).rewrapTenant},
+	{http.MethodGet, "/v1/integrations", "integrations", policy.ActIntegrationList, tenantScoped, ownTenant, http.StatusOK, (*Server).listIntegrations},
+	{http.MethodGet, "/v1/integrations/{id}", "integration", policy.ActIntegrationRead, tenantScoped, ownTenant, http.StatusOK, (*Server).getIntegration},
+	{http.MethodPut, "/v1/integrations/{id}", "integration", policy.ActIntegrationWrite, tenantScoped, ownTenant, http.StatusOK, (*Server).storeToken},
+	{http.MethodDelete, "/v1/integrations/{id}", "integration", policy.ActIntegrationDelete, tenantScoped, ownTenant, http.StatusOK, (*Server).deleteIntegration},
+	{http.MethodPost, "/v1/integrations/{id}/execute", "execute", policy.ActIntegrationUse, tenantScoped, ownTenant, http.StatusOK, (*Server).execute},
+	{"", "/v1/integrations/{id}/proxy/{path...}", "proxy", policy.ActIntegrationUse, tenantScoped, ownTenant, 0, (*Server).proxy},
+	{http.MethodGet, "/v1/audit", "audit", policy.ActAuditRead, tenantScoped, auditFilter, http.StatusOK, (*Server).queryAudit},
+	{http.MethodGet, "/v1/admin/backup", "backup", policy.ActStoreBackup, platform, noResource, http.StatusOK, (*Server).backup},
+	{http.MethodGet, "/v1/providers", "providers", policy.ActProviderList, platform, noResource, http.StatusOK, (*Server).listProviders},
 }
 
 // request is an API request past the route table's gates.
 type request struct {
-	w    http.ResponseWriter
-	r    *http.Request
-	sub  policy.Subject
-	id   string // the path's {id}, unescaped ("" when it does not decode, which no id validates)
-	rest string // the proxy route's {path...}, still escaped: proxy.Target judges it
+	w      http.ResponseWriter
+	r      *http.Request
+	sub    policy.Subject
+	status int    // the route's success status
+	id     string // the path's {id}, unescaped ("" when it does not decode, which no id validates)
+	rest   string // the proxy route's {path...}, still escaped: proxy.Target judges it
 	// filter is the audit route's query, set by auditFilter.
 	filter audit.Filter
+}
+
+// caller is who asks, as the vault records it.
+func (q *request) caller() vault.Caller {
+	return vault.Caller{Principal: q.sub.Principal, OnBehalfOf: q.sub.OnBehalfOf, RequestID: requestID(q.r.Context())}
+}
+
+// event is an audit event the edge writes itself about q (a denial or a
+// failure the vault did not record).
+func (q *request) event(action, tenantID, integrationID, detail string) audit.Event {
+	return audit.Event{TenantID: tenantID, IntegrationID: integrationID, Actor: q.sub.Principal, OnBehalfOf: q.sub.OnBehalfOf,
+		Action: action, Detail: detail}
 }
 
 func noResource(*request) (policy.Resource, bool) { return policy.Resource{}, true }
@@ -116,7 +135,7 @@ func match(method, escapedPath string) (rt *route, q *request, label, allow stri
 			continue
 		}
 		if routes[i].method == "" || routes[i].method == method {
-			return &routes[i], &request{id: unescape(id), rest: rest}, routes[i].label, ""
+			return &routes[i], &request{id: unescape(id), rest: rest, status: routes[i].status}, routes[i].label, ""
 		}
 		label = routes[i].label
 		allowed = append(allowed, routes[i].method)

@@ -194,7 +194,3 @@ func (s *Server) APIHandler() http.Handler {
 		route = s.dispatch(rec, r)
 	})
 }
-
-func (s *Server) caller(r *http.Request, sub policy.Subject) vault.Caller {
-	return vault.Caller{Principal: sub.Principal, OnBehalfOf: sub.OnBehalfOf, RequestID: requestID(r.Context())}
-}

@@ -161,7 +161,7 @@ func TestDisconnectCompletesAfterCallerHangUp(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		r, err := f.svc.Disconnect(ctx, audit.Event{Actor: "app"}, "acme", "crm")
+		r, err := f.svc.Disconnect(ctx, Caller{Principal: "app"}, "acme", "crm")
 		done <- result{r, err}
 	}()
 	<-entered // the refresh token is at the provider
@@ -188,12 +188,12 @@ func TestStoreTokenSizeCap(t *testing.T) {
 		"access":  {AccessToken: big},
 		"refresh": {AccessToken: secret.NewString("at"), RefreshToken: big},
 	} {
-		if _, err := f.svc.StoreToken(context.Background(), audit.Event{Actor: "app"}, "acme", "crm", "example", tok); !errors.Is(err, ErrBadRequest) {
+		if _, err := f.svc.StoreToken(context.Background(), Caller{Principal: "app"}, "acme", "crm", "example", tok); !errors.Is(err, ErrBadRequest) {
 			t.Fatalf("%s token over the cap: %v, want ErrBadRequest", name, err)
 		}
 	}
 	ok := oauth.Token{AccessToken: secret.NewString(strings.Repeat("y", MaxTokenBytes))}
-	if _, err := f.svc.StoreToken(context.Background(), audit.Event{Actor: "app"}, "acme", "crm", "example", ok); err != nil {
+	if _, err := f.svc.StoreToken(context.Background(), Caller{Principal: "app"}, "acme", "crm", "example", ok); err != nil {
 		t.Fatalf("token at the cap: %v", err)
 	}
 }

@@ -14,10 +14,9 @@ import (
 
 // StoreToken encrypts and persists tok for (tenant, integration). It
 // replaces an existing integration (re-authorisation) and resets its state.
-// The record and its token.store audit event (ev, completed here) commit in
-// one transaction: a stored token always has its audit event, and the call
-// costs one fsync.
-func (s *Service) StoreToken(ctx context.Context, ev audit.Event, tenantID, id, providerName string, tok oauth.Token) (Metadata, error) {
+// The record and its token.store audit event commit in one transaction: a
+// stored token always has its audit event, and the call costs one fsync.
+func (s *Service) StoreToken(ctx context.Context, c Caller, tenantID, id, providerName string, tok oauth.Token, opts ...WriteOption) (Metadata, error) {
 	if !storage.ValidID(id) {
 		return Metadata{}, badRequest("invalid integration id")
 	}
@@ -57,7 +56,7 @@ func (s *Service) StoreToken(ctx context.Context, ev audit.Event, tenantID, id, 
 		return Metadata{}, err
 	}
 	var out storage.Integration
-	ev.TenantID, ev.IntegrationID, ev.Action, ev.Outcome = tenantID, id, audit.ActionTokenStore, audit.OutcomeSuccess
+	ev := c.success(audit.ActionTokenStore, tenantID, id, "provider="+SafeName(providerName), opts)
 	_, err = s.audit.RecordWith(ctx, ev, func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error) {
 		var rec storage.AuditRecord
 		var err error
@@ -110,8 +109,7 @@ func (s *Service) ListIntegrations(ctx context.Context, tenantID string) ([]Meta
 // provider timeouts and commitTimeout): a token sent to the revocation
 // endpoint must end with its token.revoke event, the record deleted and
 // the integration.delete event, whatever the caller does meanwhile.
-func (s *Service) Disconnect(ctx context.Context, ev audit.Event, tenantID, id string) (revoked bool, err error) {
-	c := Caller{Principal: ev.Actor, OnBehalfOf: ev.OnBehalfOf, RequestID: ev.RequestID}
+func (s *Service) Disconnect(ctx context.Context, c Caller, tenantID, id string, opts ...WriteOption) (revoked bool, err error) {
 	unlock, err := s.lock(ctx, tenantID, id)
 	if err != nil {
 		return false, err
@@ -154,11 +152,9 @@ func (s *Service) Disconnect(ctx context.Context, ev audit.Event, tenantID, id s
 				outcome, detail = audit.OutcomeFailure, f.hint+": "+safeReason(rerr)
 				s.log.WarnContext(ctx, "revocation failed", "tenant_id", tenantID, "integration_id", id, "hint", f.hint, "err", safeReason(rerr))
 			}
-			if _, aerr := s.audit.Record(ctx, audit.Event{
-				TenantID: tenantID, IntegrationID: id, Actor: c.Principal, OnBehalfOf: c.OnBehalfOf,
-				Action: audit.ActionTokenRevoke, Outcome: outcome, RequestID: c.RequestID,
-				TargetHost: hostOf(p.Endpoint.RevocationURL), Detail: detail,
-			}); aerr != nil {
+			ev := c.event(audit.ActionTokenRevoke, tenantID, id, outcome, detail)
+			ev.TargetHost = hostOf(p.Endpoint.RevocationURL)
+			if _, aerr := s.audit.Record(ctx, ev); aerr != nil {
 				return false, fmt.Errorf("%w: audit: %w", ErrUnavailable, aerr)
 			}
 		}
@@ -168,8 +164,7 @@ func (s *Service) Disconnect(ctx context.Context, ev audit.Event, tenantID, id s
 	// integration.delete event), with time of its own for the commit.
 	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 	defer ccancel()
-	ev.TenantID, ev.IntegrationID, ev.Action, ev.Outcome = tenantID, id, audit.ActionIntegrationDelete, audit.OutcomeSuccess
-	ev.Detail = fmt.Sprintf("revoked_at_provider=%t", revoked)
+	ev := c.success(audit.ActionIntegrationDelete, tenantID, id, fmt.Sprintf("revoked_at_provider=%t", revoked), opts)
 	if _, err := s.audit.RecordWith(cctx, ev, func(build auditBuild) (storage.AuditRecord, error) {
 		return s.store.DeleteIntegrationAudited(cctx, tenantID, id, build)
 	}); err != nil {

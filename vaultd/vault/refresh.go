@@ -246,17 +246,9 @@ func (s *Service) refreshLocked(ctx context.Context, c Caller, tenantID string, 
 	if len(drift) > 0 {
 		detail = "scope drift"
 	}
-	evs := []audit.Event{{
-		TenantID: tenantID, IntegrationID: in.ID, Actor: c.Principal, OnBehalfOf: c.OnBehalfOf,
-		Action: audit.ActionTokenRefresh, Outcome: audit.OutcomeSuccess, RequestID: c.RequestID,
-		TargetHost: hostOf(p.Endpoint.TokenURL), Detail: detail,
-	}}
+	evs := []audit.Event{tokenURLEvent(c, p, audit.ActionTokenRefresh, tenantID, in.ID, audit.OutcomeSuccess, detail)}
 	if len(drift) > 0 {
-		evs = append(evs, audit.Event{
-			TenantID: tenantID, IntegrationID: in.ID, Actor: c.Principal, OnBehalfOf: c.OnBehalfOf,
-			Action: audit.ActionScopeDrift, Outcome: audit.OutcomeSuccess, RequestID: c.RequestID,
-			TargetHost: hostOf(p.Endpoint.TokenURL), Detail: "unexpected scopes: " + joinScopes(drift),
-		})
+		evs = append(evs, tokenURLEvent(c, p, audit.ActionScopeDrift, tenantID, in.ID, audit.OutcomeSuccess, "unexpected scopes: "+joinScopes(drift)))
 	}
 	// The new tokens, their token.refresh event and any scope.drift event
 	// commit together. On failure the record keeps the old refresh token;
@@ -273,17 +265,22 @@ func (s *Service) refreshLocked(ctx context.Context, c Caller, tenantID string, 
 	return Lease{Token: tok.AccessToken, TokenType: out.TokenType, Provider: p, Integration: out, Revision: out.Revision}, nil
 }
 
+// tokenURLEvent is an audit event of c's request about a call to p's
+// token endpoint.
+func tokenURLEvent(c Caller, p *Provider, action, tenantID, id, outcome, detail string) audit.Event {
+	ev := c.event(action, tenantID, id, outcome, detail)
+	ev.TargetHost = hostOf(p.Endpoint.TokenURL)
+	return ev
+}
+
 func (s *Service) markReauth(ctx context.Context, c Caller, tenantID string, in storage.Integration, p *Provider, reason string) error {
 	upd := in
 	upd.Status = storage.StatusReauthorizationRequired
 	upd.ConsecutiveFailures++
 	upd.LastError = reason
 	upd.UpdatedAt = s.now().UTC()
-	if _, err := s.casAudited(ctx, tenantID, upd, audit.Event{
-		TenantID: tenantID, IntegrationID: in.ID, Actor: c.Principal, OnBehalfOf: c.OnBehalfOf,
-		Action: audit.ActionTokenRefresh, Outcome: audit.OutcomeFailure, RequestID: c.RequestID,
-		TargetHost: hostOf(p.Endpoint.TokenURL), Detail: "reauthorization_required: " + reason,
-	}); err != nil {
+	if _, err := s.casAudited(ctx, tenantID, upd,
+		tokenURLEvent(c, p, audit.ActionTokenRefresh, tenantID, in.ID, audit.OutcomeFailure, "reauthorization_required: "+reason)); err != nil {
 		return err
 	}
 	s.log.WarnContext(ctx, "integration needs reauthorization", "tenant_id", tenantID, "integration_id", in.ID, "provider", p.Name, "reason", reason)
@@ -308,11 +305,8 @@ func (s *Service) markDegraded(ctx context.Context, c Caller, tenantID string, i
 	now := s.now().UTC()
 	upd.UpdatedAt = now
 	upd.NextRefreshAt = now.Add(backoff(upd.ConsecutiveFailures))
-	out, err := s.casAudited(ctx, tenantID, upd, audit.Event{
-		TenantID: tenantID, IntegrationID: in.ID, Actor: c.Principal, OnBehalfOf: c.OnBehalfOf,
-		Action: audit.ActionTokenRefresh, Outcome: audit.OutcomeFailure, RequestID: c.RequestID,
-		TargetHost: hostOf(p.Endpoint.TokenURL), Detail: "degraded: " + reason,
-	})
+	out, err := s.casAudited(ctx, tenantID, upd,
+		tokenURLEvent(c, p, audit.ActionTokenRefresh, tenantID, in.ID, audit.OutcomeFailure, "degraded: "+reason))
 	if err != nil {
 		return Lease{}, err
 	}

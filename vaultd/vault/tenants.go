@@ -10,9 +10,9 @@ import (
 )
 
 // CreateTenant provisions a tenant with a fresh DEK wrapped by the current
-// KEK. ev (actor, request id, status) becomes its tenant.create event,
-// committed in the same transaction as the tenant.
-func (s *Service) CreateTenant(ctx context.Context, ev audit.Event, id string) (storage.Tenant, error) {
+// KEK. Its tenant.create event commits in the same transaction as the
+// tenant.
+func (s *Service) CreateTenant(ctx context.Context, c Caller, id string, opts ...WriteOption) (storage.Tenant, error) {
 	if !storage.ValidID(id) {
 		return storage.Tenant{}, badRequest("invalid tenant id")
 	}
@@ -30,8 +30,7 @@ func (s *Service) CreateTenant(ctx context.Context, ev audit.Event, id string) (
 		ID: id, CreatedAt: now, Status: storage.TenantActive,
 		KEKVersion: dek.KEKVersion, DEKVersion: 1, DEKs: []storage.WrappedDEK{dek},
 	}
-	ev.TenantID, ev.Action, ev.Outcome = id, audit.ActionTenantCreate, audit.OutcomeSuccess
-	ev.Detail = fmt.Sprintf("kek_version=%d dek_version=%d", t.KEKVersion, t.DEKVersion)
+	ev := c.success(audit.ActionTenantCreate, id, "", fmt.Sprintf("kek_version=%d dek_version=%d", t.KEKVersion, t.DEKVersion), opts)
 	t, err = s.tenantWrite(ctx, ev, func(build auditBuild) (storage.Tenant, storage.AuditRecord, error) {
 		return s.store.CreateTenantAudited(ctx, t, build)
 	})
@@ -86,8 +85,9 @@ func (s *Service) ListTenants(ctx context.Context) ([]storage.Tenant, error) {
 
 // RotateDEK gives a tenant a new current DEK (wrapped by the current KEK);
 // older versions stay to open existing records, which are re-sealed under
-// the new DEK on their next write.
-func (s *Service) RotateDEK(ctx context.Context, ev audit.Event, id string) (storage.Tenant, error) {
+// the new DEK on their next write. Its key.rotate event commits with the
+// change.
+func (s *Service) RotateDEK(ctx context.Context, c Caller, id string, opts ...WriteOption) (storage.Tenant, error) {
 	t, err := s.GetTenant(ctx, id)
 	if err != nil {
 		return t, err
@@ -100,8 +100,7 @@ func (s *Service) RotateDEK(ctx context.Context, ev audit.Event, id string) (sto
 	t.DEKs = append(t.DEKs, dek)
 	t.DEKVersion = next
 	t.KEKVersion = dek.KEKVersion
-	ev.TenantID, ev.Action, ev.Outcome = id, audit.ActionKeyRotate, audit.OutcomeSuccess
-	ev.Detail = fmt.Sprintf("dek_version=%d kek_version=%d", t.DEKVersion, t.KEKVersion)
+	ev := c.success(audit.ActionKeyRotate, id, "", fmt.Sprintf("dek_version=%d kek_version=%d", t.DEKVersion, t.KEKVersion), opts)
 	t, err = s.tenantWrite(ctx, ev, func(build auditBuild) (storage.Tenant, storage.AuditRecord, error) {
 		return s.store.UpdateTenantAudited(ctx, t, build)
 	})
@@ -118,8 +117,9 @@ func (s *Service) RotateDEK(ctx context.Context, ev audit.Event, id string) (sto
 // the current KEK (after a KEK rotation, before the old KEK is retired) and
 // returns the tenant and how many DEKs changed. The DEKs themselves do not
 // change, so no record needs re-sealing. Concurrent updates of the tenant
-// answer ErrConflict (retry).
-func (s *Service) RewrapTenant(ctx context.Context, ev audit.Event, id string) (storage.Tenant, int, error) {
+// answer ErrConflict (retry). It is audited as key.rotate with a detail
+// "rewrap ...", also when nothing changed.
+func (s *Service) RewrapTenant(ctx context.Context, c Caller, id string, opts ...WriteOption) (storage.Tenant, int, error) {
 	t, err := s.GetTenant(ctx, id)
 	if err != nil {
 		return t, 0, err
@@ -139,8 +139,7 @@ func (s *Service) RewrapTenant(ctx context.Context, ev audit.Event, id string) (
 	if w, ok := t.CurrentDEK(); ok {
 		t.KEKVersion = w.KEKVersion
 	}
-	ev.TenantID, ev.Action, ev.Outcome = id, audit.ActionKeyRotate, audit.OutcomeSuccess
-	ev.Detail = fmt.Sprintf("rewrap deks=%d kek_version=%d", n, t.KEKVersion)
+	ev := c.success(audit.ActionKeyRotate, id, "", fmt.Sprintf("rewrap deks=%d kek_version=%d", n, t.KEKVersion), opts)
 	if n == 0 {
 		// Nothing to change; the check itself is still on record.
 		if _, err := s.audit.Record(ctx, ev); err != nil {

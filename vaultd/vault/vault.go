@@ -118,13 +118,6 @@ func (p *Provider) refreshBudget() time.Duration {
 // Providers is an immutable set of providers, swapped whole on reload.
 type Providers map[string]*Provider
 
-// Caller identifies who asked, for audit.
-type Caller struct {
-	Principal  string
-	OnBehalfOf string
-	RequestID  string
-}
-
 // Auditor records audit events synchronously.
 type Auditor interface {
 	Record(ctx context.Context, ev audit.Event) (audit.Event, error)

@@ -151,10 +151,10 @@ func newFixture(t *testing.T, opts ...func(*Options)) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { svc.Close() })
-	if _, err := svc.CreateTenant(ctx, audit.Event{Actor: "op"}, "acme"); err != nil {
+	if _, err := svc.CreateTenant(ctx, Caller{Principal: "op"}, "acme"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.CreateTenant(ctx, audit.Event{Actor: "op"}, "globex"); err != nil {
+	if _, err := svc.CreateTenant(ctx, Caller{Principal: "op"}, "globex"); err != nil {
 		t.Fatal(err)
 	}
 	return &fixture{svc: svc, store: st, kr: kr, fp: fp, clk: clk, audit: al}
@@ -162,7 +162,7 @@ func newFixture(t *testing.T, opts ...func(*Options)) *fixture {
 
 func (f *fixture) store0(t *testing.T, tenant, id string, expiresIn int64) {
 	t.Helper()
-	_, err := f.svc.StoreToken(context.Background(), audit.Event{Actor: "app"}, tenant, id, "example", oauth.Token{
+	_, err := f.svc.StoreToken(context.Background(), Caller{Principal: "app"}, tenant, id, "example", oauth.Token{
 		AccessToken: secret.NewString("at-0"), RefreshToken: secret.NewString("rt-0"),
 		TokenType: "Bearer", ExpiresIn: expiresIn, Scope: []string{"a"},
 	})
@@ -395,13 +395,13 @@ func TestTenantIsolationAndDisconnect(t *testing.T) {
 	if _, err := f.svc.AccessToken(ctx, Caller{}, "globex", "crm"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("cross-tenant use: %v", err)
 	}
-	if _, err := f.svc.Disconnect(ctx, audit.Event{Actor: "app"}, "globex", "crm"); !errors.Is(err, ErrNotFound) {
+	if _, err := f.svc.Disconnect(ctx, Caller{Principal: "app"}, "globex", "crm"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("cross-tenant delete: %v", err)
 	}
 	if _, err := f.svc.GetIntegration(ctx, "nosuch", "crm"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown tenant: %v", err)
 	}
-	revoked, err := f.svc.Disconnect(ctx, audit.Event{Actor: "app"}, "acme", "crm")
+	revoked, err := f.svc.Disconnect(ctx, Caller{Principal: "app"}, "acme", "crm")
 	if err != nil || !revoked {
 		t.Fatalf("disconnect: %v %v", revoked, err)
 	}
@@ -420,7 +420,7 @@ func TestHSMFailureFailsClosed(t *testing.T) {
 	// A new tenant's DEK needs the HSM: with it down, provisioning fails.
 	f.kr.Fail.Store(true)
 	defer f.kr.Fail.Store(false)
-	if _, err := f.svc.CreateTenant(ctx, audit.Event{Actor: "op"}, "initech"); !errors.Is(err, ErrUnavailable) {
+	if _, err := f.svc.CreateTenant(ctx, Caller{Principal: "op"}, "initech"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("create tenant with HSM down: %v", err)
 	}
 }
@@ -448,7 +448,7 @@ func TestStoreTokenCommitsItsAuditEvent(t *testing.T) {
 		t.Fatalf("token.store events: %d", got)
 	}
 	// Into a tenant that does not exist: no record and no success event.
-	_, err := f.svc.StoreToken(context.Background(), audit.Event{Actor: "app"}, "nosuch", "crm", "example",
+	_, err := f.svc.StoreToken(context.Background(), Caller{Principal: "app"}, "nosuch", "crm", "example",
 		oauth.Token{AccessToken: secret.NewString("x")})
 	if !errors.Is(err, ErrNotFound) {
 		t.Fatalf("want not found, got %v", err)
@@ -466,7 +466,7 @@ func TestRewrapTenant(t *testing.T) {
 	ctx := context.Background()
 	f.svc.kekVersion = f.kr.CurrentVersion
 	f.store0(t, "acme", "old", 3600) // sealed under DEK 1
-	if _, err := f.svc.RotateDEK(ctx, audit.Event{Actor: "op"}, "acme"); err != nil {
+	if _, err := f.svc.RotateDEK(ctx, Caller{Principal: "op"}, "acme"); err != nil {
 		t.Fatal(err)
 	}
 	f.store0(t, "acme", "new", 3600) // sealed under DEK 2
@@ -474,7 +474,7 @@ func TestRewrapTenant(t *testing.T) {
 
 	// HSM down: an error, and the tenant record is unchanged.
 	f.kr.Fail.Store(true)
-	if _, _, err := f.svc.RewrapTenant(ctx, audit.Event{Actor: "op"}, "acme"); !errors.Is(err, ErrUnavailable) {
+	if _, _, err := f.svc.RewrapTenant(ctx, Caller{Principal: "op"}, "acme"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("rewrap with the HSM down: %v", err)
 	}
 	f.kr.Fail.Store(false)
@@ -490,7 +490,7 @@ func TestRewrapTenant(t *testing.T) {
 		}
 		sealedBefore[id] = in
 	}
-	tn, n, err := f.svc.RewrapTenant(ctx, audit.Event{Actor: "op"}, "acme")
+	tn, n, err := f.svc.RewrapTenant(ctx, Caller{Principal: "op"}, "acme")
 	if err != nil || n != 2 || tn.KEKVersion != 2 {
 		t.Fatalf("rewrap: n=%d kek=%d %v", n, tn.KEKVersion, err)
 	}
@@ -516,13 +516,13 @@ func TestRewrapTenant(t *testing.T) {
 	if f.kr.Unwraps() == unwrapsBefore {
 		t.Fatal("tokens opened from the cache: rewrap did not evict the old wrappings")
 	}
-	if _, n, err := f.svc.RewrapTenant(ctx, audit.Event{Actor: "op"}, "acme"); err != nil || n != 0 {
+	if _, n, err := f.svc.RewrapTenant(ctx, Caller{Principal: "op"}, "acme"); err != nil || n != 0 {
 		t.Fatalf("second rewrap: n=%d %v", n, err)
 	}
 	if g, _ := f.store.GetTenant(ctx, "globex"); g.DEKs[0].KEKVersion != 1 {
 		t.Fatal("another tenant was rewrapped")
 	}
-	if _, _, err := f.svc.RewrapTenant(ctx, audit.Event{Actor: "op"}, "nosuch"); !errors.Is(err, ErrTenantNotFound) && !errors.Is(err, ErrNotFound) {
+	if _, _, err := f.svc.RewrapTenant(ctx, Caller{Principal: "op"}, "nosuch"); !errors.Is(err, ErrTenantNotFound) && !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing tenant: %v", err)
 	}
 }
@@ -540,18 +540,18 @@ func TestKeyChangesNeedTheirAuditEvent(t *testing.T) {
 	if err := f.audit.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.CreateTenant(ctx, audit.Event{Actor: "op"}, "initech"); !errors.Is(err, ErrUnavailable) {
+	if _, err := f.svc.CreateTenant(ctx, Caller{Principal: "op"}, "initech"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("create without audit: %v", err)
 	}
 	if _, err := f.store.GetTenant(ctx, "initech"); !errors.Is(err, storage.ErrTenantNotFound) {
 		t.Fatalf("tenant created without its event: %v", err)
 	}
-	if _, err := f.svc.RotateDEK(ctx, audit.Event{Actor: "op"}, "acme"); !errors.Is(err, ErrUnavailable) {
+	if _, err := f.svc.RotateDEK(ctx, Caller{Principal: "op"}, "acme"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("rotate without audit: %v", err)
 	}
 	f.kr.Rotate()
 	f.svc.kekVersion = f.kr.CurrentVersion
-	if _, _, err := f.svc.RewrapTenant(ctx, audit.Event{Actor: "op"}, "acme"); !errors.Is(err, ErrUnavailable) {
+	if _, _, err := f.svc.RewrapTenant(ctx, Caller{Principal: "op"}, "acme"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("rewrap without audit: %v", err)
 	}
 	after, err := f.store.GetTenant(ctx, "acme")
@@ -567,12 +567,12 @@ func TestKeyChangesNeedTheirAuditEvent(t *testing.T) {
 func TestKeyChangesAuditedWithTheChange(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	if _, err := f.svc.RotateDEK(ctx, audit.Event{Actor: "op", HTTPStatus: 200}, "acme"); err != nil {
+	if _, err := f.svc.RotateDEK(ctx, Caller{Principal: "op"}, "acme", WithStatus(200)); err != nil {
 		t.Fatal(err)
 	}
 	f.kr.Rotate()
 	f.svc.kekVersion = f.kr.CurrentVersion
-	if _, _, err := f.svc.RewrapTenant(ctx, audit.Event{Actor: "op", HTTPStatus: 200}, "acme"); err != nil {
+	if _, _, err := f.svc.RewrapTenant(ctx, Caller{Principal: "op"}, "acme", WithStatus(200)); err != nil {
 		t.Fatal(err)
 	}
 	var details []string
