@@ -436,7 +436,7 @@ func testSingleflight(t *testing.T) {
 			errs <- err
 		})
 	}
-	<-started // the leader is inside Unwrap
+	<-started       // the leader is inside Unwrap
 	synctest.Wait() // every other goroutine is queued behind it
 	if m := k.Stats().Misses - m0; m != n {
 		t.Errorf("%d misses queued, want %d", m, n)
