@@ -27,7 +27,7 @@ func TestUsageFlushDuringRefreshKeepsRotatedToken(t *testing.T) {
 		_, err := f.svc.AccessToken(ctx, Caller{}, "acme", "crm")
 		done <- err
 	}()
-	<-entered // the refresh holds the lock and is at the provider
+	<-entered             // the refresh holds the lock and is at the provider
 	f.svc.flushUsage(ctx) // the refresh holds the lock: the flush must not write
 	close(gate)
 	if err := <-done; err != nil {
