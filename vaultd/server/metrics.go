@@ -102,30 +102,49 @@ func (m *Metrics) Reload(ok bool) {
 	}
 }
 
+// opsRoute is one route of the ops listener.
+type opsRoute struct {
+	method, path string
+	handler      http.Handler
+}
+
+// opsRoutes are the ops listener's routes (plain HTTP, loopback, no
+// client certificate). docs/openapi.json documents them
+// (TestOpenAPIMatchesRoutes).
+func (s *Server) opsRoutes() []opsRoute {
+	return []opsRoute{
+		{http.MethodGet, "/healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		})},
+		{http.MethodGet, "/readyz", http.HandlerFunc(s.readyz)},
+		{http.MethodGet, "/metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})},
+	}
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": "shutting down"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	if s.ready != nil {
+		if err := s.ready(ctx); err != nil {
+			// err names the failing component ("hsm: unavailable");
+			// neither it nor its causes carry secrets.
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": err.Error()})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
 // OpsHandler serves /healthz, /readyz and /metrics (plain HTTP, loopback).
 func (s *Server) OpsHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if s.draining.Load() {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": "shutting down"})
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-		defer cancel()
-		if s.ready != nil {
-			if err := s.ready(ctx); err != nil {
-				// err names the failing component ("hsm: unavailable");
-				// neither it nor its causes carry secrets.
-				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": err.Error()})
-				return
-			}
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
+	for _, rt := range s.opsRoutes() {
+		mux.Handle(rt.method+" "+rt.path, rt.handler)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusNotFound)
