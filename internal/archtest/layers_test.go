@@ -38,14 +38,16 @@ type layer struct {
 // layers, top to bottom. A package belongs to the first layer that lists it.
 var layers = []layer{
 	{name: "cmd", pkgs: []string{"cmd/..."},
-		may: []string{"wiring", "edge", "api", "service", "core", "logic", "adapters", "contracts", "platform", "config", "leaf", "fakes"}},
+		may: []string{"wiring", "settings", "edge", "api", "service", "core", "logic", "adapters", "contracts", "platform", "config", "leaf", "fakes"}},
 	// The benchmark harness drives SoftHSM and a fake provider the way the
 	// tests do; it is never packaged.
 	{name: "bench", pkgs: []string{"internal/bench/..."},
-		may:     []string{"wiring", "edge", "api", "service", "core", "logic", "adapters", "contracts", "platform", "config", "leaf", "fakes", "testkit"},
+		may:     []string{"wiring", "settings", "edge", "api", "service", "core", "logic", "adapters", "contracts", "platform", "config", "leaf", "fakes", "testkit"},
 		testing: true},
 	{name: "wiring", pkgs: []string{"vaultd/daemon", "internal/ctl"},
-		may: []string{"edge", "api", "service", "core", "logic", "adapters", "contracts", "platform", "config", "leaf"}},
+		may: []string{"settings", "edge", "api", "service", "core", "logic", "adapters", "contracts", "platform", "config", "leaf"}},
+	{name: "settings", pkgs: []string{"internal/settings"},
+		may: []string{"logic", "platform", "config", "leaf"}},
 	{name: "edge", pkgs: []string{"vaultd/server", "vaultd/client"},
 		may: []string{"api", "service", "core", "logic", "contracts", "leaf"}},
 	{name: "api", pkgs: []string{"vaultd/api"},

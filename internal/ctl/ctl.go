@@ -17,6 +17,7 @@ import (
 
 	"github.com/vaultd/vaultd/hsm"
 	"github.com/vaultd/vaultd/internal/devpki"
+	"github.com/vaultd/vaultd/internal/settings"
 	"github.com/vaultd/vaultd/storage/bolt"
 	"github.com/vaultd/vaultd/vaultd/client"
 	"github.com/vaultd/vaultd/vaultd/config"
@@ -109,7 +110,7 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := config.Load(*cfgPath, config.ModeInit)
+	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
@@ -143,6 +144,20 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
+// loadConfig loads the config file as the local commands need it, and
+// refuses what vaultd would refuse in it: the values other packages own
+// (roles, auth styles, hardening) are read by internal/settings.
+func loadConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path, config.ModeInit)
+	if err != nil {
+		return nil, err
+	}
+	if err := settings.Check(cfg); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
 // localKeyring parses `-config FILE` (no other argument), loads the config
 // and the PIN, and opens the keyring: the start of every local HSM command.
 func localKeyring(ctx context.Context, name string, args []string, stderr io.Writer) (hsm.Keyring, *config.Config, error) {
@@ -155,7 +170,7 @@ func localKeyring(ctx context.Context, name string, args []string, stderr io.Wri
 	if fs.NArg() != 0 {
 		return nil, nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	cfg, err := config.Load(*cfgPath, config.ModeInit)
+	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
 		return nil, nil, err
 	}

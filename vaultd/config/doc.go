@@ -20,9 +20,10 @@
 // modes and extra_syscalls (package harden), principal roles (policy, with
 // the rules that tie roles to a tenant) and a provider's auth_style
 // (oauth). This package keeps them as written and refuses only an
-// explicitly empty one; vaultd reads them with their
-// owner's parser when it starts or reloads, and reports a refusal the same
-// way, at the key's line (Config.KeyError).
+// explicitly empty one; internal/settings reads them with their owner's
+// parser (vaultd when it starts or reloads, vaultctl when it loads the
+// file) and reports a refusal the same way, at the key's line
+// (Config.KeyError).
 //
 // Durations are Go duration strings ("30s", "5m", "1h") and must be
 // positive; a bare number is an error. testdata/full.toml is a commented

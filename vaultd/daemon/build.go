@@ -14,6 +14,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/vaultd/vaultd/harden"
+	"github.com/vaultd/vaultd/internal/settings"
 	"github.com/vaultd/vaultd/policy"
 	"github.com/vaultd/vaultd/storage/bolt"
 	"github.com/vaultd/vaultd/vaultd/audit"
@@ -215,7 +216,7 @@ func buildTLS(cfg *config.Config) (*tls.Config, error) {
 }
 
 func buildIdentity(cfg *config.Config) (server.Identity, error) {
-	ps, err := principals(cfg)
+	ps, err := settings.Principals(cfg)
 	if err != nil {
 		return server.Identity{}, err
 	}
@@ -251,7 +252,7 @@ func buildProviders(cfg *config.Config, log *slog.Logger) (vault.Providers, map[
 	fwds := map[string]*proxy.Forwarder{}
 	for _, name := range cfg.ProviderNames() {
 		p := cfg.Providers[name]
-		style, err := authStyle(cfg, name)
+		style, err := settings.AuthStyle(cfg, name)
 		if err != nil {
 			return nil, nil, err
 		}

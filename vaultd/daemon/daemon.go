@@ -3,9 +3,9 @@
 // and graceful shutdown. cmd/vaultd is a thin main around Run.
 //
 // It is the wiring: the one package that knows both the config file and
-// the running parts. settings.go reads the values of the file that other
-// packages own (hardening, roles, auth styles) and keyring.go builds the
-// HSM backend's config; build.go constructs everything, in an order that
+// the running parts. internal/settings reads the values of the file that
+// other packages own (hardening, roles, auth styles) and keyring.go builds
+// the HSM backend's config; build.go constructs everything, in an order that
 // makes start-up failures cheap and clear; tasks.go runs what was built as
 // a list of tasks under one errgroup (the API over TCP, HTTP/3, the ops
 // listener and the signal handler, plus the watchdog and health loops) and
@@ -30,6 +30,7 @@ import (
 
 	"github.com/vaultd/vaultd/harden"
 	"github.com/vaultd/vaultd/hsm"
+	"github.com/vaultd/vaultd/internal/settings"
 	"github.com/vaultd/vaultd/storage/bolt"
 	"github.com/vaultd/vaultd/vaultd/audit"
 	"github.com/vaultd/vaultd/vaultd/config"
@@ -74,7 +75,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, hooks Hoo
 	if err != nil {
 		return err
 	}
-	hardening, err := hardenOptions(cfg)
+	hardening, err := settings.Harden(cfg)
 	if err != nil {
 		return configError(err)
 	}
@@ -158,7 +159,7 @@ func (d *daemon) reload(ctx context.Context) {
 func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 	// [harden] changes need a restart, but a file start-up would refuse is
 	// refused here too.
-	if _, err := hardenOptions(cfg); err != nil {
+	if _, err := settings.Harden(cfg); err != nil {
 		return err
 	}
 	old := d.cfg.Load()

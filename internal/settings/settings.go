@@ -1,4 +1,13 @@
-package daemon
+// Package settings is the parsed form of the vaultd config file, kept
+// apart from the file itself (vaultd/config: schema, defaults, paths).
+// Some values in the file are words of another package's vocabulary: the
+// [harden] modes and extra_syscalls (harden), principal roles (policy) and
+// a provider's auth_style (oauth). config keeps them as written; here each
+// is read by the package that owns its meaning, and a refusal becomes a
+// config error naming the key and its line (config.KeyError), exactly as
+// if config.Load had found it. vaultd reads them at start-up and on
+// reload; vaultctl checks them too, so it refuses what vaultd would.
+package settings
 
 import (
 	"errors"
@@ -10,15 +19,27 @@ import (
 	"github.com/vaultd/vaultd/vaultd/oauth"
 )
 
-// The config file spells some values in other packages' vocabularies.
-// vaultd/config keeps them as written; here each is read by the package
-// that owns its meaning, and a refusal becomes a config error naming the
-// key and its line (config.KeyError), exactly as if Load had found it.
+// Check reads every value of cfg that another package owns and returns
+// the first refusal (a *config.Error), or nil.
+func Check(cfg *config.Config) error {
+	if _, err := Harden(cfg); err != nil {
+		return err
+	}
+	if _, err := Principals(cfg); err != nil {
+		return err
+	}
+	for _, name := range cfg.ProviderNames() {
+		if _, err := AuthStyle(cfg, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
-// hardenOptions maps [harden] to the options of process hardening: the
+// Harden maps [harden] to the options of process hardening: the
 // modes and the extra syscalls (checked against this machine's syscall
 // table now, so a typo stops start-up with its line number).
-func hardenOptions(cfg *config.Config) (harden.Options, error) {
+func Harden(cfg *config.Config) (harden.Options, error) {
 	h := cfg.Harden
 	mlock, err := harden.ParseMlock(h.Mlock)
 	if err != nil {
@@ -40,12 +61,12 @@ func hardenOptions(cfg *config.Config) (harden.Options, error) {
 	}, nil
 }
 
-// principals maps [[principals]] to policy's principals: the roles are read
+// Principals maps [[principals]] to policy's principals: the roles are read
 // by policy.ParseRoles. The two rules that tie roles to the file's other
 // tables are checked here, so that a refusal names the tenant key: an
 // operator has no tenant (policy.NewDirectory refuses that too), and an
 // app principal without one needs [tenant_context].
-func principals(cfg *config.Config) ([]policy.Principal, error) {
+func Principals(cfg *config.Config) ([]policy.Principal, error) {
 	ps := make([]policy.Principal, 0, len(cfg.Principals))
 	for i, p := range cfg.Principals {
 		key := fmt.Sprintf("principals[%d]", i)
@@ -69,8 +90,8 @@ func principals(cfg *config.Config) ([]policy.Principal, error) {
 	return ps, nil
 }
 
-// authStyle reads [providers.NAME] auth_style with oauth.ParseAuthStyle.
-func authStyle(cfg *config.Config, name string) (string, error) {
+// AuthStyle reads [providers.NAME] auth_style with oauth.ParseAuthStyle.
+func AuthStyle(cfg *config.Config, name string) (string, error) {
 	style, err := oauth.ParseAuthStyle(cfg.Providers[name].AuthStyle)
 	if err != nil {
 		return "", cfg.KeyError("providers."+name+".auth_style", err)
