@@ -1,5 +1,6 @@
 // Package policy decides who a caller is, which tenant a request acts for,
-// and whether the caller may do what it asks (CONTRACT §3).
+// and whether the caller may do what it asks (docs/api.md, "Calling
+// vaultd").
 //
 // Three steps, in this order, on every API request:
 //

@@ -12,7 +12,7 @@ import (
 	"github.com/vaultd/vaultd/internal/ids"
 )
 
-// Role is a principal's role (CONTRACT §3).
+// Role is a principal's role (docs/api.md, "Calling vaultd").
 type Role string
 
 // Roles.
@@ -79,7 +79,7 @@ var (
 
 // PrincipalName returns the name a client certificate authenticates as:
 // the string form of its first URI SAN if it has any, else its subject
-// common name (CONTRACT §3). A certificate with neither is an error.
+// common name (docs/api.md). A certificate with neither is an error.
 func PrincipalName(cert *x509.Certificate) (string, error) {
 	if cert == nil {
 		return "", ErrNoPrincipalName
@@ -155,7 +155,7 @@ type Directory struct {
 // twice (also across uri_san and subject_cn, since the name is the audit
 // actor); no roles, an unknown or repeated role; a tenant that is not a
 // valid id; an operator with a tenant; and an operator that also holds the
-// app role (operators never use tokens, CONTRACT §3, so one identity may
+// app role (operators never use tokens, docs/api.md, so one identity may
 // not be both).
 func NewDirectory(ps []Principal) (*Directory, error) {
 	d := &Directory{byURI: map[string]Principal{}, byCN: map[string]Principal{}}

@@ -1,11 +1,11 @@
 package policy
 
-// TenantContextHeader carries the tenant-context JWT (CONTRACT §3).
+// TenantContextHeader carries the tenant-context JWT (docs/api.md).
 const TenantContextHeader = "X-Tenant-Context"
 
 // ResolveTenant decides the tenant a request by p acts for, and on whose
 // behalf, from p's configuration and the X-Tenant-Context header value
-// (CONTRACT §3). The rules, in order:
+// (docs/api.md, "Calling vaultd"). The rules, in order:
 //
 //   - p has a fixed tenant: that tenant. The header is ignored, not even
 //     verified: it can neither change the tenant nor put an unverified
@@ -17,8 +17,8 @@ const TenantContextHeader = "X-Tenant-Context"
 //     also when v is nil) and gives the JWT's tenant and sub. An empty
 //     header is ErrMissingAssertion if p holds the app role (an unbound app
 //     needs an assertion on every request); for an unbound auditor
-//     without the app role it means platform-wide: "" (CONTRACT: an
-//     auditor without a tenant sees every tenant's events). A presented
+//     without the app role it means platform-wide: "" (an auditor
+//     without a tenant sees every tenant's events). A presented
 //     header is never ignored by an unbound principal: an invalid one is
 //     refused rather than falling back to platform-wide.
 //

@@ -83,7 +83,7 @@ func (t Tenant) DEK(v uint32) (WrappedDEK, bool) {
 	return WrappedDEK{}, false
 }
 
-// Integration status values (CONTRACT §4).
+// Integration status values (the API's "status", docs/api.md).
 const (
 	StatusActive                  = "active"
 	StatusDegraded                = "degraded"

@@ -1,4 +1,5 @@
-// Package audit is vaultd's tamper-evident audit trail (CONTRACT §5).
+// Package audit is vaultd's tamper-evident audit trail (docs/api.md,
+// "Audit events").
 //
 // Every security-relevant operation is recorded as an Event, one JSON object
 // per line, chained by hash:

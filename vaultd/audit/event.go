@@ -35,9 +35,10 @@ var (
 	ErrChainBroken = errors.New("audit: the stored chain is broken; refusing to append")
 )
 
-// Actions. The contract (§5) names the first nine; the others are vaultd
-// additions. Record accepts any action matching actionRE so packages can
-// add their own, but should use these constants.
+// Actions. The first nine are the original interface's; the others are
+// vaultd additions (docs/api.md lists what vaultd records). Record accepts
+// any action matching actionRE so packages can add their own, but should
+// use these constants.
 const (
 	ActionTenantCreate      = "tenant.create"
 	ActionTokenStore        = "token.store"
@@ -114,7 +115,8 @@ type Event struct {
 	Hash     string `json:"hash"`
 }
 
-// contractFields are the keys every event line has (CONTRACT §5).
+// contractFields are the keys every event line has (docs/api.md, "Audit
+// events").
 var contractFields = []string{
 	"seq", "time", "tenant_id", "integration_id", "actor", "on_behalf_of", "action",
 	"outcome", "request_id", "target_host", "http_status", "detail", "prev_hash", "hash",

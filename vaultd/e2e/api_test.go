@@ -63,7 +63,7 @@ func wantStatus(t *testing.T, r apiResp, status int) {
 	}
 }
 
-// wantError checks the exact contract error shape:
+// wantError checks the exact API error shape:
 // {"error":{"code","message","request_id"}} and nothing else.
 func wantError(t *testing.T, r apiResp, status int, code string) {
 	t.Helper()

@@ -50,7 +50,8 @@ func parseNDJSON(t *testing.T, b []byte) []auditLine {
 	return out
 }
 
-// recomputeHash checks CONTRACT §5 independently of vaultd's code:
+// recomputeHash checks the hash chain of docs/api.md independently of
+// vaultd's code:
 // sha256(prev_hash "\n" JCS(event without hash)).
 func recomputeHash(t *testing.T, l auditLine) string {
 	t.Helper()

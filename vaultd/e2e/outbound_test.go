@@ -27,7 +27,7 @@ type obResult struct {
 	Body   []byte
 }
 
-// Code is the contract error code of an error answer ("" otherwise).
+// Code is the API error code of an error answer ("" otherwise).
 func (r obResult) Code() string {
 	var eb struct {
 		Error struct {

@@ -3,7 +3,7 @@ package oauth
 import "slices"
 
 // ScopeDrift returns the granted scopes that exceed either the stored grant
-// or the provider's scope inventory (CONTRACT §4), sorted and deduplicated.
+// or the provider's scope inventory (its config "scopes"), sorted and deduplicated.
 // An empty granted (the answer omitted scope) means the grant is unchanged
 // (RFC 6749 §5.1), so there is no drift. An empty inventory declares no
 // scopes at all, so every granted scope is drift.

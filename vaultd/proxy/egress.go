@@ -18,7 +18,7 @@ const (
 )
 
 // Target resolves a caller's path against a provider's api_base_url and
-// refuses anything that could leave it (CONTRACT §4).
+// refuses anything that could leave it (docs/api.md, "Outbound calls").
 //
 // rawPath is the still-escaped path the caller gave after ".../proxy/" (or
 // execute's "path"; one leading "/" is allowed). rawQuery is the caller's

@@ -15,7 +15,7 @@ import (
 )
 
 // ExecuteRequest is the body of POST /v1/integrations/{id}/execute
-// (CONTRACT §4): the proxied call described as JSON.
+// (docs/api.md): the proxied call described as JSON.
 type ExecuteRequest struct {
 	Method  string            // RFC 9110 token; standard methods normalised to upper case
 	Path    string            // escaped path relative to api_base_url; judged by Target

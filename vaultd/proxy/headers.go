@@ -23,7 +23,7 @@ var hopByHop = map[string]bool{
 
 // outboundDrop: caller headers that must not reach the provider.
 var outboundDrop = map[string]bool{
-	// Credentials and identity of the caller towards vaultd (CONTRACT §4).
+	// Credentials and identity of the caller towards vaultd (docs/api.md).
 	"Authorization":    true,
 	"Cookie":           true,
 	"Cookie2":          true,

@@ -1,4 +1,4 @@
-// Package server is vaultd's HTTP edge: the mTLS API (CONTRACT §4) and the
+// Package server is vaultd's HTTP edge: the mTLS API (docs/api.md) and the
 // plain ops listener. It is the only place that maps errors to status codes.
 //
 // Every API request goes through the same gates, in order, each failing

@@ -33,7 +33,8 @@ import (
 	"github.com/vaultd/vaultd/vaultd/oauth"
 )
 
-// Sentinel errors; the server maps them to CONTRACT §4 codes.
+// Sentinel errors; the server maps them to the API's error codes
+// (docs/api.md).
 var (
 	ErrNotFound                = errors.New("vault: not found")
 	ErrTenantNotFound          = errors.New("vault: tenant not found")
