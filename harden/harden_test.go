@@ -285,7 +285,7 @@ func TestProbeLockInjected(t *testing.T) {
 }
 
 func TestApplyRejectsBadModes(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	for _, h := range []Options{
 		{Mlock: "all", Seccomp: SeccompOff},
 		{Mlock: MlockOff, Seccomp: "kill"},

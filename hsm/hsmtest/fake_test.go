@@ -2,7 +2,6 @@ package hsmtest
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"testing"
 
@@ -14,7 +13,7 @@ func TestFakeKeyringSuite(t *testing.T) {
 }
 
 func TestFakeFailuresAndCounters(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	f := NewFake()
 	w, err := f.Wrap(ctx, []byte("0123456789abcdef0123456789abcdef"), nil)
 	if err != nil {
@@ -51,7 +50,7 @@ func TestFakeFailuresAndCounters(t *testing.T) {
 }
 
 func TestFakeRotate(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	f := NewFake()
 	pt := []byte("0123456789abcdef0123456789abcdef")
 	old, err := f.Wrap(ctx, pt, []byte("a"))

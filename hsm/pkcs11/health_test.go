@@ -3,7 +3,6 @@
 package pkcs11_test
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -19,7 +18,7 @@ import (
 func TestSessionLossIsUnavailable(t *testing.T) {
 	tok := initToken(t)
 	k := openKeyring(t, config(tok))
-	ctx := context.Background()
+	ctx := t.Context()
 	w, err := k.Wrap(ctx, []byte("0123456789abcdef0123456789abcdef"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +56,7 @@ func TestSessionLossIsUnavailable(t *testing.T) {
 // label (policy checks included) instead of needing a restart.
 func TestPingRefindsStaleKEKHandle(t *testing.T) {
 	tok := initToken(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	logger, logs := newLogger()
 	k, err := hsmpkcs11.Open(ctx, config(tok), logger)
 	if err != nil {

@@ -4,7 +4,6 @@ package pkcs11_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -26,7 +25,7 @@ func TestInitKEKAttributes(t *testing.T) {
 	}
 
 	// 1. Through the backend's own reader.
-	infos, err := k.KEKInfo(context.Background())
+	infos, err := k.KEKInfo(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +145,7 @@ func TestInitKEKIdempotent(t *testing.T) {
 	}
 	before := count()
 	for range 2 {
-		v, created, err := hsmpkcs11.InitKEK(context.Background(), config(tok), nil)
+		v, created, err := hsmpkcs11.InitKEK(t.Context(), config(tok), nil)
 		if err != nil || v != 1 || created {
 			t.Fatalf("InitKEK again = %d, %v, %v; want 1, false, nil", v, created, err)
 		}
@@ -220,7 +219,7 @@ func TestOpenRefusesBadKEK(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tok := toks[i]
 			tc.plant(t, tok)
-			k, err := hsmpkcs11.Open(context.Background(), config(tok), nil)
+			k, err := hsmpkcs11.Open(t.Context(), config(tok), nil)
 			if err == nil {
 				_ = k.Close()
 				t.Fatal("Open accepted the key set")
@@ -229,7 +228,7 @@ func TestOpenRefusesBadKEK(t *testing.T) {
 				t.Fatalf("Open: %q matches %v, want [ErrKEKInvalid]", err, got)
 			}
 			t.Logf("%v", err)
-			if _, created, err := hsmpkcs11.InitKEK(context.Background(), config(tok), nil); !errors.Is(err, hsm.ErrKEKInvalid) || created {
+			if _, created, err := hsmpkcs11.InitKEK(t.Context(), config(tok), nil); !errors.Is(err, hsm.ErrKEKInvalid) || created {
 				t.Fatalf("InitKEK: created=%v err=%v, want ErrKEKInvalid", created, err)
 			}
 		})
@@ -243,7 +242,7 @@ func TestOpenRefusesBadKEK(t *testing.T) {
 		if k.CurrentVersion() != 1 {
 			t.Fatalf("CurrentVersion = %d", k.CurrentVersion())
 		}
-		if _, err := k.Wrap(context.Background(), []byte("k"), nil); err != nil {
+		if _, err := k.Wrap(t.Context(), []byte("k"), nil); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -251,7 +250,7 @@ func TestOpenRefusesBadKEK(t *testing.T) {
 
 func TestRotateKEK(t *testing.T) {
 	tok := initToken(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	aad := []byte("tenant=acme")
 	dek := []byte("0123456789abcdef0123456789abcdef")
 
@@ -306,7 +305,7 @@ func TestRotateKEK(t *testing.T) {
 // Rotation by one keyring becomes visible to another through Reload.
 func TestReload(t *testing.T) {
 	tok := initToken(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	a := openKeyring(t, config(tok))
 	b := openKeyring(t, config(tok))
 	if _, err := a.RotateKEK(ctx); err != nil {

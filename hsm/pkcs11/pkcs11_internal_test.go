@@ -102,7 +102,7 @@ func TestPolicyViolation(t *testing.T) {
 func TestSessionPoolWaitHonoursContext(t *testing.T) {
 	sp := newSessionPool(nil, 0, 1)
 	sp.sem <- struct{}{} // the only session is in use
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
 		_, err := sp.get(ctx)
@@ -116,7 +116,7 @@ func TestSessionPoolWaitHonoursContext(t *testing.T) {
 	// touching the module.
 	sp.idle <- pkcs11.SessionHandle(7)
 	<-sp.sem
-	s, err := sp.get(context.Background())
+	s, err := sp.get(t.Context())
 	if err != nil || s != 7 {
 		t.Fatalf("get = %v, %v; want the idle session 7", s, err)
 	}

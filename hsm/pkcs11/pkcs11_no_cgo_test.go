@@ -3,7 +3,6 @@
 package pkcs11_test
 
 import (
-	"context"
 	"errors"
 	"testing"
 
@@ -17,11 +16,11 @@ import (
 func TestWithoutCgo(t *testing.T) {
 	cfg := hsmpkcs11.Config{Module: "/usr/lib/softhsm/libsofthsm2.so", TokenLabel: "vaultd", PIN: secret.NewString("1234"), KEKLabel: "vaultd-kek"}
 	const want = "vaultd was built without cgo; the PKCS#11 backend needs it"
-	k, err := hsmpkcs11.Open(context.Background(), cfg, nil)
+	k, err := hsmpkcs11.Open(t.Context(), cfg, nil)
 	if k != nil || !errors.Is(err, hsmpkcs11.ErrNoCgo) || !errors.Is(err, hsm.ErrModule) || err.Error() != want {
 		t.Fatalf("Open = %v, %v; want nil, %q", k, err, want)
 	}
-	if v, created, err := hsmpkcs11.InitKEK(context.Background(), cfg, nil); v != 0 || created || !errors.Is(err, hsmpkcs11.ErrNoCgo) {
+	if v, created, err := hsmpkcs11.InitKEK(t.Context(), cfg, nil); v != 0 || created || !errors.Is(err, hsmpkcs11.ErrNoCgo) {
 		t.Fatalf("InitKEK = %d, %v, %v; want ErrNoCgo", v, created, err)
 	}
 }

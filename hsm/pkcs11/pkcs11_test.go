@@ -63,7 +63,7 @@ func newLogger() (*slog.Logger, *logBuf) {
 func initToken(t testing.TB) softhsmtest.Token {
 	t.Helper()
 	tok := softhsmtest.NewToken(t)
-	v, created, err := hsmpkcs11.InitKEK(context.Background(), config(tok), nil)
+	v, created, err := hsmpkcs11.InitKEK(t.Context(), config(tok), nil)
 	if err != nil || v != 1 || !created {
 		t.Fatalf("InitKEK = %d, %v, %v; want 1, true, nil", v, created, err)
 	}
@@ -72,7 +72,7 @@ func initToken(t testing.TB) softhsmtest.Token {
 
 func openKeyring(t testing.TB, cfg hsmpkcs11.Config) *hsmpkcs11.PKCS11 {
 	t.Helper()
-	k, err := hsmpkcs11.Open(context.Background(), cfg, nil)
+	k, err := hsmpkcs11.Open(t.Context(), cfg, nil)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -91,7 +91,7 @@ func TestPKCS11SmallPool(t *testing.T) {
 	cfg := config(tok)
 	cfg.MaxSessions = 2
 	k := openKeyring(t, cfg)
-	ctx := context.Background()
+	ctx := t.Context()
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)
 	for range 100 {
@@ -227,7 +227,7 @@ func TestOpenErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			logger, logs := newLogger()
-			k, err := hsmpkcs11.Open(context.Background(), tc.cfg, logger)
+			k, err := hsmpkcs11.Open(t.Context(), tc.cfg, logger)
 			if err == nil {
 				_ = k.Close()
 				t.Fatal("Open succeeded")
@@ -249,7 +249,7 @@ func TestOpenErrors(t *testing.T) {
 			t.Logf("%s: %v", tc.name, err)
 			// InitKEK reports the same (except a missing KEK, which it creates).
 			if tc.want != "ErrKEKNotFound" {
-				_, _, err := hsmpkcs11.InitKEK(context.Background(), tc.cfg, logger)
+				_, _, err := hsmpkcs11.InitKEK(t.Context(), tc.cfg, logger)
 				if got := matching(err); len(got) != 1 || got[0] != tc.want {
 					t.Fatalf("InitKEK error %q matches %v, want [%s]", err, got, tc.want)
 				}
@@ -260,14 +260,14 @@ func TestOpenErrors(t *testing.T) {
 	// After all that, the right config still opens (nothing leaked or got
 	// stuck in the module's state).
 	k := openKeyring(t, config(withKEK))
-	if err := k.Ping(context.Background()); err != nil {
+	if err := k.Ping(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestOpenCancelled(t *testing.T) {
 	tok := initToken(t)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if _, err := hsmpkcs11.Open(ctx, config(tok), nil); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
@@ -282,7 +282,7 @@ func TestOpenCancelled(t *testing.T) {
 func TestCloseUnderLoad(t *testing.T) {
 	tok := initToken(t)
 	k := openKeyring(t, config(tok))
-	ctx := context.Background()
+	ctx := t.Context()
 	w, err := k.Wrap(ctx, []byte("0123456789abcdef"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -321,14 +321,14 @@ func TestCloseUnderLoad(t *testing.T) {
 func TestLogsCarryNoPIN(t *testing.T) {
 	tok := softhsmtest.NewToken(t)
 	logger, logs := newLogger()
-	if _, _, err := hsmpkcs11.InitKEK(context.Background(), config(tok), logger); err != nil {
+	if _, _, err := hsmpkcs11.InitKEK(t.Context(), config(tok), logger); err != nil {
 		t.Fatal(err)
 	}
-	k, err := hsmpkcs11.Open(context.Background(), config(tok), logger)
+	k, err := hsmpkcs11.Open(t.Context(), config(tok), logger)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := k.RotateKEK(context.Background()); err != nil {
+	if _, err := k.RotateKEK(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	_ = k.Close()

@@ -2,7 +2,6 @@ package ctl
 
 import (
 	"bytes"
-	"context"
 	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
@@ -23,7 +22,7 @@ import (
 // chained audit trail, closed, and returns its path.
 func newBackupSource(t *testing.T) string {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "vault.db")
 	st, err := bolt.Open(ctx, path, bolt.Options{})
 	if err != nil {
@@ -50,7 +49,7 @@ func newBackupSource(t *testing.T) string {
 }
 
 func TestVerifyBackup(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	t.Run("valid", func(t *testing.T) {
 		sum, err := verifyBackup(ctx, newBackupSource(t))
 		if err != nil {
@@ -125,7 +124,7 @@ func TestBackupFailureLeavesNothing(t *testing.T) {
 	}
 	out := filepath.Join(backups, "vault.db")
 	var stdout, stderr bytes.Buffer
-	err := cmdBackup(context.Background(), []string{"-server", srv.URL, "-ca", ca, "-out", out}, &stdout, &stderr)
+	err := cmdBackup(t.Context(), []string{"-server", srv.URL, "-ca", ca, "-out", out}, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "incomplete") {
 		t.Fatalf("backup of a stream without trailers: %v", err)
 	}

@@ -1,7 +1,6 @@
 package ctl
 
 import (
-	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -31,7 +30,7 @@ func TestLocalCommandsRefuseWhatVaultdRefuses(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, cmd := range []string{"init", "kek-info"} {
-			err := Run(context.Background(), []string{cmd, "-config", cfg}, io.Discard, io.Discard)
+			err := Run(t.Context(), []string{cmd, "-config", cfg}, io.Discard, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("%s: %v, want %q", cmd, err, tc.want)
 			}

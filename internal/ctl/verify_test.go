@@ -21,7 +21,7 @@ const verifyN = 12
 // and returns the export's lines and the acme-filtered export.
 func auditExport(t *testing.T) (lines []string, filtered []byte) {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	st, err := bolt.Open(ctx, filepath.Join(t.TempDir(), "vault.db"), bolt.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)

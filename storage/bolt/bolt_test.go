@@ -50,7 +50,7 @@ func newPath(t testing.TB) string {
 
 func openT(t testing.TB, path string, opts Options) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), path, opts)
+	s, err := Open(t.Context(), path, opts)
 	if err != nil {
 		t.Fatalf("Open %s: %v", path, err)
 	}
@@ -118,7 +118,7 @@ func TestFileMode(t *testing.T) {
 		t.Fatalf("database mode %v, want 0600", fi.Mode().Perm())
 	}
 	bk := filepath.Join(t.TempDir(), "backup.db")
-	if _, err := s.BackupToFile(context.Background(), bk); err != nil {
+	if _, err := s.BackupToFile(t.Context(), bk); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(bk); err != nil || fi.Mode().Perm() != 0o600 {
@@ -129,14 +129,14 @@ func TestFileMode(t *testing.T) {
 func TestMissingDirectory(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "absent")
 	path := filepath.Join(dir, "vault.db")
-	_, err := Open(context.Background(), path, Options{})
+	_, err := Open(t.Context(), path, Options{})
 	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), dir) {
 		t.Fatalf("Open in a missing directory: %v", err)
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("Open created the directory: %v", err)
 	}
-	_, err = Open(context.Background(), filepath.Join(t.TempDir(), "missing.db"), Options{ReadOnly: true})
+	_, err = Open(t.Context(), filepath.Join(t.TempDir(), "missing.db"), Options{ReadOnly: true})
 	if !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("read-only Open of a missing file: %v", err)
 	}
@@ -145,7 +145,7 @@ func TestMissingDirectory(t *testing.T) {
 func TestLockedInProcess(t *testing.T) {
 	path := newPath(t)
 	first := openT(t, path, Options{})
-	_, err := Open(context.Background(), path, Options{LockTimeout: 60 * time.Millisecond})
+	_, err := Open(t.Context(), path, Options{LockTimeout: 60 * time.Millisecond})
 	if !errors.Is(err, storage.ErrLocked) {
 		t.Fatalf("second Open: %v, want ErrLocked", err)
 	}
@@ -153,7 +153,7 @@ func TestLockedInProcess(t *testing.T) {
 	if err.Error() != want {
 		t.Fatalf("lock error %q, want %q", err, want)
 	}
-	_, err = Open(context.Background(), path, Options{LockTimeout: 60 * time.Millisecond, ReadOnly: true})
+	_, err = Open(t.Context(), path, Options{LockTimeout: 60 * time.Millisecond, ReadOnly: true})
 	if !errors.Is(err, storage.ErrLocked) {
 		t.Fatalf("read-only Open of a write-locked file: %v, want ErrLocked", err)
 	}
@@ -213,7 +213,7 @@ func TestLockedByOtherProcess(t *testing.T) {
 		_ = cmd.Wait()
 		t.Fatalf("holder did not get ready: %q %v", line, err)
 	}
-	_, err = Open(context.Background(), path, Options{LockTimeout: 100 * time.Millisecond})
+	_, err = Open(t.Context(), path, Options{LockTimeout: 100 * time.Millisecond})
 	if !errors.Is(err, storage.ErrLocked) || !strings.Contains(err.Error(), "is another vaultd running?") {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
@@ -224,13 +224,13 @@ func TestLockedByOtherProcess(t *testing.T) {
 		t.Fatalf("holder: %v", err)
 	}
 	s := openT(t, path, Options{})
-	if err := s.Ping(context.Background()); err != nil {
+	if err := s.Ping(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestReopen(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	path := newPath(t)
 	s := openT(t, path, Options{})
 	tn, err := s.CreateTenant(ctx, storagetest.NewTenant("acme"))
@@ -284,7 +284,7 @@ func TestReopen(t *testing.T) {
 
 // TestLayout pins the on-disk layout documented in docs/architecture.md.
 func TestLayout(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	path := newPath(t)
 	s := openT(t, path, Options{})
 	if _, err := s.CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
@@ -326,7 +326,7 @@ func TestLayout(t *testing.T) {
 }
 
 func TestReadOnly(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	path := newPath(t)
 	s := openT(t, path, Options{})
 	if _, err := s.CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
@@ -359,7 +359,7 @@ func TestReadOnly(t *testing.T) {
 }
 
 func TestPutIntegrationsBatch(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	s := openT(t, newPath(t), Options{})
 	if _, err := s.PutIntegrations(ctx, "acme", []storage.Integration{storagetest.NewIntegration("acme", "a", 16)}); !errors.Is(err, storage.ErrTenantNotFound) {
 		t.Fatalf("batch into a missing tenant: %v", err)
@@ -404,7 +404,7 @@ func TestPutIntegrationsBatch(t *testing.T) {
 // acknowledged write.
 func TestCrashSafety(t *testing.T) {
 	const wantAcks = 200
-	ctx := context.Background()
+	ctx := t.Context()
 	path := newPath(t)
 	s := openT(t, path, Options{})
 	if _, err := s.CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
@@ -516,7 +516,7 @@ func helperWriter(path string) int {
 }
 
 func TestBackupOpens(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	s := openT(t, newPath(t), Options{})
 	if _, err := s.CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
 		t.Fatal(err)
@@ -590,7 +590,7 @@ func TestBackupOpens(t *testing.T) {
 }
 
 func TestOpenCancelled(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	path := newPath(t)
 	if _, err := Open(ctx, path, Options{}); !errors.Is(err, context.Canceled) {
@@ -606,7 +606,7 @@ func TestNotADatabase(t *testing.T) {
 	if err := os.WriteFile(path, bytes.Repeat([]byte("not a bolt file "), 1024), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Open(context.Background(), path, Options{})
+	_, err := Open(t.Context(), path, Options{})
 	if !errors.Is(err, storage.ErrCorrupt) {
 		t.Fatalf("Open of a non-database: %v, want ErrCorrupt", err)
 	}
@@ -626,13 +626,13 @@ func (c *cancelAfterFirst) Write(p []byte) (int, error) {
 
 func TestBackupCancelledMidway(t *testing.T) {
 	s := openT(t, newPath(t), Options{})
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	w := &cancelAfterFirst{cancel: cancel}
 	_, err := s.Backup(ctx, w)
 	if !errors.Is(err, context.Canceled) || w.n != 1 {
 		t.Fatalf("Backup cancelled after the first write: %v (%d writes)", err, w.n)
 	}
-	if err := s.Ping(context.Background()); err != nil {
+	if err := s.Ping(t.Context()); err != nil {
 		t.Fatalf("store unusable after a cancelled backup: %v", err)
 	}
 }

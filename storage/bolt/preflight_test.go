@@ -17,7 +17,7 @@ import (
 // returning an error; preflight turns every such cut into ErrCorrupt, for
 // read-write and read-only opens, before bbolt maps the file.
 func TestTruncatedFileIsCorruptNotACrash(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	src := newPath(t)
 	s := openT(t, src, Options{})
 	if _, err := s.CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {

@@ -2,7 +2,6 @@ package bolt
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"strings"
@@ -17,7 +16,7 @@ import (
 // TestMigrateV0: a hand-crafted version-0 file (tenant buckets, no sys
 // bucket) is upgraded in place and its records stay readable.
 func TestMigrateV0(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	path := newPath(t)
 	tenant, _ := encodeTenant(func() storage.Tenant { x := storagetest.NewTenant("acme"); x.Revision = 1; return x }())
 	rec, _ := encodeIntegration(func() storage.Integration {
@@ -95,7 +94,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 	s := openT(t, path, Options{})
 	_ = s.Close()
 	setVersion(t, path, SchemaVersion+1)
-	_, err := Open(context.Background(), path, Options{})
+	_, err := Open(t.Context(), path, Options{})
 	if !errors.Is(err, storage.ErrSchema) || !strings.Contains(err.Error(), "newer vaultd") {
 		t.Fatalf("Open of a newer file: %v, want ErrSchema", err)
 	}
@@ -111,7 +110,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 // TestMigrationPath registers a v1->v2 migration (as a later release
 // would) and checks it runs once, atomically, and persists the version.
 func TestMigrationPath(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	path := newPath(t)
 	s := openT(t, path, Options{})
 	if _, err := s.CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
@@ -159,7 +158,7 @@ func TestMigrationPath(t *testing.T) {
 }
 
 func TestMigrationFailureIsAtomic(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	path := newPath(t)
 	s := openT(t, path, Options{})
 	_ = s.Close()
@@ -189,7 +188,7 @@ func TestMigrationFailureIsAtomic(t *testing.T) {
 }
 
 func TestCorruptRecords(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	path := newPath(t)
 	s := openT(t, path, Options{})
 	for _, id := range []string{"acme", "other"} {
@@ -279,7 +278,7 @@ func TestCorruptRecords(t *testing.T) {
 }
 
 func TestCorruptAudit(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	path := newPath(t)
 	s := openT(t, path, Options{})
 	for range 3 {

@@ -20,7 +20,7 @@ import (
 
 func openBolt(t testing.TB, path string) storage.Store {
 	t.Helper()
-	s, err := bolt.Open(context.Background(), path, bolt.Options{Logger: testLogger(t)})
+	s, err := bolt.Open(t.Context(), path, bolt.Options{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatalf("bolt.Open: %v", err)
 	}
@@ -42,7 +42,7 @@ func TestBoltConcurrentChainAndMirror(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range per {
-				if _, err := l.Record(context.Background(), sampleEvent(w*per+i)); err != nil {
+				if _, err := l.Record(t.Context(), sampleEvent(w*per+i)); err != nil {
 					errs <- err
 					return
 				}
@@ -62,10 +62,10 @@ func TestBoltConcurrentChainAndMirror(t *testing.T) {
 	if got := readFile(t, path); !bytes.Equal(got, exp) {
 		t.Fatal("mirror differs from the bolt export")
 	}
-	if vr, err := l.VerifyStore(context.Background()); err != nil || vr != res {
+	if vr, err := l.VerifyStore(t.Context()); err != nil || vr != res {
 		t.Fatalf("VerifyStore: %+v, %v", vr, err)
 	}
-	head, err := store.AuditHead(context.Background())
+	head, err := store.AuditHead(t.Context())
 	if err != nil || head.Seq != res.LastSeq || head.Hash != res.LastHash {
 		t.Fatalf("head %+v, %v; chain ends %d %s", head, err, res.LastSeq, res.LastHash)
 	}
@@ -85,11 +85,11 @@ func TestBoltMirrorResyncAcrossRestart(t *testing.T) {
 	dbPath := filepath.Join(dir, "vault.db")
 	path := filepath.Join(dir, "audit.jsonl")
 
-	s1, err := bolt.Open(context.Background(), dbPath, bolt.Options{Logger: testLogger(t)})
+	s1, err := bolt.Open(t.Context(), dbPath, bolt.Options{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l1, err := New(context.Background(), s1, Options{MirrorPath: path, Logger: testLogger(t), Now: newClock().Now})
+	l1, err := New(t.Context(), s1, Options{MirrorPath: path, Logger: testLogger(t), Now: newClock().Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,11 +126,11 @@ func TestBoltMirrorResyncAcrossRestart(t *testing.T) {
 func boltChain(t testing.TB, n int, noSync bool) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "vault.db")
-	s, err := bolt.Open(context.Background(), path, bolt.Options{NoSync: noSync})
+	s, err := bolt.Open(t.Context(), path, bolt.Options{NoSync: noSync})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := New(context.Background(), s, Options{Now: newClock().Now})
+	l, err := New(t.Context(), s, Options{Now: newClock().Now})
 	if err != nil {
 		t.Fatal(err)
 	}

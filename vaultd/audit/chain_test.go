@@ -2,7 +2,6 @@ package audit
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,7 +57,7 @@ func TestChainVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	head, _ := store.AuditHead(context.Background())
+	head, _ := store.AuditHead(t.Context())
 	want := VerifyResult{Events: chainN, FirstSeq: 1, LastSeq: chainN, LastHash: head.Hash, Anchored: true}
 	if res != want {
 		t.Fatalf("Verify = %+v, want %+v", res, want)
@@ -79,7 +78,7 @@ func TestChainVerifies(t *testing.T) {
 	if evs[0].PrevHash != storage.GenesisHash || evs[1].PrevHash != evs[0].Hash {
 		t.Fatalf("prev_hash links wrong")
 	}
-	if res, err := l.VerifyStore(context.Background()); err != nil || res != want {
+	if res, err := l.VerifyStore(t.Context()); err != nil || res != want {
 		t.Fatalf("VerifyStore = %+v, %v", res, err)
 	}
 }
@@ -284,7 +283,7 @@ func TestFilteredExportDoesNotChain(t *testing.T) {
 	l := newTestLog(t, store, "", newClock())
 	record(t, l, 0, 9) // tenants cycle acme, globex, initech
 	var buf bytes.Buffer
-	if err := l.Query(context.Background(), Filter{TenantID: "acme"}, func(line []byte) error {
+	if err := l.Query(t.Context(), Filter{TenantID: "acme"}, func(line []byte) error {
 		buf.Write(line)
 		return nil
 	}); err != nil {
@@ -296,7 +295,7 @@ func TestFilteredExportDoesNotChain(t *testing.T) {
 func TestSanitize(t *testing.T) {
 	store := &fakeStore{}
 	l := newTestLog(t, store, "", newClock())
-	ctx := context.Background()
+	ctx := t.Context()
 	for _, bad := range []Event{
 		{Action: "", Outcome: OutcomeSuccess},
 		{Action: "Token.Store", Outcome: OutcomeSuccess},
@@ -349,7 +348,7 @@ func TestRecordStoreFailureFailsClosed(t *testing.T) {
 	record(t, l, 0, 2)
 	boom := errors.New("disk on fire")
 	store.failErr = boom
-	if _, err := l.Record(context.Background(), sampleEvent(3)); !errors.Is(err, boom) {
+	if _, err := l.Record(t.Context(), sampleEvent(3)); !errors.Is(err, boom) {
 		t.Fatalf("err %v, want the store's error", err)
 	}
 	store.failErr = nil
@@ -359,7 +358,7 @@ func TestRecordStoreFailureFailsClosed(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Record(context.Background(), sampleEvent(4)); !errors.Is(err, ErrClosed) {
+	if _, err := l.Record(t.Context(), sampleEvent(4)); !errors.Is(err, ErrClosed) {
 		t.Fatalf("after Close: %v", err)
 	}
 }

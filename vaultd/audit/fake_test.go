@@ -137,7 +137,7 @@ func (w tWriter) Write(p []byte) (int, error) {
 // newTestLog opens a Log over store with a mirror in dir.
 func newTestLog(t testing.TB, store storage.Store, mirror string, c *clock) *Log {
 	t.Helper()
-	l, err := New(context.Background(), store, Options{MirrorPath: mirror, Logger: testLogger(t), Now: c.Now})
+	l, err := New(t.Context(), store, Options{MirrorPath: mirror, Logger: testLogger(t), Now: c.Now})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -169,7 +169,7 @@ func record(t testing.TB, l *Log, from, n int) []Event {
 	t.Helper()
 	out := make([]Event, 0, n)
 	for i := from; i < from+n; i++ {
-		ev, err := l.Record(context.Background(), sampleEvent(i))
+		ev, err := l.Record(t.Context(), sampleEvent(i))
 		if err != nil {
 			t.Fatalf("Record %d: %v", i, err)
 		}
@@ -182,7 +182,7 @@ func record(t testing.TB, l *Log, from, n int) []Event {
 func export(t testing.TB, l *Log) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	err := l.Query(context.Background(), Filter{Limit: MaxLimit}, func(line []byte) error {
+	err := l.Query(t.Context(), Filter{Limit: MaxLimit}, func(line []byte) error {
 		buf.Write(line)
 		return nil
 	})

@@ -2,7 +2,6 @@ package audit
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"sync"
@@ -28,7 +27,7 @@ func TestConcurrentRecord(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range per {
-				ev, err := l.Record(context.Background(), sampleEvent(w*per+i))
+				ev, err := l.Record(t.Context(), sampleEvent(w*per+i))
 				if err != nil {
 					errs[w] = err
 					return
@@ -90,7 +89,7 @@ func TestMirrorOutOfOrderArrival(t *testing.T) {
 	var recs []storage.AuditRecord
 	for i := 1; i < 4; i++ {
 		ev, _ := sanitize(sampleEvent(i))
-		rec, err := store.AppendAudit(context.Background(), func(h storage.AuditHead) (storage.AuditRecord, error) {
+		rec, err := store.AppendAudit(t.Context(), func(h storage.AuditHead) (storage.AuditRecord, error) {
 			e := ev
 			e.Seq, e.PrevHash, e.Time = h.Seq+1, h.Hash, NewTimestamp(l.now())
 			line, hash, err := seal(e)
@@ -101,16 +100,16 @@ func TestMirrorOutOfOrderArrival(t *testing.T) {
 		}
 		recs = append(recs, rec)
 	}
-	l.mirror(context.Background(), recs[2]) // seq 4 arrives first
-	l.mirror(context.Background(), recs[0]) // seq 2: already written
-	l.mirror(context.Background(), recs[1])
+	l.mirror(t.Context(), recs[2]) // seq 4 arrives first
+	l.mirror(t.Context(), recs[0]) // seq 2: already written
+	l.mirror(t.Context(), recs[1])
 	if got, want := readFile(t, path), export(t, l); !bytes.Equal(got, want) {
 		t.Fatalf("mirror:\n%s\nwant:\n%s", got, want)
 	}
 }
 
 func TestMirrorResync(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	setup := func(t *testing.T) (*fakeStore, string, []byte) {
 		store := &fakeStore{}
 		path := mirrorPath(t)
@@ -281,7 +280,7 @@ func TestMirrorWriteFailureIsNotFatal(t *testing.T) {
 	l.f = ro
 	l.mu.Unlock()
 
-	ev, err := l.Record(context.Background(), sampleEvent(3))
+	ev, err := l.Record(t.Context(), sampleEvent(3))
 	if err != nil {
 		t.Fatalf("Record failed because of the mirror: %v", err)
 	}

@@ -12,7 +12,7 @@ import (
 func queryEvents(t *testing.T, l *Log, f Filter) []Event {
 	t.Helper()
 	var out []Event
-	err := l.Query(context.Background(), f, func(line []byte) error {
+	err := l.Query(t.Context(), f, func(line []byte) error {
 		if !bytes.HasSuffix(line, []byte("\n")) || bytes.Count(line, []byte("\n")) != 1 {
 			t.Fatalf("not one NDJSON line: %q", line)
 		}
@@ -36,7 +36,7 @@ func TestQueryFilters(t *testing.T) {
 	start := NewTimestamp(c.Now()).Time // event times keep microseconds
 	const n = 700                       // crosses queryChunk
 	for i := range n {
-		if _, err := l.Record(context.Background(), sampleEvent(i)); err != nil {
+		if _, err := l.Record(t.Context(), sampleEvent(i)); err != nil {
 			t.Fatal(err)
 		}
 		c.Advance(time.Second)
@@ -107,7 +107,7 @@ func TestQueryFilters(t *testing.T) {
 	t.Run("fn error stops the stream", func(t *testing.T) {
 		stop := errors.New("client went away")
 		calls := 0
-		err := l.Query(context.Background(), Filter{}, func([]byte) error {
+		err := l.Query(t.Context(), Filter{}, func([]byte) error {
 			calls++
 			if calls == 3 {
 				return stop
@@ -119,7 +119,7 @@ func TestQueryFilters(t *testing.T) {
 		}
 	})
 	t.Run("cancelled context", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
 		if err := l.Query(ctx, Filter{}, func([]byte) error { return nil }); !errors.Is(err, context.Canceled) {
 			t.Fatalf("err %v", err)
@@ -127,7 +127,7 @@ func TestQueryFilters(t *testing.T) {
 	})
 	t.Run("invalid filter", func(t *testing.T) {
 		for _, f := range []Filter{{Limit: MaxLimit + 1}, {Limit: -1}, {TenantID: "../x"}, {Since: at(5), Until: at(5)}} {
-			if err := l.Query(context.Background(), f, func([]byte) error { return nil }); !errors.Is(err, ErrBadFilter) {
+			if err := l.Query(t.Context(), f, func([]byte) error { return nil }); !errors.Is(err, ErrBadFilter) {
 				t.Fatalf("%+v: %v", f, err)
 			}
 		}

@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -44,7 +43,7 @@ func editStored(t *testing.T, s *fakeStore, seq uint64, rehash bool) {
 func storedChain(t *testing.T, n int, mirror string) *fakeStore {
 	t.Helper()
 	s := &fakeStore{}
-	l, err := New(context.Background(), s, Options{MirrorPath: mirror, Logger: testLogger(t), Now: newClock().Now})
+	l, err := New(t.Context(), s, Options{MirrorPath: mirror, Logger: testLogger(t), Now: newClock().Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +56,7 @@ func storedChain(t *testing.T, n int, mirror string) *fakeStore {
 
 func startLog(t *testing.T, s storage.Store, mirror string, tail uint64, reg prometheus.Registerer) (*Log, error) {
 	t.Helper()
-	l, err := New(context.Background(), s, Options{
+	l, err := New(t.Context(), s, Options{
 		MirrorPath: mirror, Logger: testLogger(t), Now: newClock().Now,
 		VerifyOnStart: true, VerifyTail: tail, Registerer: reg,
 	})
@@ -133,7 +132,7 @@ func TestVerifyOnStartRefusesTamperedStore(t *testing.T) {
 	wantStartRefused(t, err, 6)
 
 	// Without VerifyOnStart (tests, tools) nothing is checked.
-	if _, err := New(context.Background(), s, Options{Logger: testLogger(t)}); err != nil {
+	if _, err := New(t.Context(), s, Options{Logger: testLogger(t)}); err != nil {
 		t.Fatalf("New without VerifyOnStart: %v", err)
 	}
 }
@@ -196,11 +195,11 @@ func TestVerifyOnStartBackground(t *testing.T) {
 			if err := l.Broken(); !errors.As(err, &ce) || ce.Seq != c.want {
 				t.Fatalf("Broken() = %v, want the break at seq %d (readiness reports it)", err, c.want)
 			}
-			_, err = l.Record(context.Background(), sampleEvent(99))
+			_, err = l.Record(t.Context(), sampleEvent(99))
 			if !errors.Is(err, ErrChainBroken) {
 				t.Fatalf("Record after a break: %v", err)
 			}
-			if head, _ := s.AuditHead(context.Background()); head.Seq != chainN {
+			if head, _ := s.AuditHead(t.Context()); head.Seq != chainN {
 				t.Fatalf("an event was appended to a broken chain: head %d", head.Seq)
 			}
 		})

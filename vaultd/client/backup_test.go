@@ -2,7 +2,6 @@ package client
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -64,7 +63,7 @@ func TestBackupTrailers(t *testing.T) {
 					t.Fatal(err)
 				}
 				var got bytes.Buffer
-				res, err := c.Backup(context.Background(), &got)
+				res, err := c.Backup(t.Context(), &got)
 				if tc.wantErr {
 					if err == nil {
 						t.Fatal("accepted a backup that is not vouched for")
@@ -97,7 +96,7 @@ func TestBackupErrorAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got bytes.Buffer
-	if _, err := c.Backup(context.Background(), &got); !IsCode(err, api.CodeForbidden) || got.Len() != 0 {
+	if _, err := c.Backup(t.Context(), &got); !IsCode(err, api.CodeForbidden) || got.Len() != 0 {
 		t.Fatalf("err %v, %d bytes written", err, got.Len())
 	}
 }

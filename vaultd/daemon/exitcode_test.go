@@ -152,7 +152,7 @@ func (f *runFixture) run(t *testing.T, args ...string) (string, error) {
 		v["listen"], v["tls_cert"], v["tls_key"], v["client_ca"], v["module"], v["token_label"], v["pin_file"], v["kek_label"], v["path"])
 	write(t, f.cfgPath, text)
 	var out bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	// Every case fails before Run serves; a bug that made one start
 	// would return when the deadline cancels ctx.

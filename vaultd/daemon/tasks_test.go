@@ -41,7 +41,7 @@ func TestRunTasksStop(t *testing.T) {
 		}
 		close(unblock)
 	}
-	if err := runTasks(context.Background(), tasks, loops, started, drain); err != nil {
+	if err := runTasks(t.Context(), tasks, loops, started, drain); err != nil {
 		t.Fatalf("runTasks = %v, want nil after a stop", err)
 	}
 	if starts.Load() != 1 || drains.Load() != 1 || !sawStop.Load() || !loopDuringDrain.Load() {
@@ -61,7 +61,7 @@ func TestRunTasksFailure(t *testing.T) {
 		{"api", func(context.Context) error { return boom }},
 		{"signals", func(ctx context.Context) error { <-ctx.Done(); return nil }},
 	}
-	err := runTasks(context.Background(), tasks, nil, func() {}, func() { close(unblock) })
+	err := runTasks(t.Context(), tasks, nil, func() {}, func() { close(unblock) })
 	if !errors.Is(err, boom) || !sawStop.Load() {
 		t.Fatalf("runTasks = %v (other task saw the stop: %v), want %v", err, sawStop.Load(), boom)
 	}
@@ -69,7 +69,7 @@ func TestRunTasksFailure(t *testing.T) {
 
 // TestRunTasksContext: the caller's context ending is a clean stop.
 func TestRunTasksContext(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	unblock := make(chan struct{})
 	var sawStop atomic.Bool
 	tasks := []task{blockingTask("ops", unblock, &sawStop)}

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -37,7 +36,7 @@ func do(t *testing.T, c *http.Client, method, url string, body []byte, hdr ...st
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(context.Background(), method, url, rd)
+	req, err := http.NewRequestWithContext(t.Context(), method, url, rd)
 	must(t, err)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/hmac"
@@ -149,7 +148,7 @@ func TestTLS(t *testing.T) {
 // through the API.
 func TestAuthz(t *testing.T) {
 	e := New(t, Options{})
-	ctx := context.Background()
+	ctx := t.Context()
 	api := e.API
 	e.CreateTenant("acme")
 	e.CreateTenant("globex")

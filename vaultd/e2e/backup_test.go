@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net/http"
 	"os"
@@ -130,7 +129,7 @@ func TestOnlineBackupAndRestore(t *testing.T) {
 
 	t.Run("operator_only", func(t *testing.T) {
 		for _, who := range []string{AppAcme, Auditor, AuditorAcme} {
-			_, err := e.Client(who).Backup(context.Background(), new(bytes.Buffer))
+			_, err := e.Client(who).Backup(t.Context(), new(bytes.Buffer))
 			if !client.IsCode(err, api.CodeForbidden) {
 				t.Errorf("%s: backup answered %v, want forbidden", who, err)
 			}
@@ -141,7 +140,7 @@ func TestOnlineBackupAndRestore(t *testing.T) {
 
 	t.Run("audited", func(t *testing.T) {
 		var export bytes.Buffer
-		must(t, e.Client(Auditor).Audit(context.Background(), client.AuditQuery{Action: "store.backup"}, &export))
+		must(t, e.Client(Auditor).Audit(t.Context(), client.AuditQuery{Action: "store.backup"}, &export))
 		lines := parseNDJSON(t, export.Bytes())
 		if len(lines) == 0 {
 			t.Fatal("no store.backup event")
@@ -173,7 +172,7 @@ func TestOnlineBackupAndRestore(t *testing.T) {
 		}
 		// The restored trail holds the backup's own event and still chains.
 		var export bytes.Buffer
-		must(t, e.Client(Auditor).Audit(context.Background(), client.AuditQuery{}, &export))
+		must(t, e.Client(Auditor).Audit(t.Context(), client.AuditQuery{}, &export))
 		f := filepath.Join(e.Dir, "restored-export.jsonl")
 		must(t, os.WriteFile(f, export.Bytes(), 0o600))
 		if out, err := e.Ctl("audit", "verify", f); err != nil {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"errors"
 	"net"
 	"os"
@@ -226,7 +225,7 @@ func TestAdversarialStartupExitCodes(t *testing.T) {
 	t.Run("store_locked_1", func(t *testing.T) {
 		// Another process (an old vaultd still draining) holds the
 		// database. This fails after a successful HSM login.
-		s, err := bolt.Open(context.Background(), e.DBPath, bolt.Options{})
+		s, err := bolt.Open(t.Context(), e.DBPath, bolt.Options{})
 		must(t, err)
 		defer s.Close()
 		// The HSM has logged its INFO line by then: the refusal is the

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -14,7 +13,7 @@ import (
 // returned), reads metadata, and the auditor sees a verifiable chain.
 func TestGoldenPath(t *testing.T) {
 	e := New(t, Options{})
-	ctx := context.Background()
+	ctx := t.Context()
 	e.CreateTenant("acme")
 	tok := e.StoreToken(AppAcme, "crm")
 

@@ -39,7 +39,7 @@ func evIs(integration, action, outcome string) func(map[string]any) bool {
 // ended.
 func hangUp(t *testing.T, hc *http.Client, req *http.Request, entered <-chan struct{}) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -93,7 +92,7 @@ scopes             = ["read"]
 func apStore(t *testing.T, e *Env, id, provider, tok string) {
 	t.Helper()
 	body := oauthtest.TokenResponseJSON(oauth.Token{AccessToken: secret.NewString(tok), TokenType: "Bearer", ExpiresIn: 86400})
-	if _, err := e.Client(AppAcme).StoreToken(context.Background(), id, provider, body); err != nil {
+	if _, err := e.Client(AppAcme).StoreToken(t.Context(), id, provider, body); err != nil {
 		t.Fatalf("store %s: %v", id, err)
 	}
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"net/http"
 	"os"
 	"strings"
@@ -55,7 +54,7 @@ func TestHSMLossFailsClosed(t *testing.T) {
 			t.Fatalf("later call with the HSM gone: %d %s", r.Status, r.Body)
 		}
 	}
-	if _, err := e.Client(Operator).CreateTenant(context.Background(), "globex"); err == nil || !strings.Contains(err.Error(), "503") {
+	if _, err := e.Client(Operator).CreateTenant(t.Context(), "globex"); err == nil || !strings.Contains(err.Error(), "503") {
 		t.Fatalf("tenant create with the HSM gone: %v", err)
 	}
 	st, body := e.OpsGet("/readyz")

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -20,7 +19,7 @@ import (
 // working, across a restart too, and each step is audited.
 func TestKEKRotation(t *testing.T) {
 	e := New(t, Options{})
-	ctx := context.Background()
+	ctx := t.Context()
 	op := e.Client(Operator)
 	e.CreateTenant("acme")
 	e.StoreToken(AppAcme, "crm")

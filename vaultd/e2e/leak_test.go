@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -86,7 +85,7 @@ func prefixForms(prefix string) []string {
 // access token, refresh token, the HSM PIN and the client secret.
 func TestNoSecretLeaks(t *testing.T) {
 	e := New(t, Options{})
-	ctx := context.Background()
+	ctx := t.Context()
 	rec := &recorder{rt: e.HTTP(AppAcme).Transport}
 	hc := &http.Client{Transport: rec, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	e.CreateTenant("acme")

@@ -170,7 +170,7 @@ func TestReloadNotifyAndDrain(t *testing.T) {
 	hc := e.HTTP(AppAcme)
 	var connAddr atomic.Value
 	traced := func() context.Context {
-		return httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		return httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{
 			GotConn: func(ci httptrace.GotConnInfo) { connAddr.Store(ci.Conn.LocalAddr().String()) },
 		})
 	}

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -124,7 +123,7 @@ func obMetric(t testing.TB, e *Env, prefix string) float64 {
 func obAudit(t testing.TB, e *Env) []map[string]any {
 	t.Helper()
 	var sb strings.Builder
-	if err := e.Client(Auditor).Audit(context.Background(), clientAuditAll(), &sb); err != nil {
+	if err := e.Client(Auditor).Audit(t.Context(), clientAuditAll(), &sb); err != nil {
 		t.Fatal(err)
 	}
 	var out []map[string]any
@@ -433,7 +432,7 @@ func TestOutbound(t *testing.T) {
 		if got := obMetric(t, e, "vaultd_forced_refresh_total"); got != forcedBefore+1 {
 			t.Fatalf("vaultd_forced_refresh_total %v, want %v", got, forcedBefore+1)
 		}
-		md, err := e.Client(AppAcme).GetIntegration(context.Background(), "revoked-upstream")
+		md, err := e.Client(AppAcme).GetIntegration(t.Context(), "revoked-upstream")
 		must(t, err)
 		if md.RefreshCount != 1 || md.Status != "active" {
 			t.Fatalf("metadata after forced refresh: %+v", md)

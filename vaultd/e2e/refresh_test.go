@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"net/http"
 	"strings"
 	"sync"
@@ -32,7 +31,7 @@ func refreshStore(t *testing.T, e *Env, id string, expiresIn int64, scopes ...st
 
 func refreshMD(t *testing.T, e *Env, id string) api.Integration {
 	t.Helper()
-	md, err := e.Client(AppAcme).GetIntegration(context.Background(), id)
+	md, err := e.Client(AppAcme).GetIntegration(t.Context(), id)
 	if err != nil {
 		t.Fatalf("metadata %s: %v", id, err)
 	}
@@ -266,7 +265,7 @@ func TestRefresh(t *testing.T) {
 
 	t.Run("disconnect", func(t *testing.T) {
 		app := e.Client(AppAcme)
-		ctx := context.Background()
+		ctx := t.Context()
 		tok := e.StoreToken(AppAcme, "bye")
 		n0 := len(e.Provider.Revoked())
 		revoked, err := app.DeleteIntegration(ctx, "bye")

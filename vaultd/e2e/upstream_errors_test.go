@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,7 +51,7 @@ client_secret_file = %q
 	e.Start()
 	e.CreateTenant("acme")
 	app := e.Client(AppAcme)
-	ctx := context.Background()
+	ctx := t.Context()
 	for _, id := range []string{"dead", "slow"} {
 		tok := e.Provider.IssueInitialToken([]string{"contacts.read"})
 		if _, err := app.StoreToken(ctx, id, id, oauthtest.TokenResponseJSON(tok)); err != nil {

@@ -145,7 +145,7 @@ func newKeys(t testing.TB, opts Options) (*Keys, *fakeKeyring, *clock) {
 // newTenant provisions a tenant record with DEK version 1.
 func newTenant(t testing.TB, k *Keys, id string) storage.Tenant {
 	t.Helper()
-	w, err := k.NewDEK(context.Background(), id, 1)
+	w, err := k.NewDEK(t.Context(), id, 1)
 	if err != nil {
 		t.Fatalf("NewDEK(%s): %v", id, err)
 	}

@@ -18,7 +18,7 @@ import (
 
 func sealOpen(t *testing.T, k *Keys, tn storage.Tenant, integ, field, value string) []byte {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	ct, err := k.SealField(ctx, tn, integ, field, []byte(value))
 	if err != nil {
 		t.Fatalf("SealField: %v", err)
@@ -36,7 +36,7 @@ func sealOpen(t *testing.T, k *Keys, tn storage.Tenant, integ, field, value stri
 
 func TestNewDEK(t *testing.T) {
 	k, kr, clk := newKeys(t, Options{})
-	w, err := k.NewDEK(context.Background(), "acme", 3)
+	w, err := k.NewDEK(t.Context(), "acme", 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestNewDEK(t *testing.T) {
 	if kr.wraps.Load() != 1 {
 		t.Fatalf("wraps = %d", kr.wraps.Load())
 	}
-	w2, _ := k.NewDEK(context.Background(), "acme", 3)
+	w2, _ := k.NewDEK(t.Context(), "acme", 3)
 	if bytes.Equal(w.Ciphertext, w2.Ciphertext) {
 		t.Fatal("two DEKs wrapped to the same bytes")
 	}
@@ -54,7 +54,7 @@ func TestNewDEK(t *testing.T) {
 		id string
 		v  uint32
 	}{{"", 1}, {"../x", 1}, {"acme", 0}} {
-		if _, err := k.NewDEK(context.Background(), bad.id, bad.v); err == nil {
+		if _, err := k.NewDEK(t.Context(), bad.id, bad.v); err == nil {
 			t.Errorf("NewDEK(%q, %d) succeeded", bad.id, bad.v)
 		}
 	}
@@ -63,7 +63,7 @@ func TestNewDEK(t *testing.T) {
 func TestSealFieldBindings(t *testing.T) {
 	k, _, _ := newKeys(t, Options{})
 	a, b := newTenant(t, k, "tenant-a"), newTenant(t, k, "tenant-b")
-	ctx := context.Background()
+	ctx := t.Context()
 	ct := sealOpen(t, k, a, "crm", "refresh_token", "rt-secret")
 
 	// Tenant B's record, same integration and field names, DEK version 1 too.
@@ -101,7 +101,7 @@ func TestSealFieldBindings(t *testing.T) {
 
 func TestDEKRotation(t *testing.T) {
 	k, _, _ := newKeys(t, Options{})
-	ctx := context.Background()
+	ctx := t.Context()
 	tn := newTenant(t, k, "acme")
 	old := sealOpen(t, k, tn, "crm", "access_token", "v1-token")
 	w2, err := k.NewDEK(ctx, "acme", 2)
@@ -130,7 +130,7 @@ func TestDEKRotation(t *testing.T) {
 
 func TestWrappedDEKBoundToTenantAndVersion(t *testing.T) {
 	k, _, _ := newKeys(t, Options{})
-	ctx := context.Background()
+	ctx := t.Context()
 	a := newTenant(t, k, "tenant-a")
 	moved := storage.Tenant{ID: "tenant-b", DEKVersion: 1, DEKs: a.DEKs}
 	if _, err := k.SealField(ctx, moved, "crm", "access_token", []byte("v")); !errors.Is(err, hsm.ErrUnwrap) {
@@ -150,7 +150,7 @@ func TestWrappedDEKBoundToTenantAndVersion(t *testing.T) {
 
 func TestKeyringFailureFailsClosed(t *testing.T) {
 	k, kr, _ := newKeys(t, Options{})
-	ctx := context.Background()
+	ctx := t.Context()
 	tn := newTenant(t, k, "acme")
 	kr.setFail(fmt.Errorf("%w: session lost", hsm.ErrUnavailable))
 	if _, err := k.SealField(ctx, tn, "crm", "access_token", []byte("v")); !errors.Is(err, hsm.ErrUnavailable) {
@@ -176,7 +176,7 @@ func TestKeyringFailureFailsClosed(t *testing.T) {
 
 func TestCacheHitMakesNoKeyringCall(t *testing.T) {
 	k, kr, _ := newKeys(t, Options{})
-	ctx := context.Background()
+	ctx := t.Context()
 	tn := newTenant(t, k, "acme")
 	ct := sealOpen(t, k, tn, "crm", "access_token", "tok") // warms the cache
 	if n := kr.unwraps.Load(); n != 1 {
@@ -334,7 +334,7 @@ func TestStaleWrappedDEK(t *testing.T) {
 	if n := kr.unwraps.Load(); n != 2 {
 		t.Fatalf("unwraps = %d, want 2 (new wrapped bytes must miss)", n)
 	}
-	if _, err := k.OpenField(context.Background(), first, "i", "f", ct); !errors.Is(err, ErrDecrypt) {
+	if _, err := k.OpenField(t.Context(), first, "i", "f", ct); !errors.Is(err, ErrDecrypt) {
 		t.Fatalf("value sealed under the new DEK opened with the old: %v", err)
 	}
 	if k.Stats().Entries != 1 {
@@ -369,7 +369,7 @@ func TestEvictedBufferZeroed(t *testing.T) {
 	}
 
 	// In use during eviction: zeroed when the user releases it.
-	ctx := context.Background()
+	ctx := t.Context()
 	w, _ := tn.CurrentDEK()
 	e, err := k.acquire(ctx, tn.ID, w)
 	if err != nil {
@@ -429,7 +429,7 @@ func testSingleflight(t *testing.T) {
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
-			pt, err := k.OpenField(context.Background(), tn, "i", "f", ct)
+			pt, err := k.OpenField(t.Context(), tn, "i", "f", ct)
 			if err == nil && string(pt.Reveal()) != "secret" {
 				err = errors.New("wrong plaintext")
 			}
@@ -460,11 +460,11 @@ func TestWaiterContextCancelled(t *testing.T) {
 	gate, started := kr.hold(4)
 	leader := make(chan error, 1)
 	go func() {
-		_, err := k.SealField(context.Background(), tn, "i", "f", []byte("x"))
+		_, err := k.SealField(t.Context(), tn, "i", "f", []byte("x"))
 		leader <- err
 	}()
 	<-started
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if _, err := k.SealField(ctx, tn, "i", "f", []byte("x")); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled waiter: err = %v", err)
@@ -485,7 +485,7 @@ func testLeaderCancelledWaiterRetries(t *testing.T) {
 	k, kr, _ := newKeys(t, Options{})
 	tn := newTenant(t, k, "acme")
 	gate, started := kr.hold(4)
-	lctx, lcancel := context.WithCancel(context.Background())
+	lctx, lcancel := context.WithCancel(t.Context())
 	leader := make(chan error, 1)
 	go func() {
 		_, err := k.SealField(lctx, tn, "i", "f", []byte("x"))
@@ -494,7 +494,7 @@ func testLeaderCancelledWaiterRetries(t *testing.T) {
 	<-started
 	waiter := make(chan error, 1)
 	go func() {
-		_, err := k.SealField(context.Background(), tn, "i", "f", []byte("x"))
+		_, err := k.SealField(t.Context(), tn, "i", "f", []byte("x"))
 		waiter <- err
 	}()
 	synctest.Wait() // the waiter is queued behind the leader
@@ -520,7 +520,7 @@ func TestConcurrentSealOpen(t *testing.T) {
 	errs := make(chan error, workers)
 	for w := range workers {
 		wg.Go(func() {
-			ctx := context.Background()
+			ctx := t.Context()
 			for i := range iters {
 				tn := tenants[(w+i)%len(tenants)]
 				if i%7 == 0 && w%10 == 0 {
@@ -642,7 +642,7 @@ func TestEvictDuringUnwrap(t *testing.T) {
 	gate, started := kr.hold(4)
 	done := make(chan error, 1)
 	go func() {
-		_, err := k.SealField(context.Background(), tn, "i", "f", []byte("x"))
+		_, err := k.SealField(t.Context(), tn, "i", "f", []byte("x"))
 		done <- err
 	}()
 	<-started

@@ -1,7 +1,6 @@
 package envelope
 
 import (
-	"context"
 	"errors"
 	"testing"
 
@@ -14,7 +13,7 @@ import (
 // changing the key: records sealed before still open, binding to tenant
 // and version is kept, and a DEK already current is left alone.
 func TestRewrapDEK(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	kr := hsmtest.NewFake()
 	k, err := NewKeys(kr, Options{RequireLock: true, JanitorInterval: -1})
 	if err != nil {

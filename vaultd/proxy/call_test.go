@@ -69,7 +69,7 @@ func (u *upstream401) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func TestCallForcedRefresh(t *testing.T) {
 	up := &upstream401{}
 	e := newEnv(t, up, false, ForwarderOptions{})
-	ctx := context.Background()
+	ctx := t.Context()
 	replay := func(body string) func() io.Reader {
 		return func() io.Reader { return strings.NewReader(body) }
 	}
@@ -139,7 +139,7 @@ func TestCallRedirects(t *testing.T) {
 		"http://" + e.base.Host + "/v2/x":     true,
 		"https://u:p@" + e.base.Host + "/v2/": true,
 	} {
-		resp, err := e.fwd.Call(context.Background(), Call{Method: "GET", URL: e.target(t, "a/b", "to="+url.QueryEscape(to)), Base: e.base}, &fakeTokens{})
+		resp, err := e.fwd.Call(t.Context(), Call{Method: "GET", URL: e.target(t, "a/b", "to="+url.QueryEscape(to)), Base: e.base}, &fakeTokens{})
 		if wantErr {
 			if !errors.Is(err, ErrRedirectEgress) {
 				t.Errorf("%s: %v, want ErrRedirectEgress", to, err)

@@ -136,7 +136,7 @@ func TestForwardHeadersAndToken(t *testing.T) {
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Request-Tag", "t1")
 	body := `{"name":"x"}`
-	resp, err := e.fwd.Do(context.Background(), OutboundRequest{Method: "post", URL: e.target(t, "contacts/1", "a=b%2Fc"),
+	resp, err := e.fwd.Do(t.Context(), OutboundRequest{Method: "post", URL: e.target(t, "contacts/1", "a=b%2Fc"),
 		Header: h, Body: strings.NewReader(body)}, tok())
 	if err != nil {
 		t.Fatal(err)
@@ -189,7 +189,7 @@ func TestForwardRedirectNotFollowed(t *testing.T) {
 		http.Redirect(w, r, loc, http.StatusFound)
 	}), false, ForwarderOptions{})
 	for _, m := range []string{"GET", "POST"} {
-		resp, err := e.fwd.Do(context.Background(), OutboundRequest{Method: m, URL: e.target(t, "x", "")}, tok())
+		resp, err := e.fwd.Do(t.Context(), OutboundRequest{Method: m, URL: e.target(t, "x", "")}, tok())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -234,7 +234,7 @@ func TestForwardRedactsReflectedToken(t *testing.T) {
 	}), false, ForwarderOptions{})
 
 	for _, p := range []string{"echo", "gz"} {
-		resp, err := e.fwd.Do(context.Background(), OutboundRequest{Method: "GET", URL: e.target(t, p, ""),
+		resp, err := e.fwd.Do(t.Context(), OutboundRequest{Method: "GET", URL: e.target(t, p, ""),
 			Header: http.Header{"Accept-Encoding": {"gzip"}}}, tok())
 		if err != nil {
 			t.Fatal(err)
@@ -283,7 +283,7 @@ func TestForwardUnreadableEncodingRefused(t *testing.T) {
 		w.Header().Set("Content-Encoding", "br")
 		_, _ = w.Write([]byte{0x1b, 0x02, 0x00, 0x00})
 	}), false, ForwarderOptions{})
-	_, err := e.fwd.Do(context.Background(), OutboundRequest{Method: "GET", URL: e.target(t, "x", "")}, tok())
+	_, err := e.fwd.Do(t.Context(), OutboundRequest{Method: "GET", URL: e.target(t, "x", "")}, tok())
 	if !errors.Is(err, ErrUpstreamResponse) || !errors.Is(err, ErrUpstreamUnreachable) {
 		t.Fatalf("err = %v", err)
 	}
@@ -292,7 +292,7 @@ func TestForwardUnreadableEncodingRefused(t *testing.T) {
 		w.Header().Set("Content-Encoding", "br")
 		w.Header().Set("Content-Length", "42")
 	}), false, ForwarderOptions{})
-	resp, err := e2.fwd.Do(context.Background(), OutboundRequest{Method: "HEAD", URL: e2.target(t, "x", "")}, tok())
+	resp, err := e2.fwd.Do(t.Context(), OutboundRequest{Method: "HEAD", URL: e2.target(t, "x", "")}, tok())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +345,7 @@ func TestForwardStreamsBothWays(t *testing.T) {
 				_, _ = pw.Write([]byte("chunk2\n"))
 				pw.Close()
 			}()
-			resp, err := e.fwd.Do(context.Background(), OutboundRequest{Method: "PUT", URL: e.target(t, "upload", ""),
+			resp, err := e.fwd.Do(t.Context(), OutboundRequest{Method: "PUT", URL: e.target(t, "upload", ""),
 				Body: pr, ContentLength: -1}, tok())
 			if err != nil {
 				t.Fatal(err)
@@ -392,10 +392,10 @@ func TestForwardTimeouts(t *testing.T) {
 		}
 		noToken(t, what+" error", err.Error())
 	}
-	_, err := e.fwd.Do(context.Background(), OutboundRequest{Method: "GET", URL: e.target(t, "slow", "")}, tok())
+	_, err := e.fwd.Do(t.Context(), OutboundRequest{Method: "GET", URL: e.target(t, "slow", "")}, tok())
 	check("response header timeout", err)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
 	defer cancel()
 	e2 := newEnv(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }), false, ForwarderOptions{})
 	_, err = e2.fwd.Do(ctx, OutboundRequest{Method: "GET", URL: e2.target(t, "slow", "")}, tok())
@@ -403,7 +403,7 @@ func TestForwardTimeouts(t *testing.T) {
 
 	// The whole-exchange timeout hits while the body streams: the read
 	// error is mapped too (or, on a slow machine, Do itself times out).
-	resp, err := e.fwd.Do(context.Background(), OutboundRequest{Method: "GET", URL: e.target(t, "slow-body", "")}, tok())
+	resp, err := e.fwd.Do(t.Context(), OutboundRequest{Method: "GET", URL: e.target(t, "slow-body", "")}, tok())
 	if err == nil {
 		_, err = io.ReadAll(resp.Body)
 		resp.Body.Close()
@@ -437,19 +437,19 @@ func TestForwardUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = fwd.Do(context.Background(), OutboundRequest{Method: "GET", URL: u}, tok())
+	_, err = fwd.Do(t.Context(), OutboundRequest{Method: "GET", URL: u}, tok())
 	check("closed port", err, "dial")
 
 	// Untrusted certificate.
 	e := newEnv(t, http.NotFoundHandler(), false, ForwarderOptions{TLSConfig: &tls.Config{RootCAs: x509.NewCertPool()}})
-	_, err = e.fwd.Do(context.Background(), OutboundRequest{Method: "GET", URL: e.target(t, "x", "")}, tok())
+	_, err = e.fwd.Do(t.Context(), OutboundRequest{Method: "GET", URL: e.target(t, "x", "")}, tok())
 	check("tls", err, "tls")
 
 	// Connection dropped before an answer.
 	e2 := newEnv(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	}), true, ForwarderOptions{})
-	_, err = e2.fwd.Do(context.Background(), OutboundRequest{Method: "POST", URL: e2.target(t, "x", "")}, tok())
+	_, err = e2.fwd.Do(t.Context(), OutboundRequest{Method: "POST", URL: e2.target(t, "x", "")}, tok())
 	check("reset", err, "reset")
 }
 
@@ -469,7 +469,7 @@ func TestForwardCallerBodyError(t *testing.T) {
 	e := newEnv(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 	}), true, ForwarderOptions{})
-	_, err := e.fwd.Do(context.Background(), OutboundRequest{Method: "POST", URL: e.target(t, "x", ""),
+	_, err := e.fwd.Do(t.Context(), OutboundRequest{Method: "POST", URL: e.target(t, "x", ""),
 		Body: &failingBody{n: 2}, ContentLength: -1}, tok())
 	if !errors.Is(err, ErrRequestBody) || !errors.Is(err, errCallerBody) {
 		t.Fatalf("err = %v", err)
@@ -484,7 +484,7 @@ func TestForwardCanceled(t *testing.T) {
 		<-release
 	}), false, ForwarderOptions{})
 	t.Cleanup(func() { close(release) })
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	go func() { <-started; cancel() }()
 	_, err := e.fwd.Do(ctx, OutboundRequest{Method: "GET", URL: e.target(t, "x", "")}, tok())
 	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrUpstreamTimeout) || errors.Is(err, ErrUpstreamUnreachable) {
@@ -497,19 +497,19 @@ func TestForwardRefusesBadInput(t *testing.T) {
 	e := newEnv(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }), false, ForwarderOptions{})
 	u := e.target(t, "x", "")
 	for _, m := range []string{"TRACE", "trace", "CONNECT", "", "GET /x", "G\x00T", strings.Repeat("A", 40)} {
-		if _, err := e.fwd.Do(context.Background(), OutboundRequest{Method: m, URL: u}, tok()); !errors.Is(err, ErrBadRequest) {
+		if _, err := e.fwd.Do(t.Context(), OutboundRequest{Method: m, URL: u}, tok()); !errors.Is(err, ErrBadRequest) {
 			t.Errorf("method %q: %v", m, err)
 		}
 	}
-	if _, err := e.fwd.Do(context.Background(), OutboundRequest{Method: "GET", URL: u}, secret.String{}); !errors.Is(err, ErrNoToken) {
+	if _, err := e.fwd.Do(t.Context(), OutboundRequest{Method: "GET", URL: u}, secret.String{}); !errors.Is(err, ErrNoToken) {
 		t.Errorf("no token: %v", err)
 	}
 	for _, bad := range []*url.URL{nil, mustURL(t, "/relative"), mustURL(t, "ftp://127.0.0.1/x"), mustURL(t, "https://u:p@127.0.0.1/")} {
-		if _, err := e.fwd.Do(context.Background(), OutboundRequest{Method: "GET", URL: bad}, tok()); !errors.Is(err, ErrEgressDenied) {
+		if _, err := e.fwd.Do(t.Context(), OutboundRequest{Method: "GET", URL: bad}, tok()); !errors.Is(err, ErrEgressDenied) {
 			t.Errorf("url %v: %v", bad, err)
 		}
 	}
-	if _, err := e.fwd.Do(context.Background(), OutboundRequest{Method: "PUT", URL: u, Body: strings.NewReader("abc"), ContentLength: 7}, tok()); !errors.Is(err, ErrBadRequest) {
+	if _, err := e.fwd.Do(t.Context(), OutboundRequest{Method: "PUT", URL: u, Body: strings.NewReader("abc"), ContentLength: 7}, tok()); !errors.Is(err, ErrBadRequest) {
 		t.Errorf("length mismatch: %v", err)
 	}
 	if n := hits.Load(); n != 0 {
@@ -567,7 +567,7 @@ func TestForwardRedactsEncodedToken(t *testing.T) {
 		}
 		w.Header().Set("X-Trail", sp["base64 std Bearer "]+" "+sp["query lower"])
 	}), false, ForwarderOptions{})
-	resp, err := e.fwd.Do(context.Background(), OutboundRequest{Method: "GET", URL: e.target(t, "echo", "")}, tok())
+	resp, err := e.fwd.Do(t.Context(), OutboundRequest{Method: "GET", URL: e.target(t, "echo", "")}, tok())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -660,7 +660,7 @@ func TestForwardMalformedResponseNotLogged(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			resp, err := fwd.Do(context.Background(), OutboundRequest{Method: "GET", URL: u}, tok())
+			resp, err := fwd.Do(t.Context(), OutboundRequest{Method: "GET", URL: u}, tok())
 			if err == nil {
 				_, err = io.ReadAll(resp.Body)
 				resp.Body.Close()
@@ -731,7 +731,7 @@ func TestForwardCertNamesNotLogged(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = fwd.Do(context.Background(), OutboundRequest{Method: "GET", URL: u}, tok())
+		_, err = fwd.Do(t.Context(), OutboundRequest{Method: "GET", URL: u}, tok())
 		if name := spellingSurvives([]byte(logs.String()), testToken); name != "" || !strings.Contains(logs.String(), "kind=tls") {
 			t.Errorf("trusted=%v: log (spelling %q of the token):\n%s", trusted, name, logs)
 		}

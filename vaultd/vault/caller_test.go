@@ -1,7 +1,6 @@
 package vault
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -17,7 +16,7 @@ import (
 // WithStatus, the rest from the operation.
 func TestWritesAuditTheirCaller(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	op := Caller{Principal: "op", RequestID: "r-op"}
 	app := Caller{Principal: "app", OnBehalfOf: "user-7", RequestID: "r-app"}
 	if _, err := f.svc.CreateTenant(ctx, op, "initech", WithStatus(201)); err != nil {

@@ -20,7 +20,7 @@ func TestKeyedMutexExclusive(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			unlock, err := km.Lock(context.Background(), "t/a")
+			unlock, err := km.Lock(t.Context(), "t/a")
 			if err != nil {
 				t.Error(err)
 				return
@@ -50,24 +50,24 @@ func TestKeyedMutexExclusive(t *testing.T) {
 
 func TestKeyedMutexIndependentKeysAndCancel(t *testing.T) {
 	km := NewKeyedMutex()
-	u1, err := km.Lock(context.Background(), "a")
+	u1, err := km.Lock(t.Context(), "a")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Another key is not blocked.
-	u2, err := km.Lock(context.Background(), "b")
+	u2, err := km.Lock(t.Context(), "b")
 	if err != nil {
 		t.Fatal(err)
 	}
 	u2()
 	// The same key with a cancelled context fails closed.
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if _, err := km.Lock(ctx, "a"); !errors.Is(err, ErrLockUnavailable) {
 		t.Fatalf("want ErrLockUnavailable, got %v", err)
 	}
 	u1()
-	u3, err := km.Lock(context.Background(), "a")
+	u3, err := km.Lock(t.Context(), "a")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 // (Found by the end-to-end refresh tests.)
 func TestUsageFlushDuringRefreshKeepsRotatedToken(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	f.store0(t, "acme", "crm", 30) // due for refresh
 	f.svc.MarkUsed("acme", "crm")
 	gate, entered := make(chan struct{}), make(chan struct{}, 1)
@@ -50,7 +50,7 @@ func TestUsageFlushDuringRefreshKeepsRotatedToken(t *testing.T) {
 func TestMarginBeyondLifetimeOneRefresh(t *testing.T) {
 	var locks countingLocker
 	f := newFixture(t, func(o *Options) { locks.Locker = NewKeyedMutex(); o.Locker = &locks })
-	ctx := context.Background()
+	ctx := t.Context()
 	p, _ := f.svc.Provider("example")
 	q := *p
 	q.RefreshMargin = 2 * time.Hour // tokens live 1h

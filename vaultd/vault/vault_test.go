@@ -114,7 +114,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, opts ...func(*Options)) *fixture {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	st, err := bolt.Open(ctx, filepath.Join(t.TempDir(), "v.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -162,7 +162,7 @@ func newFixture(t *testing.T, opts ...func(*Options)) *fixture {
 
 func (f *fixture) store0(t *testing.T, tenant, id string, expiresIn int64) {
 	t.Helper()
-	_, err := f.svc.StoreToken(context.Background(), Caller{Principal: "app"}, tenant, id, "example", oauth.Token{
+	_, err := f.svc.StoreToken(t.Context(), Caller{Principal: "app"}, tenant, id, "example", oauth.Token{
 		AccessToken: secret.NewString("at-0"), RefreshToken: secret.NewString("rt-0"),
 		TokenType: "Bearer", ExpiresIn: expiresIn, Scope: []string{"a"},
 	})
@@ -174,7 +174,7 @@ func (f *fixture) store0(t *testing.T, tenant, id string, expiresIn int64) {
 func auditActions(t *testing.T, f *fixture) map[string]int {
 	t.Helper()
 	out := map[string]int{}
-	err := f.audit.Query(context.Background(), audit.Filter{Limit: 10000}, func(line []byte) error {
+	err := f.audit.Query(t.Context(), audit.Filter{Limit: 10000}, func(line []byte) error {
 		ev, err := audit.ParseEvent(line)
 		if err != nil {
 			return err
@@ -190,7 +190,7 @@ func auditActions(t *testing.T, f *fixture) map[string]int {
 
 func TestFreshTokenNoRefreshNoHSM(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	f.store0(t, "acme", "crm", 3600)
 	// Warm the DEK cache, then count keyring calls on the hot path.
 	if _, err := f.svc.AccessToken(ctx, Caller{}, "acme", "crm"); err != nil {
@@ -216,7 +216,7 @@ func TestFreshTokenNoRefreshNoHSM(t *testing.T) {
 
 func TestConcurrentExpiredOneRefresh(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	f.store0(t, "acme", "crm", 30) // inside the 60s margin: needs refresh
 	f.fp.mu.Lock()
 	f.fp.gate = make(chan struct{})
@@ -273,7 +273,7 @@ func TestConcurrentExpiredOneRefresh(t *testing.T) {
 
 func TestRefreshOmitsRefreshTokenKeepsOld(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	f.store0(t, "acme", "crm", 1)
 	f.fp.noRT = true
 	if _, err := f.svc.AccessToken(ctx, Caller{}, "acme", "crm"); err != nil {
@@ -290,7 +290,7 @@ func TestRefreshOmitsRefreshTokenKeepsOld(t *testing.T) {
 
 func TestInvalidGrantReauthorization(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	f.store0(t, "acme", "crm", 1)
 	f.fp.err = &oauth.Error{Op: "refresh", HTTPStatus: 400, Code: "invalid_grant"}
 	_, err := f.svc.AccessToken(ctx, Caller{}, "acme", "crm")
@@ -313,7 +313,7 @@ func TestInvalidGrantReauthorization(t *testing.T) {
 
 func TestTransientFailureDegradedBackoff(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	f.store0(t, "acme", "crm", 30) // valid for 30s, inside the margin
 	f.fp.err = &oauth.Error{Op: "refresh", HTTPStatus: 503, Code: "temporarily_unavailable"}
 	l, err := f.svc.AccessToken(ctx, Caller{}, "acme", "crm")
@@ -350,7 +350,7 @@ func TestTransientFailureDegradedBackoff(t *testing.T) {
 
 func TestScopeDriftAudited(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	f.store0(t, "acme", "crm", 1)
 	f.fp.scopes = []string{"a", "admin"}
 	if _, err := f.svc.AccessToken(ctx, Caller{}, "acme", "crm"); err != nil {
@@ -363,7 +363,7 @@ func TestScopeDriftAudited(t *testing.T) {
 
 func TestForceRefreshOnlyOnceForSameToken(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	f.store0(t, "acme", "crm", 3600)
 	l, err := f.svc.AccessToken(ctx, Caller{}, "acme", "crm")
 	if err != nil {
@@ -387,7 +387,7 @@ func TestForceRefreshOnlyOnceForSameToken(t *testing.T) {
 
 func TestTenantIsolationAndDisconnect(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	f.store0(t, "acme", "crm", 3600)
 	if _, err := f.svc.GetIntegration(ctx, "globex", "crm"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("cross-tenant get: %v", err)
@@ -415,7 +415,7 @@ func TestTenantIsolationAndDisconnect(t *testing.T) {
 
 func TestHSMFailureFailsClosed(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	f.store0(t, "acme", "crm", 3600)
 	// A new tenant's DEK needs the HSM: with it down, provisioning fails.
 	f.kr.Fail.Store(true)
@@ -427,7 +427,7 @@ func TestHSMFailureFailsClosed(t *testing.T) {
 
 func TestUsageFlush(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	f.store0(t, "acme", "crm", 3600)
 	f.svc.MarkUsed("acme", "crm")
 	md, _ := f.svc.GetIntegration(ctx, "acme", "crm")
@@ -448,7 +448,7 @@ func TestStoreTokenCommitsItsAuditEvent(t *testing.T) {
 		t.Fatalf("token.store events: %d", got)
 	}
 	// Into a tenant that does not exist: no record and no success event.
-	_, err := f.svc.StoreToken(context.Background(), Caller{Principal: "app"}, "nosuch", "crm", "example",
+	_, err := f.svc.StoreToken(t.Context(), Caller{Principal: "app"}, "nosuch", "crm", "example",
 		oauth.Token{AccessToken: secret.NewString("x")})
 	if !errors.Is(err, ErrNotFound) {
 		t.Fatalf("want not found, got %v", err)
@@ -463,7 +463,7 @@ func TestStoreTokenCommitsItsAuditEvent(t *testing.T) {
 // the cache), other tenants are untouched, and HSM trouble changes nothing.
 func TestRewrapTenant(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	f.svc.kekVersion = f.kr.CurrentVersion
 	f.store0(t, "acme", "old", 3600) // sealed under DEK 1
 	if _, err := f.svc.RotateDEK(ctx, Caller{Principal: "op"}, "acme"); err != nil {
@@ -531,7 +531,7 @@ func TestRewrapTenant(t *testing.T) {
 // happen: the change and its event share one transaction.
 func TestKeyChangesNeedTheirAuditEvent(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	before, err := f.store.GetTenant(ctx, "acme")
 	if err != nil {
 		t.Fatal(err)
@@ -566,7 +566,7 @@ func TestKeyChangesNeedTheirAuditEvent(t *testing.T) {
 // The success events are committed by the vault itself, with the change.
 func TestKeyChangesAuditedWithTheChange(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	if _, err := f.svc.RotateDEK(ctx, Caller{Principal: "op"}, "acme", WithStatus(200)); err != nil {
 		t.Fatal(err)
 	}
@@ -602,7 +602,7 @@ func TestKeyChangesAuditedWithTheChange(t *testing.T) {
 func TestRotatedRefreshTokenSurvivesCallerCancel(t *testing.T) {
 	f := newFixture(t)
 	f.store0(t, "acme", "crm", 30) // inside the margin: refresh due
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	f.fp.mu.Lock()
 	f.fp.after = func() {
 		cancel()
@@ -617,12 +617,12 @@ func TestRotatedRefreshTokenSurvivesCallerCancel(t *testing.T) {
 	f.fp.after = nil
 	f.fp.mu.Unlock()
 
-	in, err := f.store.GetIntegration(context.Background(), "acme", "crm")
+	in, err := f.store.GetIntegration(t.Context(), "acme", "crm")
 	if err != nil || in.RefreshCount != 1 {
 		t.Fatalf("refresh not committed: count %d %v", in.RefreshCount, err)
 	}
 	f.clk.Add(2 * time.Hour) // expire it: the next call refreshes again
-	if _, err := f.svc.AccessToken(context.Background(), Caller{}, "acme", "crm"); err != nil {
+	if _, err := f.svc.AccessToken(t.Context(), Caller{}, "acme", "crm"); err != nil {
 		t.Fatal(err)
 	}
 	f.fp.mu.Lock()

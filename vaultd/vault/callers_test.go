@@ -26,7 +26,7 @@ func TestRefreshSurvivesCallerHangUp(t *testing.T) {
 	f.fp.mu.Lock()
 	f.fp.gate, f.fp.entered = gate, entered
 	f.fp.mu.Unlock()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
 	go func() {
 		_, err := f.svc.AccessToken(ctx, Caller{Principal: "app"}, "acme", "crm")
@@ -40,11 +40,11 @@ func TestRefreshSurvivesCallerHangUp(t *testing.T) {
 	}
 	close(gate)
 	f.svc.bg.Wait()
-	in, err := f.store.GetIntegration(context.Background(), "acme", "crm")
+	in, err := f.store.GetIntegration(t.Context(), "acme", "crm")
 	if err != nil || in.Status != storage.StatusActive || in.RefreshCount != 1 {
 		t.Fatalf("after the hang-up: status %q count %d err %v", in.Status, in.RefreshCount, err)
 	}
-	l, err := f.svc.AccessToken(context.Background(), Caller{}, "acme", "crm")
+	l, err := f.svc.AccessToken(t.Context(), Caller{}, "acme", "crm")
 	if err != nil || l.Token.Reveal() != "at-1" || f.fp.calls.Load() != 1 {
 		t.Fatalf("next call: token %q err %v refreshes %d", l.Token.Reveal(), err, f.fp.calls.Load())
 	}
@@ -58,7 +58,7 @@ func TestRefreshSurvivesCallerHangUp(t *testing.T) {
 // another at once (ten 401s made ten token_url calls).
 func TestForcedRefreshThrottled(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	f.store0(t, "acme", "crm", 3600)
 	l0, err := f.svc.AccessToken(ctx, Caller{}, "acme", "crm")
 	if err != nil {
@@ -91,7 +91,7 @@ func TestForcedRefreshThrottled(t *testing.T) {
 // revisions skipped it).
 func TestForceRefreshAfterUsageFlush(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	f.store0(t, "acme", "crm", 3600)
 	l0, err := f.svc.AccessToken(ctx, Caller{}, "acme", "crm")
 	if err != nil {
@@ -126,11 +126,11 @@ func TestScopeDriftCommittedWithRefresh(t *testing.T) {
 	})
 	f.store0(t, "acme", "crm", 30)
 	f.fp.scopes = []string{"a", "admin"}
-	if _, err := f.svc.AccessToken(context.Background(), Caller{}, "acme", "crm"); err != nil {
+	if _, err := f.svc.AccessToken(t.Context(), Caller{}, "acme", "crm"); err != nil {
 		t.Fatalf("refresh with drift: %v", err)
 	}
 	var evs []audit.Event
-	if err := f.audit.Query(context.Background(), audit.Filter{Limit: 100}, func(line []byte) error {
+	if err := f.audit.Query(t.Context(), audit.Filter{Limit: 100}, func(line []byte) error {
 		ev, err := audit.ParseEvent(line)
 		evs = append(evs, ev)
 		return err
@@ -154,7 +154,7 @@ func TestDisconnectCompletesAfterCallerHangUp(t *testing.T) {
 	f.fp.mu.Lock()
 	f.fp.revokeGate, f.fp.revokeEntered = gate, entered
 	f.fp.mu.Unlock()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	type result struct {
 		revoked bool
 		err     error
@@ -171,7 +171,7 @@ func TestDisconnectCompletesAfterCallerHangUp(t *testing.T) {
 	if r.err != nil || !r.revoked {
 		t.Fatalf("disconnect after the hang-up: revoked %t err %v", r.revoked, r.err)
 	}
-	if _, err := f.store.GetIntegration(context.Background(), "acme", "crm"); !errors.Is(err, storage.ErrNotFound) {
+	if _, err := f.store.GetIntegration(t.Context(), "acme", "crm"); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("record after disconnect: %v", err)
 	}
 	a := auditActions(t, f)
@@ -188,12 +188,12 @@ func TestStoreTokenSizeCap(t *testing.T) {
 		"access":  {AccessToken: big},
 		"refresh": {AccessToken: secret.NewString("at"), RefreshToken: big},
 	} {
-		if _, err := f.svc.StoreToken(context.Background(), Caller{Principal: "app"}, "acme", "crm", "example", tok); !errors.Is(err, ErrBadRequest) {
+		if _, err := f.svc.StoreToken(t.Context(), Caller{Principal: "app"}, "acme", "crm", "example", tok); !errors.Is(err, ErrBadRequest) {
 			t.Fatalf("%s token over the cap: %v, want ErrBadRequest", name, err)
 		}
 	}
 	ok := oauth.Token{AccessToken: secret.NewString(strings.Repeat("y", MaxTokenBytes))}
-	if _, err := f.svc.StoreToken(context.Background(), Caller{Principal: "app"}, "acme", "crm", "example", ok); err != nil {
+	if _, err := f.svc.StoreToken(t.Context(), Caller{Principal: "app"}, "acme", "crm", "example", ok); err != nil {
 		t.Fatalf("token at the cap: %v", err)
 	}
 }
