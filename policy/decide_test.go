@@ -11,6 +11,7 @@ import (
 // combinations listed in allowed are allowed: anything not listed must be
 // denied.
 func TestDecideTable(t *testing.T) {
+	t.Parallel()
 	roleSets := map[string][]Role{
 		"none":              nil,
 		"unknown":           {"root"},
@@ -105,6 +106,7 @@ func TestDecideTable(t *testing.T) {
 }
 
 func TestDecideReasons(t *testing.T) {
+	t.Parallel()
 	app := Subject{Principal: "a", Roles: []Role{RoleApp}, Tenant: "acme"}
 	cases := []struct {
 		s      Subject
@@ -129,6 +131,7 @@ func TestDecideReasons(t *testing.T) {
 }
 
 func TestActionsDistinct(t *testing.T) {
+	t.Parallel()
 	seen := map[Action]bool{}
 	for _, a := range Actions() {
 		if a == "" || seen[a] {

@@ -49,6 +49,7 @@ func makeCert(t *testing.T, cn string, uris ...string) *x509.Certificate {
 }
 
 func TestPrincipalName(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		cert *x509.Certificate
@@ -94,6 +95,7 @@ func testDirectory(t *testing.T) *Directory {
 }
 
 func TestDirectoryLookup(t *testing.T) {
+	t.Parallel()
 	d := testDirectory(t)
 	if d.Len() != 5 {
 		t.Fatalf("Len = %d", d.Len())
@@ -147,6 +149,7 @@ func TestDirectoryLookup(t *testing.T) {
 }
 
 func TestDirectoryLookupReturnsCopy(t *testing.T) {
+	t.Parallel()
 	d := testDirectory(t)
 	c := makeCert(t, "ops-admin")
 	p, _ := d.Lookup(c)
@@ -158,6 +161,7 @@ func TestDirectoryLookupReturnsCopy(t *testing.T) {
 }
 
 func TestNewDirectoryValidation(t *testing.T) {
+	t.Parallel()
 	app := []Role{RoleApp}
 	cases := []struct {
 		name string
@@ -198,6 +202,7 @@ func TestNewDirectoryValidation(t *testing.T) {
 }
 
 func TestPrincipalSubject(t *testing.T) {
+	t.Parallel()
 	p := Principal{Name: "spiffe://x/a", Roles: []Role{RoleApp}}
 	s := p.Subject("acme", "user-1")
 	want := Subject{Principal: "spiffe://x/a", Roles: []Role{RoleApp}, Tenant: "acme", OnBehalfOf: "user-1"}
@@ -211,6 +216,7 @@ func TestPrincipalSubject(t *testing.T) {
 }
 
 func TestParseRoles(t *testing.T) {
+	t.Parallel()
 	got, i, err := ParseRoles([]string{"auditor", "app"})
 	if err != nil || i != -1 || !slices.Equal(got, []Role{RoleAuditor, RoleApp}) {
 		t.Fatalf("ParseRoles = %v, %d, %v", got, i, err)

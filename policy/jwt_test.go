@@ -20,6 +20,7 @@ import (
 )
 
 func TestVerifyGood(t *testing.T) {
+	t.Parallel()
 	k := testKeys()
 	v := newTestVerifier(t)
 	cases := []struct {
@@ -69,6 +70,7 @@ func TestVerifyGood(t *testing.T) {
 }
 
 func TestVerifyGoodClaimVariants(t *testing.T) {
+	t.Parallel()
 	k := testKeys()
 	v := newTestVerifier(t)
 	cases := []struct {
@@ -100,6 +102,7 @@ func TestVerifyGoodClaimVariants(t *testing.T) {
 }
 
 func TestVerifyCustomTenantClaim(t *testing.T) {
+	t.Parallel()
 	k := testKeys()
 	cfg := testConfig(standardJWKS(t))
 	cfg.TenantClaim = "https://example.internal/tenant"
@@ -155,6 +158,7 @@ func assertReason(t *testing.T, err error, reason, tok string) {
 }
 
 func TestVerifyRefusesSignatureAttacks(t *testing.T) {
+	t.Parallel()
 	k := testKeys()
 	v := newTestVerifier(t)
 	claims := mustJSON(t, goodClaims())
@@ -226,6 +230,7 @@ func TestVerifyRefusesSignatureAttacks(t *testing.T) {
 }
 
 func TestVerifyNoKeyFitsAlg(t *testing.T) {
+	t.Parallel()
 	k := testKeys()
 	v, err := NewVerifier(testConfig(jwks(t, pubJWK("", &k.rsa.PublicKey))))
 	if err != nil {
@@ -240,6 +245,7 @@ func TestVerifyNoKeyFitsAlg(t *testing.T) {
 }
 
 func TestVerifyJWKAlgPinsAlgorithm(t *testing.T) {
+	t.Parallel()
 	k := testKeys()
 	key := pubJWK("rsa1", &k.rsa.PublicKey)
 	key.Algorithm = string(jose.PS256)
@@ -257,6 +263,7 @@ func TestVerifyJWKAlgPinsAlgorithm(t *testing.T) {
 }
 
 func TestVerifyRefusesBadClaims(t *testing.T) {
+	t.Parallel()
 	k := testKeys()
 	v := newTestVerifier(t)
 	at := func(d time.Duration) int64 { return testNow.Add(d).Unix() }
@@ -320,6 +327,7 @@ func TestVerifyRefusesBadClaims(t *testing.T) {
 }
 
 func TestVerifyRefusesBadPayloads(t *testing.T) {
+	t.Parallel()
 	k := testKeys()
 	v := newTestVerifier(t)
 	good := string(mustJSON(t, goodClaims()))
@@ -346,6 +354,7 @@ func TestVerifyRefusesBadPayloads(t *testing.T) {
 }
 
 func TestVerifyRefusesOtherSerializations(t *testing.T) {
+	t.Parallel()
 	k := testKeys()
 	v := newTestVerifier(t)
 	claims := mustJSON(t, goodClaims())
@@ -420,12 +429,14 @@ func TestVerifyRefusesOtherSerializations(t *testing.T) {
 }
 
 func TestVerifyNilVerifier(t *testing.T) {
+	t.Parallel()
 	var v *Verifier
 	_, err := v.Verify("a.b.c")
 	assertReason(t, err, reasonNoVerifier, "")
 }
 
 func TestNewVerifierConfig(t *testing.T) {
+	t.Parallel()
 	good := standardJWKS(t)
 	cases := []struct {
 		name string
@@ -459,6 +470,7 @@ func TestNewVerifierConfig(t *testing.T) {
 }
 
 func TestNewVerifierRefusesBadJWKS(t *testing.T) {
+	t.Parallel()
 	k := testKeys()
 	small, err := rsa.GenerateKey(rand.Reader, 1024)
 	if err != nil {
@@ -528,6 +540,7 @@ func TestNewVerifierRefusesBadJWKS(t *testing.T) {
 }
 
 func TestLoadJWKSFile(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "tenant-context.jwks.json")
 	want := standardJWKS(t)
@@ -558,6 +571,7 @@ func TestLoadJWKSFile(t *testing.T) {
 }
 
 func TestVerifierStringHasNoKeyMaterial(t *testing.T) {
+	t.Parallel()
 	k := testKeys()
 	v := newTestVerifier(t)
 	s := v.String()

@@ -8,6 +8,7 @@ import (
 )
 
 func TestResolveTenant(t *testing.T) {
+	t.Parallel()
 	k := testKeys()
 	v := newTestVerifier(t)
 	good := sign(t, jose.RS256, k.rsa, "rsa1", goodClaims())                                // tenant acme, sub user-42@acme
@@ -86,6 +87,7 @@ func TestResolveTenant(t *testing.T) {
 // TestResolveThenDecide walks the whole chain for the cases that matter:
 // a JWT can give an unbound app a tenant, but never another tenant's data.
 func TestResolveThenDecide(t *testing.T) {
+	t.Parallel()
 	k := testKeys()
 	v := newTestVerifier(t)
 	d := testDirectory(t)

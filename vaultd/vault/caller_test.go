@@ -15,6 +15,7 @@ import (
 // on_behalf_of and request id come from the Caller, http_status from
 // WithStatus, the rest from the operation.
 func TestWritesAuditTheirCaller(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
 	op := Caller{Principal: "op", RequestID: "r-op"}
@@ -62,6 +63,7 @@ func TestWritesAuditTheirCaller(t *testing.T) {
 }
 
 func TestSafeName(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{"example": "example", "bad name!": "(invalid)", "": "(invalid)",
 		strings.Repeat("a", 65): "(invalid)", strings.Repeat("a", 64): strings.Repeat("a", 64)} {
 		if got := SafeName(in); got != want {

@@ -20,6 +20,7 @@ import (
 // active (it went degraded, then reauthorization_required, when the grant
 // ran on the caller's context).
 func TestRefreshSurvivesCallerHangUp(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	f.store0(t, "acme", "crm", 30) // inside the margin: refresh due
 	gate, entered := make(chan struct{}), make(chan struct{}, 1)
@@ -57,6 +58,7 @@ func TestRefreshSurvivesCallerHangUp(t *testing.T) {
 // ForcedRefreshInterval: a fresh token that also gets a 401 does not earn
 // another at once (ten 401s made ten token_url calls).
 func TestForcedRefreshThrottled(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
 	f.store0(t, "acme", "crm", 3600)
@@ -90,6 +92,7 @@ func TestForcedRefreshThrottled(t *testing.T) {
 // token: a 401 on that token still forces its one refresh (comparing
 // revisions skipped it).
 func TestForceRefreshAfterUsageFlush(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
 	f.store0(t, "acme", "crm", 3600)
@@ -119,6 +122,7 @@ func (recordFails) Record(context.Context, audit.Event) (audit.Event, error) {
 // The scope.drift event commits with the refresh that revealed it, in the
 // same transaction, right after its token.refresh event.
 func TestScopeDriftCommittedWithRefresh(t *testing.T) {
+	t.Parallel()
 	var wrapped recordFails
 	f := newFixture(t, func(o *Options) {
 		wrapped = recordFails{o.Audit.(*audit.Log)}
@@ -148,6 +152,7 @@ func TestScopeDriftCommittedWithRefresh(t *testing.T) {
 // ends with both revocations and the delete audited and the record gone
 // (the refresh token reached /revoke, and the record stayed active).
 func TestDisconnectCompletesAfterCallerHangUp(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	f.store0(t, "acme", "crm", 3600)
 	gate, entered := make(chan struct{}), make(chan struct{}, 2)
@@ -182,6 +187,7 @@ func TestDisconnectCompletesAfterCallerHangUp(t *testing.T) {
 
 // Tokens are capped at MaxTokenBytes (a 9 MB access token was accepted).
 func TestStoreTokenSizeCap(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	big := secret.NewString(strings.Repeat("x", MaxTokenBytes+1))
 	for name, tok := range map[string]oauth.Token{

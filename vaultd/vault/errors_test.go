@@ -9,6 +9,7 @@ import (
 // A refusal's reason travels as a type, not as text to parse, and still
 // matches ErrBadRequest through wrapping.
 func TestBadRequestError(t *testing.T) {
+	t.Parallel()
 	err := fmt.Errorf("store: %w", badRequest("unknown provider"))
 	var br *BadRequestError
 	if !errors.Is(err, ErrBadRequest) || !errors.As(err, &br) || br.Reason != "unknown provider" {

@@ -8,6 +8,7 @@ import (
 )
 
 func TestKeyedMutexExclusive(t *testing.T) {
+	t.Parallel()
 	km := NewKeyedMutex()
 	var (
 		wg      sync.WaitGroup
@@ -49,6 +50,7 @@ func TestKeyedMutexExclusive(t *testing.T) {
 }
 
 func TestKeyedMutexIndependentKeysAndCancel(t *testing.T) {
+	t.Parallel()
 	km := NewKeyedMutex()
 	u1, err := km.Lock(t.Context(), "a")
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 // token, and losing it leaves the integration needing reauthorization.
 // (Found by the end-to-end refresh tests.)
 func TestUsageFlushDuringRefreshKeepsRotatedToken(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
 	f.store0(t, "acme", "crm", 30) // due for refresh
@@ -48,6 +49,7 @@ func TestUsageFlushDuringRefreshKeepsRotatedToken(t *testing.T) {
 // is already "due"; callers that queued behind the one refresh must use
 // its token rather than refresh again one after another.
 func TestMarginBeyondLifetimeOneRefresh(t *testing.T) {
+	t.Parallel()
 	var locks countingLocker
 	f := newFixture(t, func(o *Options) { locks.Locker = NewKeyedMutex(); o.Locker = &locks })
 	ctx := t.Context()

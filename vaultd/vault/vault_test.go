@@ -189,6 +189,7 @@ func auditActions(t *testing.T, f *fixture) map[string]int {
 }
 
 func TestFreshTokenNoRefreshNoHSM(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
 	f.store0(t, "acme", "crm", 3600)
@@ -215,6 +216,7 @@ func TestFreshTokenNoRefreshNoHSM(t *testing.T) {
 }
 
 func TestConcurrentExpiredOneRefresh(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
 	f.store0(t, "acme", "crm", 30) // inside the 60s margin: needs refresh
@@ -272,6 +274,7 @@ func TestConcurrentExpiredOneRefresh(t *testing.T) {
 }
 
 func TestRefreshOmitsRefreshTokenKeepsOld(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
 	f.store0(t, "acme", "crm", 1)
@@ -289,6 +292,7 @@ func TestRefreshOmitsRefreshTokenKeepsOld(t *testing.T) {
 }
 
 func TestInvalidGrantReauthorization(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
 	f.store0(t, "acme", "crm", 1)
@@ -312,6 +316,7 @@ func TestInvalidGrantReauthorization(t *testing.T) {
 }
 
 func TestTransientFailureDegradedBackoff(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
 	f.store0(t, "acme", "crm", 30) // valid for 30s, inside the margin
@@ -349,6 +354,7 @@ func TestTransientFailureDegradedBackoff(t *testing.T) {
 }
 
 func TestScopeDriftAudited(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
 	f.store0(t, "acme", "crm", 1)
@@ -362,6 +368,7 @@ func TestScopeDriftAudited(t *testing.T) {
 }
 
 func TestForceRefreshOnlyOnceForSameToken(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
 	f.store0(t, "acme", "crm", 3600)
@@ -386,6 +393,7 @@ func TestForceRefreshOnlyOnceForSameToken(t *testing.T) {
 }
 
 func TestTenantIsolationAndDisconnect(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
 	f.store0(t, "acme", "crm", 3600)
@@ -414,6 +422,7 @@ func TestTenantIsolationAndDisconnect(t *testing.T) {
 }
 
 func TestHSMFailureFailsClosed(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
 	f.store0(t, "acme", "crm", 3600)
@@ -426,6 +435,7 @@ func TestHSMFailureFailsClosed(t *testing.T) {
 }
 
 func TestUsageFlush(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
 	f.store0(t, "acme", "crm", 3600)
@@ -442,6 +452,7 @@ func TestUsageFlush(t *testing.T) {
 }
 
 func TestStoreTokenCommitsItsAuditEvent(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	f.store0(t, "acme", "crm", 3600)
 	if got := auditActions(t, f)["token.store/success"]; got != 1 {
@@ -462,6 +473,7 @@ func TestStoreTokenCommitsItsAuditEvent(t *testing.T) {
 // KEK, tokens sealed under both DEK versions still open (from the HSM, not
 // the cache), other tenants are untouched, and HSM trouble changes nothing.
 func TestRewrapTenant(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
 	f.svc.kekVersion = f.kr.CurrentVersion
@@ -530,6 +542,7 @@ func TestRewrapTenant(t *testing.T) {
 // A tenant or key change whose audit event cannot be committed does not
 // happen: the change and its event share one transaction.
 func TestKeyChangesNeedTheirAuditEvent(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
 	before, err := f.store.GetTenant(ctx, "acme")
@@ -565,6 +578,7 @@ func TestKeyChangesNeedTheirAuditEvent(t *testing.T) {
 
 // The success events are committed by the vault itself, with the change.
 func TestKeyChangesAuditedWithTheChange(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
 	if _, err := f.svc.RotateDEK(ctx, Caller{Principal: "op"}, "acme", WithStatus(200)); err != nil {
@@ -600,6 +614,7 @@ func TestKeyChangesAuditedWithTheChange(t *testing.T) {
 // sealed with the DEK held from before the call and committed detached
 // from the caller, so the next refresh presents it.
 func TestRotatedRefreshTokenSurvivesCallerCancel(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	f.store0(t, "acme", "crm", 30) // inside the margin: refresh due
 	ctx, cancel := context.WithCancel(t.Context())
