@@ -85,11 +85,7 @@ func ParseHeader(sealed []byte) (Header, error) {
 //
 //	'V' 'D' 'E' 0x01 | dek_version u32be | nonce[12] | ciphertext || tag[16]
 func Seal(dek []byte, dekVersion uint32, aad AAD, plaintext []byte) ([]byte, error) {
-	ad, err := additionalData(aad, FormatV1, dekVersion)
-	if err != nil {
-		return nil, err
-	}
-	block, err := newBlock(dek)
+	block, ad, err := sealInputs(dek, dekVersion, aad)
 	if err != nil {
 		return nil, err
 	}
@@ -108,11 +104,7 @@ func Seal(dek []byte, dekVersion uint32, aad AAD, plaintext []byte) ([]byte, err
 // sealWithNonce is Seal with a caller-chosen nonce. Only for known-answer
 // tests: reusing a nonce under one key breaks GCM.
 func sealWithNonce(dek []byte, dekVersion uint32, aad AAD, nonce, plaintext []byte) ([]byte, error) {
-	ad, err := additionalData(aad, FormatV1, dekVersion)
-	if err != nil {
-		return nil, err
-	}
-	block, err := newBlock(dek)
+	block, ad, err := sealInputs(dek, dekVersion, aad)
 	if err != nil {
 		return nil, err
 	}
@@ -156,6 +148,20 @@ func Open(dek []byte, aad AAD, sealed []byte) ([]byte, error) {
 		return nil, ErrDecrypt
 	}
 	return pt, nil
+}
+
+// sealInputs checks dek and builds the cipher and the additional data a
+// FormatV1 seal under dekVersion binds.
+func sealInputs(dek []byte, dekVersion uint32, aad AAD) (cipher.Block, []byte, error) {
+	ad, err := additionalData(aad, FormatV1, dekVersion)
+	if err != nil {
+		return nil, nil, err
+	}
+	block, err := newBlock(dek)
+	if err != nil {
+		return nil, nil, err
+	}
+	return block, ad, nil
 }
 
 func newBlock(dek []byte) (cipher.Block, error) {
