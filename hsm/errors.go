@@ -27,6 +27,12 @@ var (
 	// encrypt/decrypt, malformed or duplicate CKA_ID). vaultd refuses to use
 	// or add to such a key set rather than guess.
 	ErrKEKInvalid = errors.New("hsm: KEK object violates policy")
+	// ErrAuditKeyNotFound: the audit signing key ("<kek_label>-audit") is
+	// not on the token, or only one half of it is.
+	ErrAuditKeyNotFound = errors.New("hsm: audit signing key not found (run 'vaultctl init')")
+	// ErrAuditKeyInvalid: an object carrying the audit key label breaks
+	// its policy (extractable, not sensitive, not EC P-256, duplicate).
+	ErrAuditKeyInvalid = errors.New("hsm: audit signing key violates policy")
 )
 
 // Error is an hsm error: a short message, the sentinel it matches with

@@ -3,7 +3,7 @@
 // data keys with a KEK that never leaves the HSM, the sentinel errors every
 // backend reports (errors.go), WrappedKey, and the optional capabilities
 // only some backends have (optional.go: KEKRotator, Reloader, KEKInspector,
-// one method each, found by type assertion).
+// one method each, and AuditSigner; found by type assertion).
 //
 // It has no cgo and no backend. The PKCS#11 backend is hsm/pkcs11 (cgo);
 // hsm/hsmtest has a software fake and the suite every Keyring passes.

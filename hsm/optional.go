@@ -1,6 +1,9 @@
 package hsm
 
-import "context"
+import (
+	"context"
+	"crypto"
+)
 
 // Optional capabilities. A backend implements those its HSM offers; callers
 // find them by type assertion on a Keyring and say so when one is missing.
@@ -44,4 +47,19 @@ type KEKInfo struct {
 	Encrypt          bool
 	Decrypt          bool
 	Modifiable       bool
+}
+
+// AuditSigner signs audit checkpoints with a non-extractable key held in
+// the HSM (a separate key from the KEK: label "<kek_label>-audit"), so a
+// trail rewritten with recomputed hashes cannot carry valid checkpoints.
+// vaultd requires it; 'vaultctl init' creates the key.
+type AuditSigner interface {
+	// SignAudit signs a SHA-256 digest. For an ECDSA P-256 key the
+	// signature is the raw r||s, 32 bytes each, big-endian (as PKCS#11's
+	// CKM_ECDSA returns it). Without the key it fails with
+	// ErrAuditKeyNotFound.
+	SignAudit(ctx context.Context, digest []byte) ([]byte, error)
+	// AuditPublicKey is the public half (*ecdsa.PublicKey for P-256).
+	// Without the key it fails with ErrAuditKeyNotFound.
+	AuditPublicKey(ctx context.Context) (crypto.PublicKey, error)
 }

@@ -5,8 +5,11 @@ package hsmtest
 
 import (
 	"context"
+	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -31,18 +34,70 @@ type Fake struct {
 	current  uint32
 	failNext []error
 	closed   bool
+	auditKey *ecdsa.PrivateKey // nil after DropAuditKey
 }
 
 var (
-	_ hsm.Keyring    = (*Fake)(nil)
-	_ hsm.KEKRotator = (*Fake)(nil)
+	_ hsm.Keyring     = (*Fake)(nil)
+	_ hsm.KEKRotator  = (*Fake)(nil)
+	_ hsm.AuditSigner = (*Fake)(nil)
 )
 
-// NewFake returns a Fake with KEK version 1.
+// NewFake returns a Fake with KEK version 1 and an ECDSA P-256 audit key.
 func NewFake() *Fake {
-	f := &Fake{keks: map[uint32]cipher.AEAD{}}
+	ak, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err) // crypto/rand does not fail
+	}
+	f := &Fake{keks: map[uint32]cipher.AEAD{}, auditKey: ak}
 	f.Rotate()
 	return f
+}
+
+// DropAuditKey removes the audit key, as on a token where 'vaultctl init'
+// has not created it yet: SignAudit and AuditPublicKey then fail with
+// hsm.ErrAuditKeyNotFound.
+func (f *Fake) DropAuditKey() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.auditKey = nil
+}
+
+// SignAudit implements hsm.AuditSigner: ECDSA P-256 over digest, raw r||s.
+func (f *Fake) SignAudit(ctx context.Context, digest []byte) ([]byte, error) {
+	if err := f.enter(ctx, "sign audit checkpoint"); err != nil {
+		return nil, err
+	}
+	if len(digest) != 32 {
+		return nil, fmt.Errorf("hsm: sign audit checkpoint: digest is %d bytes, want 32", len(digest))
+	}
+	f.mu.Lock()
+	k := f.auditKey
+	f.mu.Unlock()
+	if k == nil {
+		return nil, fmt.Errorf("hsm: sign audit checkpoint: %w", hsm.ErrAuditKeyNotFound)
+	}
+	r, s, err := ecdsa.Sign(rand.Reader, k, digest)
+	if err != nil {
+		return nil, fmt.Errorf("hsm: sign audit checkpoint: %w", err)
+	}
+	sig := make([]byte, 64)
+	r.FillBytes(sig[:32])
+	s.FillBytes(sig[32:])
+	return sig, nil
+}
+
+// AuditPublicKey implements hsm.AuditSigner.
+func (f *Fake) AuditPublicKey(ctx context.Context) (crypto.PublicKey, error) {
+	if err := f.enter(ctx, "audit public key"); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.auditKey == nil {
+		return nil, fmt.Errorf("hsm: audit public key: %w", hsm.ErrAuditKeyNotFound)
+	}
+	return &f.auditKey.PublicKey, nil
 }
 
 // Rotate adds KEK version n+1 and makes it current; older versions still

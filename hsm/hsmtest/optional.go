@@ -3,7 +3,11 @@ package hsmtest
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
 	"errors"
+	"math/big"
 	"testing"
 
 	"github.com/vaultd/vaultd/hsm"
@@ -18,6 +22,7 @@ func runOptionalSuites(t *testing.T, newKeyring func(t *testing.T) hsm.Keyring, 
 	_, rotator := probe.(hsm.KEKRotator)
 	_, reloader := probe.(hsm.Reloader)
 	_, inspector := probe.(hsm.KEKInspector)
+	_, signer := probe.(hsm.AuditSigner)
 	if err := probe.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -29,6 +34,9 @@ func runOptionalSuites(t *testing.T, newKeyring func(t *testing.T) hsm.Keyring, 
 	}
 	if inspector {
 		t.Run("KEKInspector", func(t *testing.T) { kekInspectorSuite(t, open) })
+	}
+	if signer {
+		t.Run("AuditSigner", func(t *testing.T) { auditSignerSuite(t, open) })
 	}
 }
 
@@ -153,5 +161,67 @@ func kekInspectorSuite(t *testing.T, open func(t *testing.T) hsm.Keyring) {
 	}
 	if _, err := in.KEKInfo(ctx); !errors.Is(err, hsm.ErrClosed) {
 		t.Errorf("KEKInfo after Close: err = %v, want ErrClosed", err)
+	}
+}
+
+func auditSignerSuite(t *testing.T, open func(t *testing.T) hsm.Keyring) {
+	k := open(t)
+	s := k.(hsm.AuditSigner)
+	ctx := context.Background()
+	pub, err := s.AuditPublicKey(ctx)
+	if err != nil {
+		t.Fatalf("AuditPublicKey: %v", err)
+	}
+	ec, ok := pub.(*ecdsa.PublicKey)
+	if !ok || ec.Curve != elliptic.P256() {
+		t.Fatalf("AuditPublicKey = %T, want an ECDSA P-256 key", pub)
+	}
+	again, err := s.AuditPublicKey(ctx)
+	if err != nil || !ec.Equal(again) {
+		t.Fatalf("second AuditPublicKey differs (%v)", err)
+	}
+	verify := func(sig, digest []byte) bool {
+		if len(sig) != 64 {
+			return false
+		}
+		r, ss := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
+		return ecdsa.Verify(ec, digest, r, ss)
+	}
+	digest := sha256.Sum256([]byte("vaultd audit checkpoint suite"))
+	sig, err := s.SignAudit(ctx, digest[:])
+	if err != nil {
+		t.Fatalf("SignAudit: %v", err)
+	}
+	if len(sig) != 64 {
+		t.Fatalf("signature is %d bytes, want raw r||s (64)", len(sig))
+	}
+	if !verify(sig, digest[:]) {
+		t.Fatal("signature does not verify under AuditPublicKey")
+	}
+	other := sha256.Sum256([]byte("another message"))
+	if verify(sig, other[:]) {
+		t.Error("signature verifies over another digest")
+	}
+	bad := bytes.Clone(sig)
+	bad[10] ^= 1
+	if verify(bad, digest[:]) {
+		t.Error("tampered signature verifies")
+	}
+	if _, err := s.SignAudit(ctx, digest[:31]); err == nil {
+		t.Error("SignAudit of a 31-byte digest succeeded, want an error")
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := s.SignAudit(cancelled, digest[:]); !errors.Is(err, context.Canceled) {
+		t.Errorf("SignAudit(cancelled): err = %v, want context.Canceled", err)
+	}
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SignAudit(ctx, digest[:]); !errors.Is(err, hsm.ErrClosed) {
+		t.Errorf("SignAudit after Close: err = %v, want ErrClosed", err)
+	}
+	if _, err := s.AuditPublicKey(ctx); !errors.Is(err, hsm.ErrClosed) {
+		t.Errorf("AuditPublicKey after Close: err = %v, want ErrClosed", err)
 	}
 }

@@ -4,6 +4,7 @@ package pkcs11
 
 import (
 	"context"
+	"crypto"
 	"log/slog"
 
 	"github.com/vaultd/vaultd/hsm"
@@ -45,3 +46,14 @@ func (*PKCS11) Ping(context.Context) error { return ErrNoCgo }
 
 // Close does nothing.
 func (*PKCS11) Close() error { return nil }
+
+// InitAuditKey fails with ErrNoCgo.
+func InitAuditKey(ctx context.Context, cfg Config, logger *slog.Logger) (created bool, err error) {
+	return false, ErrNoCgo
+}
+
+// SignAudit fails with ErrNoCgo.
+func (*PKCS11) SignAudit(context.Context, []byte) ([]byte, error) { return nil, ErrNoCgo }
+
+// AuditPublicKey fails with ErrNoCgo.
+func (*PKCS11) AuditPublicKey(context.Context) (crypto.PublicKey, error) { return nil, ErrNoCgo }

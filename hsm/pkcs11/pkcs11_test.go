@@ -59,13 +59,16 @@ func newLogger() (*slog.Logger, *logBuf) {
 	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})), lb
 }
 
-// initToken makes a token with KEK version 1.
+// initToken makes a token with KEK version 1 and the audit signing key.
 func initToken(t testing.TB) softhsmtest.Token {
 	t.Helper()
 	tok := softhsmtest.NewToken(t)
 	v, created, err := hsmpkcs11.InitKEK(t.Context(), config(tok), nil)
 	if err != nil || v != 1 || !created {
 		t.Fatalf("InitKEK = %d, %v, %v; want 1, true, nil", v, created, err)
+	}
+	if created, err := hsmpkcs11.InitAuditKey(t.Context(), config(tok), nil); err != nil || !created {
+		t.Fatalf("InitAuditKey = %v, %v; want true, nil", created, err)
 	}
 	return tok
 }
