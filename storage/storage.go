@@ -192,10 +192,32 @@ type Store interface {
 	// pure.
 	AppendAudit(ctx context.Context, build func(head AuditHead) (AuditRecord, error)) (AuditRecord, error)
 	// ScanAudit calls fn for every record with Seq > afterSeq in order,
-	// until fn returns false or an error.
+	// until fn returns false or an error. Pruned events (Seq <=
+	// AuditAnchor().Seq) are not returned: a scan from 0 starts at the
+	// first remaining event, AuditAnchor().Seq+1. A prune running during a
+	// scan may make it skip ahead likewise; callers needing a contiguous
+	// chain (a verifier) check seqs themselves.
 	ScanAudit(ctx context.Context, afterSeq uint64, fn func(AuditRecord) (bool, error)) error
-	// AuditHead returns the current tail of the chain.
+	// AuditHead returns the current tail of the chain. Pruning never
+	// changes it.
 	AuditHead(ctx context.Context) (AuditHead, error)
+
+	// PruneAudit deletes the oldest remaining audit events in one
+	// transaction: at most max of them, none with Seq > upToSeq, and never
+	// the newest event (the head), so upToSeq is in effect capped at
+	// head.Seq-1 and appends continue as before. In that same transaction
+	// it sets the anchor (AuditAnchor) to the seq and hash of the last
+	// event deleted, so the remaining chain stays verifiable from it. It
+	// returns how many events it deleted: 0 when none is at or below
+	// upToSeq. max < 1 is ErrInvalidRecord. Retention calls it repeatedly
+	// with a small max (about 1,000), so each transaction is short and
+	// other writers get in between; what was pruned is gone from the store
+	// (the caller archives it first if it must be kept).
+	PruneAudit(ctx context.Context, upToSeq uint64, max int) (int, error)
+	// AuditAnchor returns the seq and hash of the last pruned event: the
+	// first remaining event is Seq+1 and its prev_hash is Hash. It is
+	// {0, GenesisHash} when nothing was ever pruned.
+	AuditAnchor(ctx context.Context) (AuditHead, error)
 
 	// Backup writes a consistent snapshot of the whole database to w
 	// while the store stays online.

@@ -135,7 +135,7 @@ func (s *Store) AuditHead(ctx context.Context) (storage.AuditHead, error) {
 
 // ScanAudit calls fn, in order, for every record with afterSeq < Seq <=
 // the head at the time of the call (so the scan ends even while others
-// append). Records are copied out in chunks and fn runs outside any
+// append), skipping pruned ones (Seq <= the anchor). Records are copied out in chunks and fn runs outside any
 // transaction, so a slow consumer (an HTTP export) never holds one open.
 func (s *Store) ScanAudit(ctx context.Context, afterSeq uint64, fn func(storage.AuditRecord) (bool, error)) error {
 	head, err := s.AuditHead(ctx)
@@ -147,10 +147,17 @@ func (s *Store) ScanAudit(ctx context.Context, afterSeq uint64, fn func(storage.
 		chunk := make([]storage.AuditRecord, 0, min(auditChunk, head.Seq-next))
 		err := s.read(ctx, func(tx *bbolt.Tx) error {
 			chunk = chunk[:0]
-			_, ab, err := auditBuckets(tx)
+			sys, ab, err := auditBuckets(tx)
 			if err != nil {
 				return err
 			}
+			// Pruned events are gone: start at the first remaining one
+			// (also when a prune ran since the last chunk).
+			anchor, err := readAuditAnchor(sys)
+			if err != nil {
+				return err
+			}
+			next = max(next, anchor.Seq)
 			c := ab.Cursor()
 			for k, v := c.Seek(seqKey(next + 1)); k != nil && len(chunk) < auditChunk; k, v = c.Next() {
 				rec, err := decodeAudit(k, v)

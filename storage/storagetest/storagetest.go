@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"strings"
 	"sync"
@@ -40,6 +41,8 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"Audit", testAudit},
 		{"AuditRejects", testAuditRejects},
 		{"AuditConcurrent", testAuditConcurrent},
+		{"AuditPrune", testAuditPrune},
+		{"AuditPruneWhileAppending", testAuditPruneWhileAppending},
 		{"PutIntegrationAudited", testPutIntegrationAudited},
 		{"TenantAudited", testTenantAudited},
 		{"CASAudited", testCASAudited},
@@ -1180,5 +1183,124 @@ func testAuditedMore(t *testing.T, s storage.Store) {
 	}
 	if h, _ := s.AuditHead(ctx); h.Seq != 2 || h.Hash != recs[1].Hash {
 		t.Fatalf("head %+v, want the second event", h)
+	}
+}
+
+// appendN appends n ChainBuilder events and returns them.
+func appendN(t *testing.T, s storage.Store, n int) []storage.AuditRecord {
+	t.Helper()
+	var out []storage.AuditRecord
+	for i := range n {
+		out = append(out, must[storage.AuditRecord](t, "AppendAudit")(s.AppendAudit(context.Background(),
+			ChainBuilder(fmt.Sprintf(`"action":"token.store","detail":"event %d"`, i)))))
+	}
+	return out
+}
+
+func testAuditPrune(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	anchor := must[storage.AuditHead](t, "AuditAnchor")(s.AuditAnchor(ctx))
+	if anchor.Seq != 0 || anchor.Hash != storage.GenesisHash {
+		t.Fatalf("AuditAnchor of an empty store = %+v, want {0, genesis}", anchor)
+	}
+	if n, err := s.PruneAudit(ctx, 10, 100); err != nil || n != 0 {
+		t.Fatalf("PruneAudit on an empty store = %d, %v", n, err)
+	}
+	if _, err := s.PruneAudit(ctx, 10, 0); !errors.Is(err, storage.ErrInvalidRecord) {
+		t.Fatalf("PruneAudit max 0: %v, want ErrInvalidRecord", err)
+	}
+	recs := appendN(t, s, 20)
+	head := must[storage.AuditHead](t, "AuditHead")(s.AuditHead(ctx))
+
+	// max bounds one call; upToSeq bounds them all.
+	if n := must[int](t, "PruneAudit")(s.PruneAudit(ctx, 8, 3)); n != 3 {
+		t.Fatalf("PruneAudit(8, max 3) = %d, want 3", n)
+	}
+	anchor = must[storage.AuditHead](t, "AuditAnchor")(s.AuditAnchor(ctx))
+	if anchor.Seq != 3 || anchor.Hash != recs[2].Hash {
+		t.Fatalf("anchor after pruning 1-3 = %+v, want seq 3 hash %s", anchor, recs[2].Hash)
+	}
+	if n := must[int](t, "PruneAudit")(s.PruneAudit(ctx, 8, 100)); n != 5 {
+		t.Fatalf("PruneAudit(8, max 100) = %d, want 5", n)
+	}
+	if n := must[int](t, "PruneAudit")(s.PruneAudit(ctx, 8, 100)); n != 0 {
+		t.Fatalf("PruneAudit(8) again = %d, want 0", n)
+	}
+	if n := must[int](t, "PruneAudit")(s.PruneAudit(ctx, 5, 100)); n != 0 {
+		t.Fatalf("PruneAudit below the anchor = %d, want 0", n)
+	}
+	anchor = must[storage.AuditHead](t, "AuditAnchor")(s.AuditAnchor(ctx))
+	if anchor.Seq != 8 || anchor.Hash != recs[7].Hash {
+		t.Fatalf("anchor = %+v, want seq 8 hash %s", anchor, recs[7].Hash)
+	}
+	if got := must[storage.AuditHead](t, "AuditHead")(s.AuditHead(ctx)); got != head {
+		t.Fatalf("AuditHead changed by a prune: %+v, want %+v", got, head)
+	}
+
+	// A scan from 0 (or from inside the pruned prefix) starts at the first
+	// remaining event, which chains on to the anchor.
+	for _, after := range []uint64{0, 5, 8} {
+		got := scanAll(t, s, after)
+		if !reflect.DeepEqual(got, recs[8:]) {
+			t.Fatalf("ScanAudit(%d) after prune: %d records from seq %d, want 12 from 9", after, len(got), got[0].Seq)
+		}
+	}
+	if got := scanAll(t, s, 15); len(got) != 5 || got[0].Seq != 16 {
+		t.Fatalf("ScanAudit(15) = %d records", len(got))
+	}
+	var first map[string]any
+	if err := json.Unmarshal(scanAll(t, s, 0)[0].Data, &first); err != nil || first["prev_hash"] != anchor.Hash {
+		t.Fatalf("first remaining event's prev_hash %v is not the anchor's hash %s (%v)", first["prev_hash"], anchor.Hash, err)
+	}
+
+	// The head is never pruned, and appends carry on after a prune.
+	if n := must[int](t, "PruneAudit")(s.PruneAudit(ctx, math.MaxUint64, 1000)); n != 11 {
+		t.Fatalf("PruneAudit(all) = %d, want 11 (all but the head)", n)
+	}
+	if got := scanAll(t, s, 0); len(got) != 1 || got[0].Seq != 20 {
+		t.Fatalf("after pruning all: %d records left", len(got))
+	}
+	more := appendN(t, s, 2)
+	if more[0].Seq != 21 {
+		t.Fatalf("append after prune: seq %d, want 21", more[0].Seq)
+	}
+	if got := scanAll(t, s, 0); len(got) != 3 || got[0].Seq != 20 || got[2].Seq != 22 {
+		t.Fatalf("scan after append: %d records", len(got))
+	}
+	anchor = must[storage.AuditHead](t, "AuditAnchor")(s.AuditAnchor(ctx))
+	if anchor.Seq != 19 || anchor.Hash != recs[18].Hash {
+		t.Fatalf("anchor = %+v, want seq 19", anchor)
+	}
+}
+
+// testAuditPruneWhileAppending: small prunes interleave with appends and
+// lose nothing that was not asked for.
+func testAuditPruneWhileAppending(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	appendN(t, s, 50)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range 50 {
+			if _, err := s.AppendAudit(ctx, ChainBuilder(fmt.Sprintf(`"action":"a","detail":"%d"`, i))); err != nil {
+				t.Errorf("AppendAudit: %v", err)
+				return
+			}
+		}
+	})
+	pruned := 0
+	for pruned < 40 {
+		n, err := s.PruneAudit(ctx, 40, 7)
+		if err != nil {
+			t.Fatalf("PruneAudit: %v", err)
+		}
+		if n == 0 {
+			t.Fatalf("PruneAudit stopped at %d of 40", pruned)
+		}
+		pruned += n
+	}
+	wg.Wait()
+	got := scanAll(t, s, 0)
+	if len(got) != 60 || got[0].Seq != 41 || got[59].Seq != 100 {
+		t.Fatalf("after pruning 40 of 100: %d records from seq %d", len(got), got[0].Seq)
 	}
 }
