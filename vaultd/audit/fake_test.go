@@ -101,6 +101,11 @@ func (s *fakeStore) AuditHead(ctx context.Context) (storage.AuditHead, error) {
 	return s.headLocked(), nil
 }
 
+// AuditAnchor: the fake never prunes.
+func (s *fakeStore) AuditAnchor(context.Context) (storage.AuditHead, error) {
+	return storage.AuditHead{Seq: 0, Hash: storage.GenesisHash}, nil
+}
+
 func cloneRec(r storage.AuditRecord) storage.AuditRecord {
 	r.Data = bytes.Clone(r.Data)
 	return r

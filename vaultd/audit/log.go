@@ -64,6 +64,8 @@ type Log struct {
 
 	mirrorFailures atomic.Uint64
 
+	pruneMu sync.Mutex // one retention run at a time (retention.go)
+
 	// Start-up verification (Options.VerifyOnStart), see startup.go.
 	broken         atomic.Pointer[ChainError] // a break found in the background
 	bgCancel       context.CancelFunc
@@ -234,14 +236,22 @@ func (l *Log) Close() error {
 // file (an operator check; start-up uses Options.VerifyOnStart). It reads
 // every event. A record the store cannot return in order (a deleted or
 // mis-keyed event) is a *ChainError wrapping storage.ErrCorrupt.
+//
+// A pruned store's chain starts after its anchor (storage AuditAnchor):
+// the first remaining event must chain on to the anchor's hash.
 func (l *Log) VerifyStore(ctx context.Context) (VerifyResult, error) {
+	anchor, err := l.store.AuditAnchor(ctx)
+	if err != nil {
+		return VerifyResult{}, fmt.Errorf("audit: anchor: %w", err)
+	}
 	var v Verifier
-	if err := l.scanChain(ctx, &v, 0, math.MaxUint64); err != nil {
+	v.Anchor(anchor.Seq, anchor.Hash)
+	if err := l.scanChain(ctx, &v, anchor.Seq, math.MaxUint64); err != nil {
 		return v.Result(), err
 	}
 	res := v.Result()
 	if res.Events > 0 && !res.Anchored {
-		return res, &ChainError{Seq: res.FirstSeq, Reason: "the store's chain does not start at seq 1"}
+		return res, &ChainError{Seq: res.FirstSeq, Reason: "the store's chain does not start at seq 1 or at its anchor"}
 	}
 	return res, l.checkHead(ctx, res)
 }

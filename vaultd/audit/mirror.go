@@ -202,6 +202,15 @@ func (l *Log) syncMirrorLocked(ctx context.Context) error {
 	if from > head.Seq {
 		from = 0 // never skip events: the store is the truth
 	}
+	// A pruned store has nothing before its anchor: a new or rewritten
+	// mirror starts after it (chaining on to the archive segments).
+	anchor, err := l.store.AuditAnchor(ctx)
+	if err != nil {
+		l.mirrorFailures.Add(1)
+		l.dropLocked()
+		return fmt.Errorf("audit mirror: read anchor: %w", err)
+	}
+	from = max(from, anchor.Seq)
 	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		l.mirrorFailures.Add(1)
@@ -299,9 +308,54 @@ func (l *Log) checkMirror(ctx context.Context) (mirrorState, error) {
 		return st, nil
 	}
 	st.first = hdr.Seq
+	lineNo := 1
+
+	// The mirror may hold older lines than a pruned store: skip them up to
+	// the anchor, whose hash the mirror's line must carry.
+	anchor, err := l.store.AuditAnchor(ctx)
+	if err != nil {
+		return st, err
+	}
+	for hdr.Seq <= anchor.Seq {
+		var h struct {
+			Seq  uint64 `json:"seq"`
+			Hash string `json:"hash"`
+		}
+		if err := json.Unmarshal(first, &h); err != nil || h.Seq != hdr.Seq {
+			st.corrupt = fmt.Sprintf("line %d has no valid seq", lineNo)
+			return st, nil
+		}
+		if h.Seq == anchor.Seq && h.Hash != anchor.Hash {
+			st.corrupt = fmt.Sprintf("line %d (seq %d) differs from the database's anchor of its pruned events", lineNo, h.Seq)
+			return st, nil
+		}
+		offset += int64(len(first)) + 1
+		line, torn, eof, err := nextLine()
+		switch {
+		case errors.Is(err, errLineTooLong):
+			st.corrupt = fmt.Sprintf("line %d is too long", lineNo+1)
+			return st, nil
+		case err != nil:
+			return st, err
+		case (eof || torn) && h.Seq != anchor.Seq:
+			st.corrupt = fmt.Sprintf("the file ends at seq %d, before the database's first remaining event %d", h.Seq, anchor.Seq+1)
+			return st, nil
+		case eof:
+			st.last = anchor.Seq
+			return st, nil
+		case torn:
+			st.last, st.torn = anchor.Seq, offset
+			return st, nil
+		}
+		first = line
+		lineNo++
+		if err := json.Unmarshal(first, &hdr); err != nil || hdr.Seq != h.Seq+1 {
+			st.corrupt = fmt.Sprintf("line %d does not follow seq %d", lineNo, h.Seq)
+			return st, nil
+		}
+	}
 
 	pending := first // the line to compare with the next record
-	lineNo := 1
 	expect := hdr.Seq
 	var ioErr error
 	err = l.store.ScanAudit(ctx, hdr.Seq-1, func(rec storage.AuditRecord) (bool, error) {

@@ -36,7 +36,12 @@ func (l *Log) verifyOnStart(ctx context.Context, tail uint64) (func(context.Cont
 	if err != nil {
 		return nil, refuseStart(fmt.Errorf("audit: head: %w", err))
 	}
-	if head.Seq <= tail {
+	// A pruned store's chain starts after its anchor.
+	pruned, err := l.store.AuditAnchor(ctx)
+	if err != nil {
+		return nil, refuseStart(fmt.Errorf("audit: anchor: %w", err))
+	}
+	if head.Seq-pruned.Seq <= tail {
 		res, err := l.VerifyStore(ctx)
 		if err != nil {
 			return nil, refuseStart(err)
@@ -64,8 +69,8 @@ func (l *Log) verifyOnStart(ctx context.Context, tail uint64) (func(context.Cont
 		"from_seq", start+1, "last_seq", head.Seq)
 	return func(ctx context.Context) error {
 		var v Verifier
-		v.Anchor(0, storage.GenesisHash)
-		if err := l.scanChain(ctx, &v, 0, start); err != nil {
+		v.Anchor(pruned.Seq, pruned.Hash)
+		if err := l.scanChain(ctx, &v, pruned.Seq, start); err != nil {
 			return err
 		}
 		if v.Result().LastHash != anchor {
