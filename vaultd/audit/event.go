@@ -295,6 +295,8 @@ type parsedLine struct {
 	prevHash string
 	hash     string
 	computed string // hash recomputed from the content
+	action   string
+	detail   string
 }
 
 // parseLine checks line is a well-formed event (every contract field
@@ -348,6 +350,10 @@ func parseLine(line []byte) (parsedLine, error) {
 				p.prevHash = s
 			case "hash":
 				p.hash = s
+			case "action":
+				p.action = s
+			case "detail":
+				p.detail = s
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,6 +40,11 @@ type Options struct {
 	VerifyTail uint64
 	// Registerer receives the chain verification metrics; nil for none.
 	Registerer prometheus.Registerer
+	// CheckpointKey is the public key of the signed checkpoints (the
+	// HSM's audit key). With VerifyOnStart it makes the start-up check
+	// incremental from the newest checkpoint whose signature verifies,
+	// and every checkpoint is checked; nil checks none. See startup.go.
+	CheckpointKey crypto.PublicKey
 }
 
 // mirrorRetry is how long Record waits, after the mirror file was lost,
@@ -73,6 +79,10 @@ type Log struct {
 	bgErr          error         // its result, read after bgDone
 	chainVerified  prometheus.Gauge
 	chainBrokenSeq prometheus.Gauge
+
+	// Signed checkpoints, see checkpoint.go.
+	cpKey          crypto.PublicKey
+	lastCheckpoint atomic.Uint64 // seq of the newest checkpoint known
 }
 
 // New returns a Log writing to store. With a mirror path it opens (0600,
@@ -95,6 +105,7 @@ func New(ctx context.Context, store storage.Store, opts Options) (*Log, error) {
 		logger: opts.Logger,
 		now:    opts.Now,
 		path:   opts.MirrorPath,
+		cpKey:  opts.CheckpointKey,
 	}
 	if l.logger == nil {
 		l.logger = slog.New(slog.DiscardHandler)
@@ -245,6 +256,7 @@ func (l *Log) VerifyStore(ctx context.Context) (VerifyResult, error) {
 		return VerifyResult{}, fmt.Errorf("audit: anchor: %w", err)
 	}
 	var v Verifier
+	v.SetCheckpointKey(l.cpKey)
 	v.Anchor(anchor.Seq, anchor.Hash)
 	if err := l.scanChain(ctx, &v, anchor.Seq, math.MaxUint64); err != nil {
 		return v.Result(), err

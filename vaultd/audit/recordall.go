@@ -15,6 +15,12 @@ import (
 // event's record with the rest in its More. It returns the events as
 // stored.
 func (l *Log) RecordAllWith(ctx context.Context, evs []Event, commit func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error)) ([]Event, error) {
+	return l.recordAll(ctx, evs, nil, commit)
+}
+
+// recordAll is RecordAllWith; fill, if not nil, makes the first event's
+// detail from the head it follows (a checkpoint signs it), inside build.
+func (l *Log) recordAll(ctx context.Context, evs []Event, fill func(storage.AuditHead) (string, error), commit func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error)) ([]Event, error) {
 	if l.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -32,12 +38,20 @@ func (l *Log) RecordAllWith(ctx context.Context, evs []Event, commit func(build 
 		}
 	}
 	rec, err := commit(func(head storage.AuditHead) (storage.AuditRecord, error) {
-		// Pure apart from reading the clock: the store may call this
-		// again on a retried batch, and only the committed call counts.
+		// Pure apart from reading the clock (and fill's signing): the
+		// store may call this again on a retried batch, and only the
+		// committed call counts.
 		var first storage.AuditRecord
 		for i, ev := range clean {
 			if head.Seq >= maxSafeSeq {
 				return storage.AuditRecord{}, ErrChainFull
+			}
+			if i == 0 && fill != nil {
+				detail, err := fill(head)
+				if err != nil {
+					return storage.AuditRecord{}, err
+				}
+				ev.Detail = clamp(detail, maxDetail)
 			}
 			ev.Seq = head.Seq + 1
 			ev.Time = NewTimestamp(l.now())

@@ -47,10 +47,19 @@ func (l *Log) verifyOnStart(ctx context.Context, tail uint64) (func(context.Cont
 			return nil, refuseStart(err)
 		}
 		l.chainVerified.Set(1)
-		l.logger.Info("audit chain verified", "events", res.Events, "last_seq", res.LastSeq)
+		l.lastCheckpoint.Store(res.LastCheckpoint)
+		l.logger.Info("audit chain verified", "events", res.Events, "last_seq", res.LastSeq, "checkpoints", res.Checkpoints)
 		return nil, nil
 	}
 	start := head.Seq - tail
+	// With a checkpoint key, from the newest checkpoint instead: its
+	// signature (checked by v, the first event it reads) vouches for the
+	// chain up to it, so the events after it are what must be verified
+	// before vaultd serves.
+	cpSeq, fromCheckpoint := l.newestCheckpoint(ctx, head.Seq)
+	if fromCheckpoint {
+		start = cpSeq - 1
+	}
 	// The tail's first prev_hash is taken on trust for now; the background
 	// pass checks it against the hash of seq start it computes itself.
 	anchor, err := l.prevHashOf(ctx, start+1)
@@ -59,16 +68,19 @@ func (l *Log) verifyOnStart(ctx context.Context, tail uint64) (func(context.Cont
 	}
 	var v Verifier
 	v.Anchor(start, anchor)
+	v.SetCheckpointKey(l.cpKey)
 	if err := l.scanChain(ctx, &v, start, head.Seq); err != nil {
 		return nil, refuseStart(err)
 	}
 	if err := l.checkHead(ctx, v.Result()); err != nil {
 		return nil, refuseStart(err)
 	}
+	l.lastCheckpoint.Store(v.Result().LastCheckpoint)
 	l.logger.Info("audit chain: newest events verified, the older ones are verified in the background",
-		"from_seq", start+1, "last_seq", head.Seq)
+		"from_seq", start+1, "last_seq", head.Seq, "from_checkpoint", fromCheckpoint)
 	return func(ctx context.Context) error {
 		var v Verifier
+		v.SetCheckpointKey(l.cpKey)
 		v.Anchor(pruned.Seq, pruned.Hash)
 		if err := l.scanChain(ctx, &v, pruned.Seq, start); err != nil {
 			return err

@@ -3,6 +3,7 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,6 +57,11 @@ type VerifyResult struct {
 	// from the genesis hash, or the hash given to Verifier.Anchor. False
 	// for a segment whose first prev_hash is taken on trust.
 	Anchored bool
+	// Checkpoints counts the audit.checkpoint events whose signature was
+	// verified (only with SetCheckpointKey); LastCheckpoint is the seq of
+	// the newest, 0 if none.
+	Checkpoints    int
+	LastCheckpoint uint64
 }
 
 // Verifier checks a chain line by line; the zero value is ready and
@@ -68,7 +74,15 @@ type Verifier struct {
 	anchored   bool // Anchor was called
 	anchorSeq  uint64
 	anchorHash string
+
+	cpKey crypto.PublicKey // SetCheckpointKey; nil checks no checkpoint
 }
+
+// SetCheckpointKey makes the verifier check every audit.checkpoint event
+// with pub: its detail must claim the previous event's seq and hash and
+// carry a valid signature over them (see checkpoint.go). A nil key checks
+// none. Call it before the first Add.
+func (v *Verifier) SetCheckpointKey(pub crypto.PublicKey) { v.cpKey = pub }
 
 // Anchor makes the chain start after a known point: the first event must
 // be seq+1 with prev_hash equal to hash (the hash of event seq, taken from
@@ -130,6 +144,16 @@ func (v *Verifier) add(line []byte, lineNo int) error {
 			return &ChainError{Seq: 1, Line: lineNo, Reason: "seq 1 does not start from the genesis hash (64 zeros)"}
 		}
 		v.res.Anchored = true
+	}
+	if v.cpKey != nil && p.action == ActionCheckpoint {
+		// After the chain checks: prev_hash is now known to be the
+		// previous event's hash (or the anchor's, or on trust for an
+		// unanchored first line).
+		if reason, ok := checkCheckpoint(v.cpKey, p.seq, p.prevHash, p.detail); !ok {
+			return &ChainError{Seq: p.seq, Line: lineNo, Reason: reason}
+		}
+		v.res.Checkpoints++
+		v.res.LastCheckpoint = p.seq
 	}
 	if v.res.Events == 0 {
 		v.res.FirstSeq = p.seq
