@@ -150,6 +150,11 @@ type AuditConfig struct {
 	// VerifyOnStart: verify the chain in the database at start-up and
 	// refuse to start on a break (audit.Options.VerifyOnStart).
 	VerifyOnStart bool `toml:"verify_on_start"`
+	// Retention: events older than this are pruned from the database
+	// (zero: keep everything).
+	Retention Retention `toml:"retention"`
+	// ArchiveDir receives pruned events as NDJSON segments first ("": none).
+	ArchiveDir string `toml:"archive_dir"`
 }
 
 // HardenConfig is [harden]. The modes and syscall names are harden's

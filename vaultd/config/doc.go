@@ -88,6 +88,19 @@
 //	                 there is logged, shown as vaultd_audit_chain_broken_seq and refuses
 //	                 every audited operation. Set false only to run a vault whose broken
 //	                 trail has been investigated and preserved.
+//	retention        duration, default "0" (keep all): events older than this are pruned
+//	                 from the database, e.g. "400d" (whole days "Nd", or a Go duration such
+//	                 as "720h"). A task runs a minute after start, then every 5 minutes
+//	                 (every retention/2, at least 1s, when that is shorter), pruning in transactions of
+//	                 1,000 events, up to 50,000 per run, never the newest event; each run
+//	                 that pruned records one audit.prune event. Without archive_dir pruned
+//	                 events are gone; the database keeps the seq and hash of the last one
+//	                 (its anchor), so what remains still verifies.
+//	archive_dir      optional absolute path (its parent must exist; created 0700): pruned
+//	                 events are first written here as NDJSON segment files
+//	                 audit-<first seq>-<last seq>.jsonl (0600, fsynced, never overwritten,
+//	                 lexical order is chain order) that verify, with an export of what
+//	                 remains, as one chain from seq 1: vaultctl audit verify SEGMENTS... EXPORT.
 //
 // [harden]
 //

@@ -196,6 +196,18 @@ func (v *validator) audit() error {
 	if err := v.path("audit.file", &a.File, false); err != nil {
 		return err
 	}
+	if v.ix.has("audit.archive_dir") && !filepath.IsAbs(a.ArchiveDir) {
+		return v.fail("audit.archive_dir", "must be an absolute path (omit the key for no archive)")
+	}
+	if err := v.path("audit.archive_dir", &a.ArchiveDir, false); err != nil {
+		return err
+	}
+	if a.ArchiveDir != "" && v.mode == ModeDaemon {
+		// vaultd creates the directory itself (0700); its parent must exist.
+		if err := v.parentDir("audit.archive_dir", a.ArchiveDir); err != nil {
+			return err
+		}
+	}
 	if a.File == "" || v.mode != ModeDaemon {
 		return nil
 	}
