@@ -156,10 +156,16 @@ func verifyBackup(ctx context.Context, path string) (backupSummary, error) {
 	sum.tenants = len(ts)
 	// Each audit record is one NDJSON line of an export; the Verifier
 	// checks the chain exactly as `vaultctl audit verify` does, and a
-	// backup's chain must start at the genesis.
+	// backup's chain must start at the genesis or, when retention pruned
+	// older events, at the anchor the database keeps for them.
+	anchor, err := st.AuditAnchor(ctx)
+	if err != nil {
+		return sum, fmt.Errorf("audit chain: %w", err)
+	}
 	var v audit.Verifier
+	v.Anchor(anchor.Seq, anchor.Hash)
 	line := 0
-	err = st.ScanAudit(ctx, 0, func(rec storage.AuditRecord) (bool, error) {
+	err = st.ScanAudit(ctx, anchor.Seq, func(rec storage.AuditRecord) (bool, error) {
 		line++
 		return true, v.Add(rec.Data, line)
 	})
@@ -168,7 +174,7 @@ func verifyBackup(ctx context.Context, path string) (backupSummary, error) {
 		return sum, fmt.Errorf("audit chain: %w", err)
 	}
 	if res.Events > 0 && !res.Anchored {
-		return sum, errors.New("audit chain: does not start at seq 1")
+		return sum, errors.New("audit chain: does not start at seq 1 or at the database's anchor")
 	}
 	sum.events, sum.lastSeq = uint64(res.Events), res.LastSeq
 	return sum, nil

@@ -59,6 +59,42 @@ func TestVerifyBackup(t *testing.T) {
 			t.Fatalf("summary %+v", sum)
 		}
 	})
+	// Retention pruned the oldest events: the chain starts at the anchor
+	// the database keeps, and a wrong anchor is refused.
+	t.Run("pruned", func(t *testing.T) {
+		path := newBackupSource(t)
+		st, err := bolt.Open(ctx, path, bolt.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := st.PruneAudit(ctx, 3, 10); err != nil || n != 3 {
+			t.Fatalf("PruneAudit: %d, %v", n, err)
+		}
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+		sum, err := verifyBackup(ctx, path)
+		if err != nil || sum.events != 2 || sum.lastSeq != 5 {
+			t.Fatalf("pruned backup: %+v, %v", sum, err)
+		}
+		db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = db.Update(func(tx *bbolt.Tx) error {
+			sys := tx.Bucket([]byte("sys"))
+			return sys.Put([]byte("audit_anchor"), []byte(`{"v":1,"seq":3,"hash":"`+strings.Repeat("ab", 32)+`"}`))
+		})
+		if cerr := db.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := verifyBackup(ctx, path); err == nil || !strings.Contains(err.Error(), "audit chain") {
+			t.Fatalf("pruned backup with a wrong anchor: %v", err)
+		}
+	})
 	t.Run("truncated", func(t *testing.T) {
 		path := newBackupSource(t)
 		b, err := os.ReadFile(path)

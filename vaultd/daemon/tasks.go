@@ -71,9 +71,11 @@ func (d *daemon) tasks(s *servers, sigs <-chan os.Signal) []task {
 // last_used_at flush and detached refreshes, belongs to vault.Service: it
 // starts in vault.New and ends in its Close, which build's closers call.)
 func (d *daemon) loops(healthInterval time.Duration) []task {
+	retention := newRetentionMetrics(d.metrics.Registry)
 	return []task{
 		{"watchdog", func(ctx context.Context) error { d.watchdog(ctx); return nil }},
 		{"health", func(ctx context.Context) error { d.healthLoop(ctx, healthInterval); return nil }},
+		{"audit-retention", func(ctx context.Context) error { d.retentionLoop(ctx, retention); return nil }},
 	}
 }
 
