@@ -72,6 +72,9 @@ const (
 	inputName                = "<input>"
 )
 
+// DefaultCheckpointInterval is [audit] checkpoint_interval.
+const DefaultCheckpointInterval = time.Minute
+
 // Config is the whole vaultd configuration file. Every path in it is
 // absolute: relative paths in the file are resolved against the directory
 // of the file.
@@ -150,6 +153,9 @@ type AuditConfig struct {
 	// VerifyOnStart: verify the chain in the database at start-up and
 	// refuse to start on a break (audit.Options.VerifyOnStart).
 	VerifyOnStart bool `toml:"verify_on_start"`
+	// CheckpointInterval: how often vaultd appends a signed checkpoint
+	// while events are added (and one at shutdown).
+	CheckpointInterval Duration `toml:"checkpoint_interval"`
 	// Retention: events older than this are pruned from the database
 	// (zero: keep everything).
 	Retention Retention `toml:"retention"`
@@ -318,7 +324,7 @@ func defaults() *Config {
 		},
 		HSM:     HSMConfig{MaxSessions: DefaultMaxSessions, HealthInterval: NewDuration(DefaultHSMHealthInterval)},
 		Storage: StorageConfig{LockTimeout: NewDuration(DefaultLockTimeout)},
-		Audit:   AuditConfig{VerifyOnStart: true},
+		Audit:   AuditConfig{VerifyOnStart: true, CheckpointInterval: NewDuration(DefaultCheckpointInterval)},
 		Harden:  HardenConfig{NoNewPrivs: true},
 	}
 }

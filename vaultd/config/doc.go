@@ -88,6 +88,13 @@
 //	                 there is logged, shown as vaultd_audit_chain_broken_seq and refuses
 //	                 every audited operation. Set false only to run a vault whose broken
 //	                 trail has been investigated and preserved.
+//	checkpoint_interval duration 1s-24h, default "1m": while events are added, vaultd appends
+//	                 a signed audit.checkpoint event at least this often, and one at shutdown:
+//	                 an ECDSA P-256 signature, made in the HSM with the key 'vaultctl init'
+//	                 creates (<kek_label>-audit), over the previous event's seq and hash. A
+//	                 trail rewritten with recomputed hashes fails 'vaultctl audit verify
+//	                 -pubkey' at its first checkpoint, and start-up verifies from the newest
+//	                 checkpoint (docs/api.md, "Signed checkpoints").
 //	retention        duration, default "0" (keep all): events older than this are pruned
 //	                 from the database, e.g. "400d" (whole days "Nd", or a Go duration such
 //	                 as "720h"). A task runs a minute after start, then every 5 minutes

@@ -253,6 +253,7 @@ func isDurationKey(parts []string) bool {
 	case 2:
 		switch parts[0] + "." + parts[1] {
 		case "server.request_timeout", "server.shutdown_timeout", "storage.lock_timeout", "hsm.health_interval",
+			"audit.checkpoint_interval",
 			"tenant_context.max_lifetime", "tenant_context.clock_skew":
 			return true
 		}

@@ -190,6 +190,9 @@ func (v *validator) storage() error {
 
 func (v *validator) audit() error {
 	a := &v.cfg.Audit
+	if ci := a.CheckpointInterval.Duration(); ci < time.Second || ci > 24*time.Hour {
+		return v.fail("audit.checkpoint_interval", "must be between 1s and 24h")
+	}
 	if v.ix.has("audit.file") && a.File == "" {
 		return v.fail("audit.file", "must not be empty (omit the key for no mirror file)")
 	}
