@@ -70,7 +70,7 @@ type PruneResult struct {
 // background does nothing (it would race that scan).
 //
 // Crash safety: a segment is complete on disk (temporary file, fsync,
-// link to its final name, directory fsync) before its events are deleted,
+// rename to its final name, directory fsync) before its events are deleted,
 // and a run first looks at the newest segment in the directory: events
 // still in the store that it already holds are deleted without being
 // written again, and the new segment starts after it. So a crash between
@@ -257,7 +257,7 @@ func (s *segmentWriter) abort() {
 	_ = os.Remove(s.f.Name())
 }
 
-// finish makes the segment durable under its name: fsync, link (never
+// finish makes the segment durable under its name: fsync, rename (never
 // replacing a file; one of that name already there is kept if it holds
 // the same bytes), directory fsync.
 func (s *segmentWriter) finish(first, last uint64) (string, error) {
@@ -266,7 +266,10 @@ func (s *segmentWriter) finish(first, last uint64) (string, error) {
 	if err := errors.Join(s.w.Flush(), s.f.Sync()); err != nil {
 		return fail(err)
 	}
-	if err := os.Link(s.f.Name(), path); errors.Is(err, fs.ErrExist) {
+	// Rename, not link (vaultd's seccomp filter has no link(2)): Prune runs
+	// are serialised and only this vaultd (which holds the database lock)
+	// writes here, so checking first keeps an existing segment intact.
+	if _, err := os.Lstat(path); err == nil {
 		old, err1 := os.ReadFile(path)
 		cur, err2 := os.ReadFile(s.f.Name())
 		if err := errors.Join(err1, err2); err != nil {
@@ -275,7 +278,9 @@ func (s *segmentWriter) finish(first, last uint64) (string, error) {
 		if !bytes.Equal(old, cur) {
 			return fail(errors.New("exists with other content"))
 		}
-	} else if err != nil {
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fail(err)
+	} else if err := os.Rename(s.f.Name(), path); err != nil {
 		return fail(err)
 	}
 	d, err := os.Open(s.dir)
