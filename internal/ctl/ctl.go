@@ -29,7 +29,10 @@ var Version = "dev"
 const usage = `usage: vaultctl <command> [flags]
 
 Set-up (local, needs the HSM PIN and the database path):
-  init -config FILE                  create the KEK in the HSM if absent, and the database
+  init -config FILE                  create the KEK and the audit signing key in the HSM if absent,
+                                     and the database (run it again after an upgrade: it adds only
+                                     what is missing)
+  audit pubkey -config FILE          print the audit checkpoint public key (PEM); keep a copy off-host
   kek-info -config FILE              show KEK versions and their protection attributes
   kek-rotate -config FILE            create the next KEK version in the HSM (then: reload vaultd,
                                      vaultctl tenant rewrap ID for every tenant, retire the old KEK)
@@ -43,9 +46,10 @@ API commands (mTLS; flags or VAULTCTL_SERVER/_CERT/_KEY/_CA/_TENANT_CONTEXT):
   audit export [-tenant T] [-integration I] [-action A] [-since RFC3339] [-until RFC3339] [-limit N]   (auditor)
 
 Offline:
-  audit verify [-from-anchor SEQ:HASH] FILE...
+  audit verify [-from-anchor SEQ:HASH] [-pubkey PEMFILE] FILE...
                                      check the hash chain across NDJSON files in order (export pages,
-                                     rotated mirror segments, .gz too) from seq 1, or after SEQ:HASH
+                                     rotated mirror segments, .gz too) from seq 1, or after SEQ:HASH;
+                                     with -pubkey also every signed checkpoint
   dev-pki DIR                        write a throwaway dev PKI (CA, server, clients); not for production
   version
 `
@@ -127,6 +131,18 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "KEK %q version %d created in token %q (AES-256, sensitive, non-extractable)\n", cfg.HSM.KEKLabel, version, cfg.HSM.TokenLabel)
 	} else {
 		fmt.Fprintf(stdout, "KEK %q present (current version %d); unchanged\n", cfg.HSM.KEKLabel, version)
+	}
+	// Also on an installation from before signed checkpoints: vaultd
+	// refuses to start without this key.
+	auditLabel := cfg.HSM.KEKLabel + "-audit"
+	created, err = initAuditKey(ctx, &cfg.HSM, pin, log)
+	if err != nil {
+		return err
+	}
+	if created {
+		fmt.Fprintf(stdout, "audit signing key %q created in token %q (ECDSA P-256, sensitive, non-extractable); print it with `vaultctl audit pubkey`\n", auditLabel, cfg.HSM.TokenLabel)
+	} else {
+		fmt.Fprintf(stdout, "audit signing key %q present; unchanged\n", auditLabel)
 	}
 	_, statErr := os.Stat(cfg.Storage.Path)
 	st, err := bolt.Open(ctx, cfg.Storage.Path, bolt.Options{LockTimeout: cfg.Storage.LockTimeout.Duration(), Logger: log})
@@ -389,11 +405,13 @@ func cmdIntegration(ctx context.Context, args []string, stdout, stderr io.Writer
 
 func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: vaultctl audit export [filters] | verify [-from-anchor SEQ:HASH] FILE [FILE ...]")
+		return errors.New("usage: vaultctl audit export [filters] | pubkey -config FILE | verify [-from-anchor SEQ:HASH] [-pubkey PEMFILE] FILE [FILE ...]")
 	}
 	switch args[0] {
 	case "verify":
 		return cmdAuditVerify(args[1:], stdout, stderr)
+	case "pubkey":
+		return cmdAuditPubkey(ctx, args[1:], stdout, stderr)
 	case "export":
 		var q client.AuditQuery
 		var since, until string
@@ -423,5 +441,5 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return c.Audit(ctx, q, stdout)
 	}
-	return errors.New("usage: vaultctl audit export [filters] | verify [-from-anchor SEQ:HASH] FILE [FILE ...]")
+	return errors.New("usage: vaultctl audit export [filters] | pubkey -config FILE | verify [-from-anchor SEQ:HASH] [-pubkey PEMFILE] FILE [FILE ...]")
 }

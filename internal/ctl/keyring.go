@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"crypto"
 	"fmt"
 	"log/slog"
 
@@ -20,6 +21,12 @@ func keyringConfig(c *config.HSMConfig, pin secret.String) hsmpkcs11.Config {
 // initKEK creates KEK version 1 unless one exists ('vaultctl init').
 func initKEK(ctx context.Context, c *config.HSMConfig, pin secret.String, log *slog.Logger) (version uint32, created bool, err error) {
 	return hsmpkcs11.InitKEK(ctx, keyringConfig(c, pin), log)
+}
+
+// initAuditKey creates the audit signing key unless it exists ('vaultctl
+// init').
+func initAuditKey(ctx context.Context, c *config.HSMConfig, pin secret.String, log *slog.Logger) (created bool, err error) {
+	return hsmpkcs11.InitAuditKey(ctx, keyringConfig(c, pin), log)
 }
 
 // openKeyring opens the PKCS#11 keyring [hsm] describes: the one place
@@ -44,4 +51,13 @@ func kekInfo(ctx context.Context, kr hsm.Keyring) ([]hsm.KEKInfo, error) {
 		return nil, fmt.Errorf("kek-info: the %T keyring cannot list its KEKs", kr)
 	}
 	return r.KEKInfo(ctx)
+}
+
+// auditPublicKey is the audit checkpoint public key, if the backend signs.
+func auditPublicKey(ctx context.Context, kr hsm.Keyring) (crypto.PublicKey, error) {
+	s, ok := kr.(hsm.AuditSigner)
+	if !ok {
+		return nil, fmt.Errorf("audit pubkey: the %T keyring cannot sign audit checkpoints", kr)
+	}
+	return s.AuditPublicKey(ctx)
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/vaultd/vaultd/vaultd/audit"
 )
 
-const verifyUsage = "usage: vaultctl audit verify [-from-anchor SEQ:HASH] FILE... (- for standard input)"
+const verifyUsage = "usage: vaultctl audit verify [-from-anchor SEQ:HASH] [-pubkey PEMFILE] FILE... (- for standard input)"
 
 // cmdAuditVerify checks the hash chain across FILEs taken in order (rotated
 // mirror segments then the current file, or export pages) from seq 1, or
@@ -26,10 +26,16 @@ const verifyUsage = "usage: vaultctl audit verify [-from-anchor SEQ:HASH] FILE..
 // A filtered export (tenant, integration or action) skips the other
 // events' seqs by construction: it is not a contiguous chain and fails at
 // its first gap. Verify the unfiltered export or the mirror instead.
+//
+// With -pubkey every audit.checkpoint event must carry a valid signature
+// over the previous event's seq and hash, so a trail rewritten with
+// recomputed hashes fails at its first checkpoint after the change; input
+// without any checkpoint is refused.
 func cmdAuditVerify(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	anchorArg := fs.String("from-anchor", "", "SEQ:HASH: the files continue the chain after event SEQ, whose hash (from a trusted copy) is HASH")
+	pubkeyArg := fs.String("pubkey", "", "PEM file of the audit checkpoint public key (`vaultctl audit pubkey`): also verify every signed checkpoint")
 	// Flags may follow the files, as in the API commands.
 	var files []string
 	for {
@@ -46,6 +52,13 @@ func cmdAuditVerify(args []string, stdout, stderr io.Writer) error {
 		return errors.New(verifyUsage)
 	}
 	var v audit.Verifier
+	if *pubkeyArg != "" {
+		pub, err := readPubkey(*pubkeyArg)
+		if err != nil {
+			return err
+		}
+		v.SetCheckpointKey(pub)
+	}
 	if *anchorArg != "" {
 		seq, hash, err := parseAnchor(*anchorArg)
 		if err != nil {
@@ -76,7 +89,17 @@ func cmdAuditVerify(args []string, stdout, stderr io.Writer) error {
 			res.FirstSeq, res.FirstSeq-1, res.FirstSeq-1)
 	}
 	// The last hash is the anchor for the next segment or a later check.
+	if *pubkeyArg != "" && res.Events > 0 && res.Checkpoints == 0 {
+		// Dropping every checkpoint and recomputing the hashes would
+		// otherwise pass.
+		return errors.New("-pubkey: no signed checkpoint (audit.checkpoint event) in the files; " +
+			"vaultd writes one every [audit] checkpoint_interval while events are added and at shutdown")
+	}
 	fmt.Fprintf(stdout, "ok: %d events chain (last seq %d, hash %s)\n", res.Events, res.LastSeq, res.LastHash)
+	if *pubkeyArg != "" {
+		fmt.Fprintf(stdout, "ok: %d signed checkpoints verify, the last at seq %d; events after it are covered by the hash chain only\n",
+			res.Checkpoints, res.LastCheckpoint)
+	}
 	return nil
 }
 
