@@ -109,6 +109,10 @@ func (d *daemon) build(ctx context.Context, cfg *config.Config, hardening harden
 		return nil, err
 	}
 	cl.add(func() { _ = d.kr.Close() })
+	signer, auditKey, err := auditSigner(ctx, d.kr)
+	if err != nil {
+		return nil, err
+	}
 
 	d.store, err = bolt.Open(ctx, cfg.Storage.Path, bolt.Options{LockTimeout: cfg.Storage.LockTimeout.Duration(), Logger: log})
 	if err != nil {
@@ -126,11 +130,15 @@ func (d *daemon) build(ctx context.Context, cfg *config.Config, hardening harden
 
 	// VerifyOnStart: a broken chain in the database refuses the start.
 	d.audit, err = audit.New(ctx, d.store, audit.Options{MirrorPath: cfg.Audit.File, Logger: log,
-		VerifyOnStart: cfg.Audit.VerifyOnStart, Registerer: d.metrics.Registry})
+		VerifyOnStart: cfg.Audit.VerifyOnStart, Registerer: d.metrics.Registry, CheckpointKey: auditKey})
 	if err != nil {
 		return nil, err
 	}
 	cl.add(func() { _ = d.audit.Close() })
+	// Added before the service: closers run in reverse, so the shutdown
+	// checkpoint follows the service's last events (detached refreshes).
+	d.cp = newCheckpointer(log, d.audit, signer, d.metrics.Registry)
+	cl.add(d.cp.final)
 
 	d.svc, err = vault.New(vault.Options{
 		Store: d.store, Keys: d.keys, KEKVersion: d.kr.CurrentVersion, Audit: d.audit,

@@ -91,6 +91,7 @@ type daemon struct {
 	store   *bolt.Store
 	keys    *envelope.Keys
 	audit   *audit.Log
+	cp      *checkpointer
 	svc     *vault.Service
 	srv     *server.Server
 	metrics *server.Metrics

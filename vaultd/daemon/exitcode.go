@@ -58,7 +58,10 @@ func ExitCode(err error) int {
 		// The token label names no token, `vaultctl init` was not run
 		// for kek_label, or the objects under it break the KEK policy:
 		// the HSM answered, and will answer the same next time.
-		errors.Is(err, hsm.ErrTokenNotFound), errors.Is(err, hsm.ErrKEKNotFound), errors.Is(err, hsm.ErrKEKInvalid):
+		errors.Is(err, hsm.ErrTokenNotFound), errors.Is(err, hsm.ErrKEKNotFound), errors.Is(err, hsm.ErrKEKInvalid),
+		// No audit signing key (an installation from before signed
+		// checkpoints: 'vaultctl init' adds it), or a bad one.
+		errors.Is(err, hsm.ErrAuditKeyNotFound), errors.Is(err, hsm.ErrAuditKeyInvalid):
 		return ExitConfig
 	}
 	// Including hsm.ErrUnavailable and hsm.ErrModule (a network HSM's

@@ -70,6 +70,8 @@ func TestExitCode(t *testing.T) {
 		{"token not found", &hsm.Error{Msg: "hsm: not present", Kind: hsm.ErrTokenNotFound}, ExitConfig},
 		{"token not present", hsmErr(hsm.ErrTokenNotFound, pkcs11.CKR_TOKEN_NOT_PRESENT), ExitConfig},
 		{"kek not found", &hsm.Error{Msg: "hsm: no KEK", Kind: hsm.ErrKEKNotFound}, ExitConfig},
+		{"audit key not found", &hsm.Error{Msg: "hsm: no audit key", Kind: hsm.ErrAuditKeyNotFound}, ExitConfig},
+		{"audit key invalid", &hsm.Error{Msg: "hsm: bad audit key", Kind: hsm.ErrAuditKeyInvalid}, ExitConfig},
 		{"kek invalid", &hsm.Error{Msg: "hsm: KEK extractable", Kind: hsm.ErrKEKInvalid}, ExitConfig},
 
 		{"hsm unavailable", hsmErr(hsm.ErrUnavailable, pkcs11.CKR_DEVICE_ERROR), ExitFailure},

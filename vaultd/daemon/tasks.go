@@ -76,6 +76,10 @@ func (d *daemon) loops(healthInterval time.Duration) []task {
 		{"watchdog", func(ctx context.Context) error { d.watchdog(ctx); return nil }},
 		{"health", func(ctx context.Context) error { d.healthLoop(ctx, healthInterval); return nil }},
 		{"audit-retention", func(ctx context.Context) error { d.retentionLoop(ctx, retention); return nil }},
+		{"audit-checkpoint", func(ctx context.Context) error {
+			d.cp.loop(ctx, func() time.Duration { return d.cfg.Load().Audit.CheckpointInterval.Duration() })
+			return nil
+		}},
 	}
 }
 
