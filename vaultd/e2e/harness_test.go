@@ -132,6 +132,8 @@ type Options struct {
 	RequestTimeout string
 	// HSMHealthInterval sets [hsm] health_interval ("": the default).
 	HSMHealthInterval string
+	// CheckpointInterval sets [audit] checkpoint_interval ("": the default).
+	CheckpointInterval string
 }
 
 // Env is one running (or runnable) vaultd with everything around it.
@@ -282,6 +284,12 @@ func (e *Env) ConfigText() string {
 	audit := ""
 	if e.AuditPath != "" {
 		audit = fmt.Sprintf("[audit]\nfile = %q\n", e.AuditPath)
+	}
+	if e.Opts.CheckpointInterval != "" {
+		if audit == "" {
+			audit = "[audit]\n"
+		}
+		audit += fmt.Sprintf("checkpoint_interval = %q\n", e.Opts.CheckpointInterval)
 	}
 	return fmt.Sprintf(`[server]
 listen     = %q
