@@ -15,12 +15,12 @@ import (
 // does that three times, logging the file size after each round's
 // appends: bbolt reuses the pages a prune frees, so under constant load
 // with retention the file stays flat instead of growing by N events per
-// round. Not timed. VAULTD_RETENTION_N sets N (default 20,000; the
+// round. Not timed. VAULTD_RETENTION_N sets N (default 5,000; the
 // numbers in docs/benchmarks.md are from N=100,000):
 //
 //	VAULTD_RETENTION_N=100000 go test -run TestAuditRetentionFileSize -v ./storage/bolt/
 func TestAuditRetentionFileSize(t *testing.T) {
-	n := 20000
+	n := 5000
 	if v := os.Getenv("VAULTD_RETENTION_N"); v != "" {
 		var err error
 		if n, err = strconv.Atoi(v); err != nil || n < 1 {
