@@ -11,6 +11,7 @@ import (
 
 	bbolt "go.etcd.io/bbolt"
 
+	"github.com/vaultd/vaultd/hsm/hsmtest"
 	"github.com/vaultd/vaultd/storage/bolt"
 )
 
@@ -318,5 +319,46 @@ func TestMirrorAcceptsPrunedStore(t *testing.T) {
 	}
 	if !strings.Contains(string(readFile(t, fresh)), `"seq":21,`) {
 		t.Fatal("new mirror lacks seq 21")
+	}
+}
+
+// With signed checkpoints, start-up verifies from the newest one; when
+// that is the first event left after a prune, nothing older remains and
+// the background pass must accept the anchor rather than report a break.
+func TestStartupPrunedToCheckpoint(t *testing.T) {
+	signer := hsmtest.NewFake()
+	pub, err := signer.AuditPublicKey(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbPath := filepath.Join(t.TempDir(), "vault.db")
+	s, err := bolt.Open(t.Context(), dbPath, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := New(t.Context(), s, Options{Logger: testLogger(t), Now: newClock().Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	record(t, l, 0, 5)
+	checkpoint(t, l, signer, 6)
+	record(t, l, 5, 20)
+	if n, err := s.PruneAudit(t.Context(), 5, 100); err != nil || n != 5 {
+		t.Fatalf("PruneAudit: %d, %v", n, err)
+	}
+	if err := errors.Join(l.Close(), s.Close()); err != nil {
+		t.Fatal(err)
+	}
+	store := openBolt(t, dbPath)
+	l, err = New(t.Context(), store, Options{Logger: testLogger(t), VerifyOnStart: true, VerifyTail: 3, CheckpointKey: pub})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	defer l.Close()
+	if l.bgDone != nil {
+		<-l.bgDone
+	}
+	if l.bgErr != nil || l.Broken() != nil {
+		t.Fatalf("background verification: %v, %v", l.bgErr, l.Broken())
 	}
 }

@@ -85,7 +85,11 @@ func (l *Log) verifyOnStart(ctx context.Context, tail uint64) (func(context.Cont
 		if err := l.scanChain(ctx, &v, pruned.Seq, start); err != nil {
 			return err
 		}
-		if v.Result().LastHash != anchor {
+		last := v.Result().LastHash
+		if start == pruned.Seq {
+			last = pruned.Hash // nothing older remains: the tail starts at the anchor
+		}
+		if last != anchor {
 			return &ChainError{Seq: start + 1, Reason: fmt.Sprintf("prev_hash does not equal the hash of seq %d", start)}
 		}
 		return nil
