@@ -7,6 +7,7 @@
 //
 //	sys                      schema_version  uint64 big-endian
 //	                         audit_head      {"v":1,"seq":N,"hash":"..."}
+//	                         audit_anchor    {"v":1,"seq":N,"hash":"..."} last pruned event (absent: none)
 //	audit                    seq (uint64 BE) -> event JSON line (includes seq, prev_hash, hash)
 //	t/<tenant_id>            tenant          {"v":1, ...storage.Tenant}
 //	t/<tenant_id>/integrations
