@@ -3,11 +3,13 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vaultd/vaultd/vaultd/oauth/oauthtest"
 )
@@ -132,4 +134,38 @@ func TestCallerHangUp(t *testing.T) {
 			t.Fatalf("token_url calls: %d, want 1", got)
 		}
 	})
+}
+
+// TestDeniedCallerHangUp: a refused request whose caller hangs up at once
+// (request sent, connection closed) is still audited as auth.denied. The
+// denial was written with the request's context, which the hang-up
+// cancels, so a prober that never waits for its 403s left no trace: an
+// unknown certificate, a principal without the route's role and an
+// invalid tenant-context JWT alike.
+func TestDeniedCallerHangUp(t *testing.T) {
+	e := New(t, Options{})
+	const n = 20
+	for _, c := range []struct{ who, path, hdr, actor string }{
+		{Stranger, "/v1/tenants", "", "stranger"},
+		{AppAcme, "/v1/tenants", "", "app-acme"},
+		{AppMulti, "/v1/integrations", "X-Tenant-Context: not-a-jwt\r\n", MultiURI},
+	} {
+		for range n {
+			conn, err := tls.Dial("tcp", e.Addr(), e.TLSConfig(c.who))
+			must(t, err)
+			_, err = conn.Write([]byte("GET " + c.path + " HTTP/1.1\r\nHost: vaultd\r\n" + c.hdr + "\r\n"))
+			must(t, err)
+			must(t, conn.Close())
+		}
+		denied := func(ev map[string]any) bool { return ev["action"] == "auth.denied" && ev["actor"] == c.actor }
+		got := 0
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if got = auditCount(t, e, denied); got == n {
+				break
+			}
+		}
+		if got != n {
+			t.Fatalf("%s: %d auth.denied events for %d refused requests whose callers hung up", c.who, got, n)
+		}
+	}
 }

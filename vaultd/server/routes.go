@@ -241,14 +241,13 @@ func (s *Server) subject(w http.ResponseWriter, r *http.Request, action policy.A
 	return sub, true
 }
 
-// deny audits a refused request as auth.denied.
+// deny audits a refused request as auth.denied. The write is detached
+// (record): the refusal has happened, and a caller that hangs up as soon
+// as it has sent its request must not keep it off the record.
 func (s *Server) deny(ctx context.Context, principal, obo, tenant string, action policy.Action, reason string) {
 	s.metrics.authDenied.Inc()
-	if _, err := s.audit.Record(ctx, audit.Event{
+	_ = s.record(ctx, audit.Event{
 		TenantID: tenant, Actor: principal, OnBehalfOf: obo, Action: audit.ActionAuthDenied,
-		Outcome: audit.OutcomeDenied, RequestID: requestID(ctx), HTTPStatus: 0,
-		Detail: fmt.Sprintf("%s: %s", action, reason),
-	}); err != nil {
-		s.log.ErrorContext(ctx, "audit write failed", "request_id", requestID(ctx), "err", err)
-	}
+		Outcome: audit.OutcomeDenied, Detail: fmt.Sprintf("%s: %s", action, reason),
+	})
 }
