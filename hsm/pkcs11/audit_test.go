@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/vaultd/vaultd/hsm"
@@ -53,5 +54,37 @@ func TestAuditKeyMissingThenInit(t *testing.T) {
 	pub2, err := k.AuditPublicKey(t.Context())
 	if err != nil || !pub1.(*ecdsa.PublicKey).Equal(pub2) {
 		t.Fatalf("public key changed across a second InitAuditKey (%v)", err)
+	}
+}
+
+// The audit private key as another process sees it: EC, sign only,
+// sensitive and never extractable.
+func TestAuditKeyAttributes(t *testing.T) {
+	tok := initToken(t)
+	out := pkcs11Tool(t, tok, "--list-objects", "--type", "privkey")
+	t.Logf("pkcs11-tool:\n%s", out)
+	if !strings.Contains(out, "label:      "+kekLabel+"-audit") || !strings.Contains(out, "EC") {
+		t.Fatalf("pkcs11-tool does not list the EC audit key:\n%s", out)
+	}
+	access, usage := "", ""
+	for _, line := range strings.Split(out, "\n") {
+		line = strings.TrimSpace(line)
+		if v, ok := strings.CutPrefix(line, "Access:"); ok {
+			access = v
+		}
+		if v, ok := strings.CutPrefix(line, "Usage:"); ok {
+			usage = strings.TrimSpace(v)
+		}
+	}
+	if usage != "sign" {
+		t.Errorf("pkcs11-tool Usage = %q, want sign only", usage)
+	}
+	for _, w := range []string{"sensitive", "always sensitive", "never extractable"} {
+		if !strings.Contains(access, w) {
+			t.Errorf("pkcs11-tool Access line %q lacks %q", access, w)
+		}
+	}
+	if strings.Count(access, "extractable") != strings.Count(access, "never extractable") {
+		t.Errorf("pkcs11-tool reports the audit key extractable: %q", access)
 	}
 }

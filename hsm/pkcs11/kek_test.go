@@ -149,9 +149,13 @@ func TestInitKEKIdempotent(t *testing.T) {
 		if err != nil || v != 1 || created {
 			t.Fatalf("InitKEK again = %d, %v, %v; want 1, false, nil", v, created, err)
 		}
+		if created, err := hsmpkcs11.InitAuditKey(t.Context(), config(tok), nil); err != nil || created {
+			t.Fatalf("InitAuditKey again = %v, %v; want false, nil", created, err)
+		}
 	}
-	if after := count(); after != before || before != 1 {
-		t.Fatalf("objects on token: %d before, %d after; want 1 and 1", before, after)
+	// The KEK and the audit key pair.
+	if after := count(); after != before || before != 3 {
+		t.Fatalf("objects on token: %d before, %d after; want 3 and 3", before, after)
 	}
 }
 
