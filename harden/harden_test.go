@@ -579,6 +579,11 @@ func TestCheckSyscalls(t *testing.T) {
 		{[]string{""}, 0, "not a syscall name"},
 		{[]string{"not_a_syscall_xyz"}, 0, "not a syscall on " + info.Name},
 		{[]string{"ioctl", "read", "ioctl"}, 2, "listed twice"},
+		// Apply refuses these whatever the mode; the config check must
+		// too, so that the file is refused at its line (exit 78, a reload
+		// refused) rather than at hardening time (exit 1, restarted).
+		{[]string{"read", "ptrace"}, 1, "never allowed"},
+		{[]string{"execve"}, 0, "never allowed"},
 	} {
 		i, err := CheckSyscalls(tc.names)
 		if i != tc.i || err == nil || err.Error() != tc.msg || !errors.Is(err, ErrSyscall) {

@@ -3,6 +3,7 @@ package harden
 import (
 	"fmt"
 	"regexp"
+	"slices"
 
 	"github.com/elastic/go-seccomp-bpf/arch"
 )
@@ -78,18 +79,21 @@ func (e *settingError) Unwrap() error { return ErrConfig }
 var syscallNameRE = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
 
 // CheckSyscalls says whether names can be Options.ExtraSyscalls on this
-// machine: each a syscall of its architecture, none twice. It lets a typo
-// in the config file fail when the file is loaded, at its line, rather
-// than when the filter is installed. A refusal gives the index of the
-// entry and matches ErrSyscall; its message is the bare reason ("not a
-// syscall on x86_64"), for the caller to prefix with where the name came
-// from. Names vaultd never allows are refused later, by Apply.
+// machine: each a syscall of its architecture that vaultd may allow
+// (none of neverAllowed), none twice. It lets a bad entry in the config
+// file fail when the file is loaded, at its line, rather than when the
+// filter is installed. A refusal gives the index of the entry and matches
+// ErrSyscall; its message is the bare reason ("not a syscall on x86_64"),
+// for the caller to prefix with where the name came from.
 func CheckSyscalls(names []string) (int, error) {
 	info, archErr := arch.GetInfo("")
 	seen := make(map[string]bool, len(names))
 	for i, name := range names {
 		if !syscallNameRE.MatchString(name) {
 			return i, &syscallError{"not a syscall name"}
+		}
+		if slices.Contains(neverAllowed, name) {
+			return i, &syscallError{"never allowed"}
 		}
 		if archErr == nil {
 			if _, ok := info.SyscallNames[name]; !ok {
