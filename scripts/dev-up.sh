@@ -121,7 +121,7 @@ nohup "$DEV/bin/vaultd-devprovider" -listen "127.0.0.1:$PROV_PORT" -client-id va
   -client-secret-file "$DEV/provider-secret" >"$DEV/devprovider.out" 2>"$DEV/devprovider.log" &
 echo $! > "$DEV/devprovider.pid"
 
-say "vaultctl init (creates the KEK inside the HSM if absent, and the database)"
+say "vaultctl init (creates the KEK and the audit signing key inside the HSM if absent, and the database)"
 "$VAULTCTL" init -config "$DEV/vaultd.toml"
 
 say "starting vaultd (logs: $DEV/vaultd.log)"
