@@ -385,3 +385,40 @@ func TestAuthz(t *testing.T) {
 		}
 	})
 }
+
+// TestGateOrder pins the order of the gates (docs/api.md, "Gates"): the
+// route is matched on the path's shape before the principal is looked up,
+// so 404 and 405 reach any certificate from client_ca and are not audited;
+// no id is looked up before the caller is known and allowed, so a
+// stranger or a caller without the role gets 403 (audited) whether the
+// tenant or integration exists or not.
+func TestGateOrder(t *testing.T) {
+	e := New(t, Options{})
+	e.CreateTenant("acme")
+	e.StoreToken(AppAcme, "crm")
+	api := e.API
+	before := auditCount(t, e, func(ev map[string]any) bool { return ev["action"] == "auth.denied" })
+	stranger, multi, app := e.HTTP(Stranger), e.HTTP(AppMulti), e.HTTP(AppAcme)
+	wantError(t, do(t, stranger, "GET", api+"/v1/nosuch", nil), 404, "not_found")
+	r := do(t, stranger, "DELETE", api+"/v1/tenants", nil)
+	wantError(t, r, 405, "method_not_allowed")
+	if r.Header.Get("Allow") != "GET, POST" {
+		t.Fatalf("Allow %q", r.Header.Get("Allow"))
+	}
+	wantError(t, do(t, multi, "GET", api+"/v1/integrations/crm/nosuch", nil), 404, "not_found")
+	if n := auditCount(t, e, func(ev map[string]any) bool { return ev["action"] == "auth.denied" }); n != before {
+		t.Fatalf("404/405 audited as auth.denied: %d events, want %d", n, before)
+	}
+	// Past the route: no id is looked up before the caller is allowed.
+	for _, p := range []string{"/v1/tenants/acme", "/v1/tenants/nosuch"} {
+		wantError(t, do(t, stranger, "GET", api+p, nil), 403, "forbidden")
+		wantError(t, do(t, app, "GET", api+p, nil), 403, "forbidden")
+	}
+	for _, p := range []string{"/v1/integrations/crm", "/v1/integrations/nosuch"} {
+		wantError(t, do(t, stranger, "GET", api+p, nil), 403, "forbidden")
+		wantError(t, do(t, multi, "GET", api+p, nil), 401, "unauthenticated")
+	}
+	if n := auditCount(t, e, func(ev map[string]any) bool { return ev["action"] == "auth.denied" }); n != before+8 {
+		t.Fatalf("auth.denied events: %d, want %d", n, before+8)
+	}
+}
