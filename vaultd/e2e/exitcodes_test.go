@@ -187,6 +187,11 @@ func TestAdversarialStartupExitCodes(t *testing.T) {
 		{"token_label_not_found", func(t *testing.T) {
 			f.replace(t, "token_label = "+`"`+e.Token.Label+`"`, `token_label = "no-such-token"`)
 		}, []string{"no-such-token"}},
+		{"extra_syscall_never_allowed", func(t *testing.T) {
+			// Refused when the config is read, not at hardening time
+			// (which exited 1, and the unit restarted it).
+			f.replace(t, `seccomp = "enforce"`, "seccomp = \"enforce\"\nextra_syscalls = [\"getppid\", \"ptrace\"]")
+		}, []string{"harden.extra_syscalls[1]", "never allowed"}},
 	} {
 		t.Run(tc.name+"_78", func(t *testing.T) {
 			tc.setup(t)
