@@ -419,6 +419,7 @@ func TestFullExample(t *testing.T) {
 			KEKLabel: "vaultd-kek", MaxSessions: 8, HealthInterval: NewDuration(10 * time.Second), file: "testdata/full.toml"},
 		Storage: StorageConfig{Path: "/var/lib/vaultd/vault.db", LockTimeout: NewDuration(2 * time.Second)},
 		Audit: AuditConfig{File: "/var/log/vaultd/audit.jsonl", VerifyOnStart: true, CheckpointInterval: NewDuration(time.Minute),
+			Sync: SyncBatch, SyncInterval: NewDuration(10 * time.Millisecond),
 			Retention: NewRetention(400 * 24 * time.Hour), ArchiveDir: "/var/lib/vaultd/audit-archive"},
 		Harden: HardenConfig{Mlock: "required", Seccomp: "enforce", ExtraSyscalls: []string{},
 			NoNewPrivs: true, Dumpable: false},

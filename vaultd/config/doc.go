@@ -95,6 +95,15 @@
 //	                 trail rewritten with recomputed hashes fails 'vaultctl audit verify
 //	                 -pubkey' at its first checkpoint, and start-up verifies from the newest
 //	                 checkpoint (docs/api.md, "Signed checkpoints").
+//	sync             "batch" (default) or "always". always: every event is fsynced before
+//	                 its answer, concurrent events sharing one fsync (group commit).
+//	                 batch: events of token use (proxy.request) reach the kernel before
+//	                 their answer and are fsynced within sync_interval; every state change
+//	                 is fsynced with its change. This build commits every event as in
+//	                 always mode, which keeps batch's promises and more; a faster batch
+//	                 path is planned and will not weaken them.
+//	sync_interval    duration 1ms-1s, default "10ms": the longest a token-use event waits
+//	                 for its fsync in batch mode.
 //	retention        duration, default "0" (keep all): events older than this are pruned
 //	                 from the database, e.g. "400d" (whole days "Nd", or a Go duration such
 //	                 as "720h"). A task runs a minute after start, then every 5 minutes

@@ -193,6 +193,12 @@ func (v *validator) audit() error {
 	if ci := a.CheckpointInterval.Duration(); ci < time.Second || ci > 24*time.Hour {
 		return v.fail("audit.checkpoint_interval", "must be between 1s and 24h")
 	}
+	if a.Sync != SyncAlways && a.Sync != SyncBatch {
+		return v.fail("audit.sync", "must be %q or %q", SyncAlways, SyncBatch)
+	}
+	if si := a.SyncInterval.Duration(); si < time.Millisecond || si > time.Second {
+		return v.fail("audit.sync_interval", "must be between 1ms and 1s")
+	}
 	if v.ix.has("audit.file") && a.File == "" {
 		return v.fail("audit.file", "must not be empty (omit the key for no mirror file)")
 	}

@@ -134,6 +134,8 @@ type Options struct {
 	HSMHealthInterval string
 	// CheckpointInterval sets [audit] checkpoint_interval ("": the default).
 	CheckpointInterval string
+	// AuditExtra is appended to the [audit] section (e.g. `sync = "always"`).
+	AuditExtra string
 }
 
 // Env is one running (or runnable) vaultd with everything around it.
@@ -290,6 +292,12 @@ func (e *Env) ConfigText() string {
 			audit = "[audit]\n"
 		}
 		audit += fmt.Sprintf("checkpoint_interval = %q\n", e.Opts.CheckpointInterval)
+	}
+	if e.Opts.AuditExtra != "" {
+		if audit == "" {
+			audit = "[audit]\n"
+		}
+		audit += e.Opts.AuditExtra + "\n"
 	}
 	return fmt.Sprintf(`[server]
 listen     = %q
