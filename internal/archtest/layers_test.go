@@ -56,7 +56,7 @@ var layers = []layer{
 		may: []string{"core", "logic", "contracts", "leaf"}},
 	{name: "core", pkgs: []string{"vaultd/envelope", "vaultd/audit"},
 		may: []string{"contracts", "leaf"}},
-	{name: "adapters", pkgs: []string{"storage/bolt", "hsm/pkcs11"},
+	{name: "adapters", pkgs: []string{"storage/bolt", "storage/inmem", "hsm/pkcs11"},
 		may: []string{"contracts", "leaf"}},
 	{name: "logic", pkgs: []string{"policy", "vaultd/oauth", "vaultd/proxy"},
 		may: []string{"leaf"}},
