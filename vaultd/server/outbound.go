@@ -24,6 +24,7 @@ type outbound struct {
 	q   *request
 	fwd *proxy.Forwarder // the provider's own (its own trust store)
 	via string           // "proxy" | "execute"
+	ref vault.Ref        // the integration as prepare read it
 }
 
 // event is o's proxy.request audit event; the detail is "<via> <method>"
@@ -39,7 +40,7 @@ func (o outbound) event(outcome string, status int, suffix string) audit.Event {
 // used when an answer comes back.
 func (s *Server) call(ctx context.Context, o outbound) (*http.Response, error) {
 	tenant, id := o.q.sub.Tenant, o.q.id
-	resp, err := o.fwd.Call(ctx, o.Call, &integrationTokens{s: s, c: o.q.caller(), tenant: tenant, id: id})
+	resp, err := o.fwd.Call(ctx, o.Call, &integrationTokens{s: s, c: o.q.caller(), tenant: tenant, id: id, ref: o.ref})
 	if err != nil {
 		return nil, err
 	}
@@ -54,9 +55,16 @@ type integrationTokens struct {
 	s          *Server
 	c          vault.Caller
 	tenant, id string
+	ref        vault.Ref // used once: the first token comes from prepare's read
+	used       bool
 }
 
 func (t *integrationTokens) Token(ctx context.Context) (secret.String, error) {
+	if !t.used {
+		t.used = true
+		lease, err := t.s.vault.AccessTokenFrom(ctx, t.c, t.ref)
+		return lease.Token, err
+	}
 	lease, err := t.s.vault.AccessToken(ctx, t.c, t.tenant, t.id)
 	return lease.Token, err
 }
@@ -82,19 +90,21 @@ func (t *integrationTokens) Renew(ctx context.Context, rejected secret.String) (
 func (s *Server) prepare(q *request, rawPath, rawQuery, method, via string) (outbound, bool) {
 	w, r := q.w, q.r
 	ctx := r.Context()
-	md, err := s.vault.GetIntegration(ctx, q.sub.Tenant, q.id)
+	// One read of the integration serves the gates below and the token's
+	// fast path (vault.AccessTokenFrom).
+	ref, err := s.vault.Lookup(ctx, q.sub.Tenant, q.id)
 	if err != nil {
 		s.fail(w, r, err, msgIntegrationNotFound)
 		return outbound{}, false
 	}
-	p, ok := s.vault.Provider(md.Provider)
-	fwd := s.forwarder(md.Provider)
+	p, ok := s.vault.Provider(ref.Provider)
+	fwd := s.forwarder(ref.Provider)
 	if !ok || fwd == nil {
-		s.log.ErrorContext(ctx, "integration's provider is not configured", "request_id", requestID(ctx), "provider", md.Provider)
+		s.log.ErrorContext(ctx, "integration's provider is not configured", "request_id", requestID(ctx), "provider", ref.Provider)
 		writeError(w, r, api.CodeIntegrationUnavailable, msgUnavailable)
 		return outbound{}, false
 	}
-	o := outbound{Call: proxy.Call{Method: method, Base: p.APIBase}, q: q, fwd: fwd, via: via}
+	o := outbound{Call: proxy.Call{Method: method, Base: p.APIBase}, q: q, fwd: fwd, via: via, ref: ref}
 	if proxy.NeverForwarded(method) {
 		// Refused before any token is touched.
 		o.Method = strings.ToUpper(method)

@@ -48,6 +48,42 @@ func (s *Service) accessToken(ctx context.Context, c Caller, tenantID, id string
 	if err != nil {
 		return Lease{}, err
 	}
+	return s.accessTokenFrom(ctx, c, tenantID, in, rejected)
+}
+
+// Ref is an integration read once for one outbound call: the edge learns
+// its provider from it (for the egress check) and AccessTokenFrom then
+// uses the same record on the fast path, so a proxied call reads the
+// integration once, not twice. It holds sealed tokens only.
+type Ref struct {
+	tenant   string
+	in       storage.Integration
+	Provider string
+}
+
+// Lookup reads an integration for an outbound call (ErrNotFound for a
+// missing or foreign one, as GetIntegration).
+func (s *Service) Lookup(ctx context.Context, tenantID, id string) (Ref, error) {
+	in, err := s.get(ctx, tenantID, id)
+	if err != nil {
+		return Ref{}, err
+	}
+	return Ref{tenant: tenantID, in: in, Provider: in.Provider}, nil
+}
+
+// AccessTokenFrom is AccessToken for an integration already read by
+// Lookup: its record decides the fast path; a due refresh re-reads under
+// the lock as always.
+func (s *Service) AccessTokenFrom(ctx context.Context, c Caller, ref Ref) (Lease, error) {
+	if ref.tenant == "" {
+		return Lease{}, ErrNotFound
+	}
+	return s.accessTokenFrom(ctx, c, ref.tenant, ref.in, nil)
+}
+
+// accessTokenFrom continues accessToken from the record in.
+func (s *Service) accessTokenFrom(ctx context.Context, c Caller, tenantID string, in storage.Integration, rejected *secret.String) (Lease, error) {
+	id := in.ID
 	p, ok := s.Provider(in.Provider)
 	if !ok {
 		// The provider was removed from the config: the integration cannot
