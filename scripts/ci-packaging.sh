@@ -322,6 +322,7 @@ done
 grep -q '"configuration reloaded".*"kek_version":2' "$WORK/vaultd.log" || { cat "$WORK/vaultd.log" >&2; fail "reload did not pick up KEK version 2"; }
 op=("${api[@]}" -cert /etc/vaultd/tls/operator.crt -key /etc/vaultd/tls/operator.key)
 vaultctl tenant rewrap ci-tenant "${op[@]}" | grep -q '"rewrapped_deks": 1' || fail "tenant rewrap"
+vaultctl tenant rewrap ci-tenant "${op[@]}" | grep -q '"rewrapped_deks": 0' || fail "a second tenant rewrap must report 0"
 vaultctl backup -out "$WORK/backup.db" "${op[@]}" || fail "vaultctl backup"
 expect_stat "$WORK/backup.db" "600 root root"
 if grep -qaF "$PIN" "$WORK/backup.db"; then fail "the PIN appears in the backup"; fi

@@ -339,11 +339,8 @@ func cmdTenant(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
-		if t.RewrappedDEKs == 0 {
-			// vaultctl has always printed a rewrap that changed nothing
-			// without the count.
-			return printJSON(stdout, t.TenantKeys)
-		}
+		// The count is printed even when it is 0: "nothing left under an
+		// old KEK" is the answer an operator repeating rewrap looks for.
 		return printJSON(stdout, t)
 	}
 	return errors.New("usage: vaultctl tenant create ID | get ID | list | rotate-dek ID | rewrap ID")
