@@ -32,7 +32,7 @@ type fakeStore struct {
 	scans   atomic.Int64
 }
 
-func (s *fakeStore) AppendAudit(ctx context.Context, build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error) {
+func (s *fakeStore) AppendAudit(ctx context.Context, build storage.AuditFunc) (storage.AuditRecord, error) {
 	if err := ctx.Err(); err != nil {
 		return storage.AuditRecord{}, err
 	}

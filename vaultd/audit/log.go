@@ -145,17 +145,17 @@ func New(ctx context.Context, store storage.Store, opts Options) (*Log, error) {
 // ev are ignored. The mirror file is written after the commit; its
 // failures never fail Record (see MirrorFailures).
 func (l *Log) Record(ctx context.Context, ev Event) (Event, error) {
-	return l.RecordWith(ctx, ev, func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error) {
+	return l.RecordWith(ctx, ev, func(build storage.AuditFunc) (storage.AuditRecord, error) {
 		return l.store.AppendAudit(ctx, build)
 	})
 }
 
 // RecordWith is Record with the commit done by the caller, so that an
 // operation and its audit event share one transaction (for example
-// storage.Store.PutIntegrationAudited): commit must append build's record
+// storage.Store.PutIntegration): commit must append build's record
 // to the chain atomically with its own write, and return it. Everything
 // else, including the mirror, is as in Record.
-func (l *Log) RecordWith(ctx context.Context, ev Event, commit func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error)) (Event, error) {
+func (l *Log) RecordWith(ctx context.Context, ev Event, commit func(build storage.AuditFunc) (storage.AuditRecord, error)) (Event, error) {
 	out, err := l.RecordAllWith(ctx, []Event{ev}, commit)
 	if err != nil {
 		return Event{}, err

@@ -123,10 +123,10 @@ type Providers map[string]*Provider
 type Auditor interface {
 	Record(ctx context.Context, ev audit.Event) (audit.Event, error)
 	// RecordWith commits the event inside the caller's transaction.
-	RecordWith(ctx context.Context, ev audit.Event, commit func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error)) (audit.Event, error)
+	RecordWith(ctx context.Context, ev audit.Event, commit func(build storage.AuditFunc) (storage.AuditRecord, error)) (audit.Event, error)
 	// RecordAllWith commits several events, in order, inside the caller's
 	// transaction.
-	RecordAllWith(ctx context.Context, evs []audit.Event, commit func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error)) ([]audit.Event, error)
+	RecordAllWith(ctx context.Context, evs []audit.Event, commit func(build storage.AuditFunc) (storage.AuditRecord, error)) ([]audit.Event, error)
 }
 
 // Revoker revokes a token at a provider (RFC 7009); oauth.Revoke in
