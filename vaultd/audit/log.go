@@ -52,10 +52,20 @@ type Options struct {
 // per interval rather than one per event.
 const mirrorRetry = 10 * time.Second
 
+// Store is what the audit log needs of a storage.Store: the chain, read
+// and appended. Prune also needs storage.AuditPruner, asserted when it
+// runs, since pruning is an optional capability of a backend.
+type Store interface {
+	AppendAudit(ctx context.Context, audit storage.AuditFunc) (storage.AuditRecord, error)
+	ScanAudit(ctx context.Context, afterSeq uint64, fn func(storage.AuditRecord) (bool, error)) error
+	AuditHead(ctx context.Context) (storage.AuditHead, error)
+	AuditAnchor(ctx context.Context) (storage.AuditHead, error)
+}
+
 // Log records audit events in the store and mirrors them to a file.
 // It is safe for concurrent use.
 type Log struct {
-	store  storage.Store
+	store  Store
 	logger *slog.Logger
 	now    func() time.Time
 	path   string
@@ -96,7 +106,7 @@ type Log struct {
 // error the operator must see at start-up); a file that opens but cannot be
 // written (a full disk) does not, and, like every later mirror failure, is
 // only logged and counted.
-func New(ctx context.Context, store storage.Store, opts Options) (*Log, error) {
+func New(ctx context.Context, store Store, opts Options) (*Log, error) {
 	if store == nil {
 		return nil, fmt.Errorf("audit: nil store")
 	}
