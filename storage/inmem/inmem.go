@@ -51,7 +51,11 @@ type Store struct {
 	anchor storage.AuditHead
 }
 
-var _ storage.Store = (*Store)(nil)
+var (
+	_ storage.Store       = (*Store)(nil)
+	_ storage.AuditPruner = (*Store)(nil)
+	_ storage.Backuper    = (*Store)(nil)
+)
 
 // New returns an empty, open store.
 func New() *Store {

@@ -43,6 +43,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"AuditConcurrent", testAuditConcurrent},
 		{"AuditPrune", testAuditPrune},
 		{"AuditPruneWhileAppending", testAuditPruneWhileAppending},
+		{"NoEventWrites", testNoEventWrites},
 		{"PutIntegrationAudited", testPutIntegrationAudited},
 		{"TenantAudited", testTenantAudited},
 		{"CASAudited", testCASAudited},
@@ -544,7 +545,7 @@ func testReturnsCopies(t *testing.T, s storage.Store) {
 // chain (SHA-256 over prev_hash, "\n", the event text without hash; not
 // the RFC 8785 form the audit package uses, which storage need not know).
 // It is deterministic in head, as build functions must be.
-func ChainBuilder(body string) func(storage.AuditHead) (storage.AuditRecord, error) {
+func ChainBuilder(body string) storage.AuditFunc {
 	return func(head storage.AuditHead) (storage.AuditRecord, error) {
 		seq := head.Seq + 1
 		unhashed := fmt.Sprintf(`{"seq":%d,%s,"prev_hash":%q}`, seq, body, head.Hash)
@@ -944,6 +945,51 @@ func testClose(t *testing.T, s storage.Store) {
 			t.Errorf("%s after Close: %v, want storage.ErrClosed", name, err)
 		}
 	}
+}
+
+// testNoEventWrites: a write with a nil AuditFunc commits alone, returns a
+// zero AuditRecord and leaves the chain as it was; AppendAudit, which has
+// nothing but the event to write, refuses a nil one.
+func testNoEventWrites(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	if _, err := s.AppendAudit(ctx, ChainBuilder(`"action":"a"`)); err != nil {
+		t.Fatal(err)
+	}
+	head := must[storage.AuditHead](t, "AuditHead")(s.AuditHead(ctx))
+	zero := storage.AuditRecord{}
+	check := func(what string, rec storage.AuditRecord, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if !reflect.DeepEqual(rec, zero) {
+			t.Fatalf("%s with no event returned record %+v", what, rec)
+		}
+		if h := must[storage.AuditHead](t, "AuditHead")(s.AuditHead(ctx)); h != head {
+			t.Fatalf("%s with no event moved the head from %+v to %+v", what, head, h)
+		}
+	}
+	tn, rec, err := s.CreateTenant(ctx, NewTenant("acme"), nil)
+	check("CreateTenant", rec, err)
+	_, rec, err = s.UpdateTenant(ctx, tn, nil)
+	check("UpdateTenant", rec, err)
+	in, rec, err := s.PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 64), nil)
+	check("PutIntegration", rec, err)
+	in.LastUsedAt = T0.Add(time.Minute)
+	got, rec, err := s.CompareAndSwapIntegration(ctx, "acme", in, nil)
+	check("CompareAndSwapIntegration", rec, err)
+	if got.Revision != 2 || !got.LastUsedAt.Equal(in.LastUsedAt) {
+		t.Fatalf("CAS with no event stored %+v", got)
+	}
+	rec, err = s.DeleteIntegration(ctx, "acme", "crm", nil)
+	check("DeleteIntegration", rec, err)
+	if _, err := s.GetIntegration(ctx, "acme", "crm"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("after DeleteIntegration with no event: %v", err)
+	}
+	if _, err := s.AppendAudit(ctx, nil); !errors.Is(err, storage.ErrInvalidRecord) {
+		t.Fatalf("AppendAudit(nil): %v, want ErrInvalidRecord", err)
+	}
+	check("AppendAudit(nil)", zero, nil)
 }
 
 // testPutIntegrationAudited: the record and its audit event commit together,
