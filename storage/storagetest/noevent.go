@@ -7,8 +7,8 @@ import (
 )
 
 // Fixture writes to a store with a nil storage.AuditFunc: no audit event,
-// for tests that set up or check state and have no event to record. The
-// write with an event is covered by the suite (PutIntegrationAudited,
+// for tests that set up or check state and have no event to record.
+// Each write with an event is covered by the suite (PutIntegrationAudited,
 // TenantAudited, CASAudited, AuditedMore, ...).
 type Fixture struct{ s storage.Store }
 
