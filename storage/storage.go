@@ -141,33 +141,48 @@ type AuditRecord struct {
 // GenesisHash is the prev_hash of the first audit event.
 const GenesisHash = "0000000000000000000000000000000000000000000000000000000000000000"
 
-// Store is the persistence interface. All methods take a context first,
+// AuditFunc builds the audit event a write commits with. It gets the
+// current head of the chain and returns the record to append, whose Seq must
+// be head.Seq+1 (each of More's the next). It may be called more than once
+// (batched writes retry), so it must be pure. A write whose event fails to
+// build or is refused commits nothing.
+//
+// A nil AuditFunc means "no event": the write commits alone and the returned
+// AuditRecord is zero. It is for the one write that has no event of its own,
+// the batched last_used_at flush (vaultd/vault, metadata.go), and for test
+// fixtures; every write a caller or operator asked for passes one. A nil
+// AuditFunc rather than a second un-audited method per write keeps the
+// contract one method per write, so a backend implements (and the suite
+// checks) each write's transaction once.
+type AuditFunc func(head AuditHead) (AuditRecord, error)
+
+// Store is the persistence contract every backend implements (storage/bolt,
+// storage/inmem; storage/postgres next). All methods take a context first,
 // return copies (never memory owned by a transaction), and are safe for
 // concurrent use. storagetest.Run is the suite every backend must pass.
+//
+// Every write takes an AuditFunc and commits the state change and its audit
+// event in one transaction, with one fsync: a record never exists without
+// its event. Consumers declare the subset they use (vault.Store,
+// audit.Store); optional capabilities are the extra interfaces Backuper and
+// AuditPruner, checked by type assertion.
 type Store interface {
-	// CreateTenant stores a new tenant; ErrExists if the id is taken.
-	CreateTenant(ctx context.Context, t Tenant) (Tenant, error)
+	// CreateTenant stores a new tenant with Revision 1; ErrExists if the
+	// id is taken.
+	CreateTenant(ctx context.Context, t Tenant, audit AuditFunc) (Tenant, AuditRecord, error)
 	// GetTenant returns ErrTenantNotFound for an unknown id.
 	GetTenant(ctx context.Context, id string) (Tenant, error)
 	// ListTenants lists every tenant (operator level), sorted by id.
 	ListTenants(ctx context.Context) ([]Tenant, error)
 	// UpdateTenant replaces t if t.Revision matches the stored revision
 	// (ErrConflict otherwise) and returns it with the new revision.
-	UpdateTenant(ctx context.Context, t Tenant) (Tenant, error)
-	// CreateTenantAudited and UpdateTenantAudited are CreateTenant and
-	// UpdateTenant with an AppendAudit in the same transaction, like
-	// PutIntegrationAudited: a key change never exists without its event.
-	CreateTenantAudited(ctx context.Context, t Tenant, build func(head AuditHead) (AuditRecord, error)) (Tenant, AuditRecord, error)
-	UpdateTenantAudited(ctx context.Context, t Tenant, build func(head AuditHead) (AuditRecord, error)) (Tenant, AuditRecord, error)
+	UpdateTenant(ctx context.Context, t Tenant, audit AuditFunc) (Tenant, AuditRecord, error)
 
 	// PutIntegration creates or replaces an integration unconditionally
-	// (store_token), returning it with its new revision. ErrTenantNotFound
-	// if the tenant does not exist.
-	PutIntegration(ctx context.Context, tenantID string, in Integration) (Integration, error)
-	// PutIntegrationAudited is PutIntegration and AppendAudit in one
-	// transaction: the record and its audit event commit together or not
-	// at all, with one fsync. build has AppendAudit's contract.
-	PutIntegrationAudited(ctx context.Context, tenantID string, in Integration, build func(head AuditHead) (AuditRecord, error)) (Integration, AuditRecord, error)
+	// (store_token), returning it with its new revision (the previous one
+	// plus one, 1 on create). ErrTenantNotFound if the tenant does not
+	// exist.
+	PutIntegration(ctx context.Context, tenantID string, in Integration, audit AuditFunc) (Integration, AuditRecord, error)
 	// GetIntegration returns ErrNotFound for an unknown id in that tenant
 	// (and for an unknown tenant: both look the same to callers).
 	GetIntegration(ctx context.Context, tenantID, id string) (Integration, error)
@@ -175,22 +190,13 @@ type Store interface {
 	ListIntegrations(ctx context.Context, tenantID string) ([]Integration, error)
 	// CompareAndSwapIntegration replaces the record if in.Revision equals
 	// the stored revision; ErrConflict if not, ErrNotFound if gone.
-	CompareAndSwapIntegration(ctx context.Context, tenantID string, in Integration) (Integration, error)
-	// CompareAndSwapIntegrationAudited is CompareAndSwapIntegration with an
-	// AppendAudit in the same transaction (a refresh and its event).
-	CompareAndSwapIntegrationAudited(ctx context.Context, tenantID string, in Integration, build func(head AuditHead) (AuditRecord, error)) (Integration, AuditRecord, error)
+	CompareAndSwapIntegration(ctx context.Context, tenantID string, in Integration, audit AuditFunc) (Integration, AuditRecord, error)
 	// DeleteIntegration removes it; ErrNotFound if absent.
-	DeleteIntegration(ctx context.Context, tenantID, id string) error
-	// DeleteIntegrationAudited is DeleteIntegration with an AppendAudit in
-	// the same transaction (a disconnect and its event).
-	DeleteIntegrationAudited(ctx context.Context, tenantID, id string, build func(head AuditHead) (AuditRecord, error)) (AuditRecord, error)
+	DeleteIntegration(ctx context.Context, tenantID, id string, audit AuditFunc) (AuditRecord, error)
 
 	// AppendAudit appends one event (and its More) atomically at the end
-	// of the chain. build gets the current head and returns the record to
-	// store, whose Seq must be head.Seq+1 (each of More's the next). build
-	// may be called more than once (batched writes retry), so it must be
-	// pure.
-	AppendAudit(ctx context.Context, build func(head AuditHead) (AuditRecord, error)) (AuditRecord, error)
+	// of the chain, with no state change. audit must not be nil.
+	AppendAudit(ctx context.Context, audit AuditFunc) (AuditRecord, error)
 	// ScanAudit calls fn for every record with Seq > afterSeq in order,
 	// until fn returns false or an error. Pruned events (Seq <=
 	// AuditAnchor().Seq) are not returned: a scan from 0 starts at the
@@ -201,7 +207,19 @@ type Store interface {
 	// AuditHead returns the current tail of the chain. Pruning never
 	// changes it.
 	AuditHead(ctx context.Context) (AuditHead, error)
+	// AuditAnchor returns the seq and hash of the last pruned event: the
+	// first remaining event is Seq+1 and its prev_hash is Hash. It is
+	// {0, GenesisHash} when nothing was ever pruned.
+	AuditAnchor(ctx context.Context) (AuditHead, error)
 
+	// Ping checks that the store can serve a read.
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// AuditPruner is the optional capability to delete the oldest audit events
+// (retention). Both backends have it; a consumer asserts it.
+type AuditPruner interface {
 	// PruneAudit deletes the oldest remaining audit events in one
 	// transaction: at most max of them, none with Seq > upToSeq, and never
 	// the newest event (the head), so upToSeq is in effect capped at
@@ -214,15 +232,11 @@ type Store interface {
 	// other writers get in between; what was pruned is gone from the store
 	// (the caller archives it first if it must be kept).
 	PruneAudit(ctx context.Context, upToSeq uint64, max int) (int, error)
-	// AuditAnchor returns the seq and hash of the last pruned event: the
-	// first remaining event is Seq+1 and its prev_hash is Hash. It is
-	// {0, GenesisHash} when nothing was ever pruned.
-	AuditAnchor(ctx context.Context) (AuditHead, error)
+}
 
+// Backuper is the optional capability to write an online snapshot.
+type Backuper interface {
 	// Backup writes a consistent snapshot of the whole database to w
-	// while the store stays online.
+	// while the store stays online, and returns how many bytes it wrote.
 	Backup(ctx context.Context, w io.Writer) (int64, error)
-	// Ping checks that the store can serve a read.
-	Ping(ctx context.Context) error
-	Close() error
 }

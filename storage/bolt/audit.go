@@ -28,7 +28,10 @@ func auditBuckets(tx *bbolt.Tx) (sys, audit *bbolt.Bucket, err error) {
 // line whose "seq" and "hash" fields equal the record's (the store reads
 // Hash back from Data); otherwise storage.ErrInvalidRecord. Errors
 // returned by build are returned unchanged.
-func (s *Store) AppendAudit(ctx context.Context, build func(head storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error) {
+func (s *Store) AppendAudit(ctx context.Context, build storage.AuditFunc) (storage.AuditRecord, error) {
+	if build == nil {
+		return storage.AuditRecord{}, fmt.Errorf("%w: no audit record", storage.ErrInvalidRecord)
+	}
 	var out storage.AuditRecord
 	err := s.write(ctx, func(tx *bbolt.Tx) error {
 		var err error
@@ -42,9 +45,9 @@ func (s *Store) AppendAudit(ctx context.Context, build func(head storage.AuditHe
 }
 
 // maybeAppendAudit appends build's event inside tx unless build is nil: the
-// shared tail of the *Audited writes, which commit a record and its event
+// shared tail of the audited writes, which commit a record and its event
 // together or neither.
-func maybeAppendAudit(tx *bbolt.Tx, build func(head storage.AuditHead) (storage.AuditRecord, error), rec *storage.AuditRecord) error {
+func maybeAppendAudit(tx *bbolt.Tx, build storage.AuditFunc, rec *storage.AuditRecord) error {
 	if build == nil {
 		return nil
 	}
@@ -63,8 +66,8 @@ func maybeAppendAudit(tx *bbolt.Tx, build func(head storage.AuditHead) (storage.
 }
 
 // appendAuditTx is AppendAudit's transaction body, shared with the
-// *Audited writes.
-func appendAuditTx(tx *bbolt.Tx, build func(head storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error) {
+// audited writes.
+func appendAuditTx(tx *bbolt.Tx, build storage.AuditFunc) (storage.AuditRecord, error) {
 	sys, ab, err := auditBuckets(tx)
 	if err != nil {
 		return storage.AuditRecord{}, reject(err)

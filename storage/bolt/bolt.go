@@ -62,7 +62,11 @@ type Store struct {
 	closeErr  error
 }
 
-var _ storage.Store = (*Store)(nil)
+var (
+	_ storage.Store       = (*Store)(nil)
+	_ storage.AuditPruner = (*Store)(nil)
+	_ storage.Backuper    = (*Store)(nil)
+)
 
 // LockedError is the error Open returns when another process holds the
 // file. It wraps storage.ErrLocked.

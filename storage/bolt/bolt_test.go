@@ -233,11 +233,11 @@ func TestReopen(t *testing.T) {
 	ctx := t.Context()
 	path := newPath(t)
 	s := openT(t, path, Options{})
-	tn, err := s.CreateTenant(ctx, storagetest.NewTenant("acme"))
+	tn, err := storagetest.NoEvent(s).CreateTenant(ctx, storagetest.NewTenant("acme"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := s.PutIntegration(ctx, "acme", storagetest.NewIntegration("acme", "crm", 1024))
+	in, err := storagetest.NoEvent(s).PutIntegration(ctx, "acme", storagetest.NewIntegration("acme", "crm", 1024))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,10 +287,10 @@ func TestLayout(t *testing.T) {
 	ctx := t.Context()
 	path := newPath(t)
 	s := openT(t, path, Options{})
-	if _, err := s.CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
+	if _, err := storagetest.NoEvent(s).CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PutIntegration(ctx, "acme", storagetest.NewIntegration("acme", "crm", 64)); err != nil {
+	if _, err := storagetest.NoEvent(s).PutIntegration(ctx, "acme", storagetest.NewIntegration("acme", "crm", 64)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.AppendAudit(ctx, storagetest.ChainBuilder(`"action":"x"`)); err != nil {
@@ -329,7 +329,7 @@ func TestReadOnly(t *testing.T) {
 	ctx := t.Context()
 	path := newPath(t)
 	s := openT(t, path, Options{})
-	if _, err := s.CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
+	if _, err := storagetest.NoEvent(s).CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
 		t.Fatal(err)
 	}
 	_ = s.Close()
@@ -347,7 +347,7 @@ func TestReadOnly(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := r1.PutIntegration(ctx, "acme", storagetest.NewIntegration("acme", "crm", 16)); !errors.Is(err, storage.ErrReadOnly) {
+	if _, err := storagetest.NoEvent(r1).PutIntegration(ctx, "acme", storagetest.NewIntegration("acme", "crm", 16)); !errors.Is(err, storage.ErrReadOnly) {
 		t.Fatalf("write on a read-only store: %v", err)
 	}
 	if _, err := r1.AppendAudit(ctx, storagetest.ChainBuilder(`"a":1`)); !errors.Is(err, storage.ErrReadOnly) {
@@ -364,7 +364,7 @@ func TestPutIntegrationsBatch(t *testing.T) {
 	if _, err := s.PutIntegrations(ctx, "acme", []storage.Integration{storagetest.NewIntegration("acme", "a", 16)}); !errors.Is(err, storage.ErrTenantNotFound) {
 		t.Fatalf("batch into a missing tenant: %v", err)
 	}
-	if _, err := s.CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
+	if _, err := storagetest.NoEvent(s).CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
 		t.Fatal(err)
 	}
 	bad := []storage.Integration{
@@ -407,7 +407,7 @@ func TestCrashSafety(t *testing.T) {
 	ctx := t.Context()
 	path := newPath(t)
 	s := openT(t, path, Options{})
-	if _, err := s.CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
+	if _, err := storagetest.NoEvent(s).CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -483,7 +483,7 @@ func helperWriter(path string) int {
 			for i := range 2000 { // bounded; the parent kills us long before
 				if g%2 == 0 {
 					id := fmt.Sprintf("g%d-%d", g, i)
-					if _, err := s.PutIntegration(ctx, "acme", storagetest.NewIntegration("acme", id, 1024)); err != nil {
+					if _, err := storagetest.NoEvent(s).PutIntegration(ctx, "acme", storagetest.NewIntegration("acme", id, 1024)); err != nil {
 						failed <- err
 						return
 					}
@@ -518,7 +518,7 @@ func helperWriter(path string) int {
 func TestBackupOpens(t *testing.T) {
 	ctx := t.Context()
 	s := openT(t, newPath(t), Options{})
-	if _, err := s.CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
+	if _, err := storagetest.NoEvent(s).CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
 		t.Fatal(err)
 	}
 	// Writers keep going during the backups: they are online and consistent.
@@ -526,7 +526,7 @@ func TestBackupOpens(t *testing.T) {
 	for g := range 4 {
 		wg.Go(func() {
 			for i := range 25 {
-				if _, err := s.PutIntegration(ctx, "acme", storagetest.NewIntegration("acme", fmt.Sprintf("w%d-%d", g, i), 1024)); err != nil {
+				if _, err := storagetest.NoEvent(s).PutIntegration(ctx, "acme", storagetest.NewIntegration("acme", fmt.Sprintf("w%d-%d", g, i), 1024)); err != nil {
 					t.Error(err)
 					return
 				}

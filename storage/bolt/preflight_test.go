@@ -20,12 +20,12 @@ func TestTruncatedFileIsCorruptNotACrash(t *testing.T) {
 	ctx := t.Context()
 	src := newPath(t)
 	s := openT(t, src, Options{})
-	if _, err := s.CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
+	if _, err := storagetest.NoEvent(s).CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 200 {
 		in := storagetest.NewIntegration("acme", "i"+string(rune('a'+i%26))+string(rune('a'+i/26)), 700)
-		if _, err := s.PutIntegration(ctx, "acme", in); err != nil {
+		if _, err := storagetest.NoEvent(s).PutIntegration(ctx, "acme", in); err != nil {
 			t.Fatal(err)
 		}
 	}

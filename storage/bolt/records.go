@@ -43,14 +43,8 @@ func integrationsOf(tx *bbolt.Tx, tenantID string) (*bbolt.Bucket, error) {
 }
 
 // CreateTenant stores t with Revision 1; storage.ErrExists if the id is taken.
-func (s *Store) CreateTenant(ctx context.Context, t storage.Tenant) (storage.Tenant, error) {
-	out, _, err := s.CreateTenantAudited(ctx, t, nil)
-	return out, err
-}
-
-// CreateTenantAudited is CreateTenant and AppendAudit in one transaction
-// (build nil: no event).
-func (s *Store) CreateTenantAudited(ctx context.Context, t storage.Tenant, build func(head storage.AuditHead) (storage.AuditRecord, error)) (storage.Tenant, storage.AuditRecord, error) {
+// A nil build commits no event (storage.AuditFunc).
+func (s *Store) CreateTenant(ctx context.Context, t storage.Tenant, build storage.AuditFunc) (storage.Tenant, storage.AuditRecord, error) {
 	if !storage.ValidID(t.ID) {
 		return storage.Tenant{}, storage.AuditRecord{}, invalidID("tenant", t.ID)
 	}
@@ -138,14 +132,8 @@ func (s *Store) ListTenants(ctx context.Context) ([]storage.Tenant, error) {
 }
 
 // UpdateTenant replaces the tenant if t.Revision equals the stored one.
-func (s *Store) UpdateTenant(ctx context.Context, t storage.Tenant) (storage.Tenant, error) {
-	out, _, err := s.UpdateTenantAudited(ctx, t, nil)
-	return out, err
-}
-
-// UpdateTenantAudited is UpdateTenant and AppendAudit in one transaction
-// (build nil: no event).
-func (s *Store) UpdateTenantAudited(ctx context.Context, t storage.Tenant, build func(head storage.AuditHead) (storage.AuditRecord, error)) (storage.Tenant, storage.AuditRecord, error) {
+// A nil build commits no event (storage.AuditFunc).
+func (s *Store) UpdateTenant(ctx context.Context, t storage.Tenant, build storage.AuditFunc) (storage.Tenant, storage.AuditRecord, error) {
 	if !storage.ValidID(t.ID) {
 		return storage.Tenant{}, storage.AuditRecord{}, invalidID("tenant", t.ID)
 	}
@@ -200,17 +188,6 @@ func prepareIntegration(tenantID string, in storage.Integration) (storage.Integr
 	return in, nil
 }
 
-// PutIntegration creates or replaces an integration unconditionally; the
-// stored revision becomes the previous one plus one (1 on create),
-// whatever in.Revision says.
-func (s *Store) PutIntegration(ctx context.Context, tenantID string, in storage.Integration) (storage.Integration, error) {
-	out, err := s.PutIntegrations(ctx, tenantID, []storage.Integration{in})
-	if err != nil {
-		return storage.Integration{}, err
-	}
-	return out[0], nil
-}
-
 // PutIntegrations is PutIntegration for many records of one tenant in one
 // transaction: all are written or none. A repeated id is applied in order.
 func (s *Store) PutIntegrations(ctx context.Context, tenantID string, ins []storage.Integration) ([]storage.Integration, error) {
@@ -233,8 +210,11 @@ func (s *Store) PutIntegrations(ctx context.Context, tenantID string, ins []stor
 	return out, nil
 }
 
-// PutIntegrationAudited writes in and its audit event in one transaction.
-func (s *Store) PutIntegrationAudited(ctx context.Context, tenantID string, in storage.Integration, build func(head storage.AuditHead) (storage.AuditRecord, error)) (storage.Integration, storage.AuditRecord, error) {
+// PutIntegration creates or replaces an integration unconditionally; the
+// stored revision becomes the previous one plus one (1 on create),
+// whatever in.Revision says.
+// A nil build commits no event (storage.AuditFunc).
+func (s *Store) PutIntegration(ctx context.Context, tenantID string, in storage.Integration, build storage.AuditFunc) (storage.Integration, storage.AuditRecord, error) {
 	prepared, err := prepareIntegrations(tenantID, []storage.Integration{in})
 	if err != nil {
 		return storage.Integration{}, storage.AuditRecord{}, err
@@ -378,14 +358,8 @@ func (s *Store) ListIntegrations(ctx context.Context, tenantID string) ([]storag
 // CompareAndSwapIntegration replaces the record if in.Revision equals the
 // stored revision: storage.ErrConflict if not, storage.ErrNotFound if the
 // record (or tenant) does not exist.
-func (s *Store) CompareAndSwapIntegration(ctx context.Context, tenantID string, in storage.Integration) (storage.Integration, error) {
-	out, _, err := s.CompareAndSwapIntegrationAudited(ctx, tenantID, in, nil)
-	return out, err
-}
-
-// CompareAndSwapIntegrationAudited is CompareAndSwapIntegration and
-// AppendAudit in one transaction (build nil: no event).
-func (s *Store) CompareAndSwapIntegrationAudited(ctx context.Context, tenantID string, in storage.Integration, build func(head storage.AuditHead) (storage.AuditRecord, error)) (storage.Integration, storage.AuditRecord, error) {
+// A nil build commits no event (storage.AuditFunc).
+func (s *Store) CompareAndSwapIntegration(ctx context.Context, tenantID string, in storage.Integration, build storage.AuditFunc) (storage.Integration, storage.AuditRecord, error) {
 	if !storage.ValidID(tenantID) {
 		return storage.Integration{}, storage.AuditRecord{}, invalidID("tenant", tenantID)
 	}
@@ -440,14 +414,8 @@ func (s *Store) CompareAndSwapIntegrationAudited(ctx context.Context, tenantID s
 
 // DeleteIntegration removes the record; storage.ErrNotFound if absent (or
 // the tenant is unknown).
-func (s *Store) DeleteIntegration(ctx context.Context, tenantID, id string) error {
-	_, err := s.DeleteIntegrationAudited(ctx, tenantID, id, nil)
-	return err
-}
-
-// DeleteIntegrationAudited is DeleteIntegration and AppendAudit in one
-// transaction (build nil: no event).
-func (s *Store) DeleteIntegrationAudited(ctx context.Context, tenantID, id string, build func(head storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error) {
+// A nil build commits no event (storage.AuditFunc).
+func (s *Store) DeleteIntegration(ctx context.Context, tenantID, id string, build storage.AuditFunc) (storage.AuditRecord, error) {
 	if !storage.ValidID(tenantID) {
 		return storage.AuditRecord{}, invalidID("tenant", tenantID)
 	}

@@ -113,7 +113,7 @@ func TestMigrationPath(t *testing.T) {
 	ctx := t.Context()
 	path := newPath(t)
 	s := openT(t, path, Options{})
-	if _, err := s.CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
+	if _, err := storagetest.NoEvent(s).CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
 		t.Fatal(err)
 	}
 	_ = s.Close()
@@ -192,11 +192,11 @@ func TestCorruptRecords(t *testing.T) {
 	path := newPath(t)
 	s := openT(t, path, Options{})
 	for _, id := range []string{"acme", "other"} {
-		if _, err := s.CreateTenant(ctx, storagetest.NewTenant(id)); err != nil {
+		if _, err := storagetest.NoEvent(s).CreateTenant(ctx, storagetest.NewTenant(id)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.PutIntegration(ctx, "acme", storagetest.NewIntegration("acme", "good", 64)); err != nil {
+	if _, err := storagetest.NoEvent(s).PutIntegration(ctx, "acme", storagetest.NewIntegration("acme", "good", 64)); err != nil {
 		t.Fatal(err)
 	}
 	_ = s.Close()
@@ -247,16 +247,16 @@ func TestCorruptRecords(t *testing.T) {
 	_, err = s.ListIntegrations(ctx, "acme")
 	check("List", err)
 	in := storagetest.NewIntegration("acme", "crm", 16)
-	_, err = s.PutIntegration(ctx, "acme", in)
+	_, err = storagetest.NoEvent(s).PutIntegration(ctx, "acme", in)
 	check("Put over a corrupt record", err)
-	_, err = s.CompareAndSwapIntegration(ctx, "acme", in)
+	_, err = storagetest.NoEvent(s).CompareAndSwapIntegration(ctx, "acme", in)
 	check("CAS over a corrupt record", err)
 	if got, err := s.GetIntegration(ctx, "acme", "good"); err != nil || got.ID != "good" {
 		t.Fatalf("healthy record next to corrupt ones: %v", err)
 	}
 	// Deleting is the repair path.
 	for _, id := range []string{"crm", "future", "null"} {
-		if err := s.DeleteIntegration(ctx, "acme", id); err != nil {
+		if err := storagetest.NoEvent(s).DeleteIntegration(ctx, "acme", id); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -273,7 +273,7 @@ func TestCorruptRecords(t *testing.T) {
 	check("GetTenant", err)
 	_, err = s.ListTenants(ctx)
 	check("ListTenants", err)
-	_, err = s.UpdateTenant(ctx, storagetest.NewTenant("acme"))
+	_, err = storagetest.NoEvent(s).UpdateTenant(ctx, storagetest.NewTenant("acme"))
 	check("UpdateTenant", err)
 }
 

@@ -41,7 +41,7 @@ func checkAuditData(rec storage.AuditRecord) error {
 // anything: the caller holds the write lock, applies its own change and
 // then commitAudit(pending), so a refused event leaves the record
 // untouched. build nil means no event (pending and rec empty).
-func (s *Store) prepareAudit(build buildFunc) (pending []storage.AuditRecord, rec storage.AuditRecord, err error) {
+func (s *Store) prepareAudit(build storage.AuditFunc) (pending []storage.AuditRecord, rec storage.AuditRecord, err error) {
 	if build == nil {
 		return nil, storage.AuditRecord{}, nil
 	}
@@ -91,7 +91,7 @@ func cloneRecord(r storage.AuditRecord) storage.AuditRecord {
 // line whose "seq" and "hash" equal the record's; otherwise
 // storage.ErrInvalidRecord. Errors returned by build are returned
 // unchanged. build runs under the write lock, exactly once.
-func (s *Store) AppendAudit(ctx context.Context, build buildFunc) (storage.AuditRecord, error) {
+func (s *Store) AppendAudit(ctx context.Context, build storage.AuditFunc) (storage.AuditRecord, error) {
 	if build == nil {
 		return storage.AuditRecord{}, fmt.Errorf("%w: no audit record", storage.ErrInvalidRecord)
 	}

@@ -51,7 +51,11 @@ type Store struct {
 	anchor storage.AuditHead
 }
 
-var _ storage.Store = (*Store)(nil)
+var (
+	_ storage.Store       = (*Store)(nil)
+	_ storage.AuditPruner = (*Store)(nil)
+	_ storage.Backuper    = (*Store)(nil)
+)
 
 // New returns an empty, open store.
 func New() *Store {
@@ -127,17 +131,9 @@ func tenantNotFound(id string) error {
 	return fmt.Errorf("%w: %q", storage.ErrTenantNotFound, id)
 }
 
-type buildFunc = func(head storage.AuditHead) (storage.AuditRecord, error)
-
 // CreateTenant stores t with Revision 1; storage.ErrExists if the id is taken.
-func (s *Store) CreateTenant(ctx context.Context, t storage.Tenant) (storage.Tenant, error) {
-	out, _, err := s.CreateTenantAudited(ctx, t, nil)
-	return out, err
-}
-
-// CreateTenantAudited is CreateTenant and AppendAudit in one step (build
-// nil: no event).
-func (s *Store) CreateTenantAudited(ctx context.Context, t storage.Tenant, build buildFunc) (storage.Tenant, storage.AuditRecord, error) {
+// A nil build commits no event (storage.AuditFunc).
+func (s *Store) CreateTenant(ctx context.Context, t storage.Tenant, build storage.AuditFunc) (storage.Tenant, storage.AuditRecord, error) {
 	if !storage.ValidID(t.ID) {
 		return storage.Tenant{}, storage.AuditRecord{}, invalidID("tenant", t.ID)
 	}
@@ -197,14 +193,8 @@ func (s *Store) ListTenants(ctx context.Context) ([]storage.Tenant, error) {
 }
 
 // UpdateTenant replaces the tenant if t.Revision equals the stored one.
-func (s *Store) UpdateTenant(ctx context.Context, t storage.Tenant) (storage.Tenant, error) {
-	out, _, err := s.UpdateTenantAudited(ctx, t, nil)
-	return out, err
-}
-
-// UpdateTenantAudited is UpdateTenant and AppendAudit in one step (build
-// nil: no event).
-func (s *Store) UpdateTenantAudited(ctx context.Context, t storage.Tenant, build buildFunc) (storage.Tenant, storage.AuditRecord, error) {
+// A nil build commits no event (storage.AuditFunc).
+func (s *Store) UpdateTenant(ctx context.Context, t storage.Tenant, build storage.AuditFunc) (storage.Tenant, storage.AuditRecord, error) {
 	if !storage.ValidID(t.ID) {
 		return storage.Tenant{}, storage.AuditRecord{}, invalidID("tenant", t.ID)
 	}
@@ -252,14 +242,8 @@ func prepareIntegration(tenantID string, in storage.Integration) (storage.Integr
 
 // PutIntegration creates or replaces an integration unconditionally; the
 // stored revision becomes the previous one plus one (1 on create).
-func (s *Store) PutIntegration(ctx context.Context, tenantID string, in storage.Integration) (storage.Integration, error) {
-	out, _, err := s.PutIntegrationAudited(ctx, tenantID, in, nil)
-	return out, err
-}
-
-// PutIntegrationAudited is PutIntegration and AppendAudit in one step
-// (build nil: no event).
-func (s *Store) PutIntegrationAudited(ctx context.Context, tenantID string, in storage.Integration, build buildFunc) (storage.Integration, storage.AuditRecord, error) {
+// A nil build commits no event (storage.AuditFunc).
+func (s *Store) PutIntegration(ctx context.Context, tenantID string, in storage.Integration, build storage.AuditFunc) (storage.Integration, storage.AuditRecord, error) {
 	rec, err := prepareIntegration(tenantID, in)
 	if err != nil {
 		return storage.Integration{}, storage.AuditRecord{}, err
@@ -340,14 +324,8 @@ func (s *Store) ListIntegrations(ctx context.Context, tenantID string) ([]storag
 // CompareAndSwapIntegration replaces the record if in.Revision equals the
 // stored revision: storage.ErrConflict if not, storage.ErrNotFound if the
 // record (or tenant) does not exist.
-func (s *Store) CompareAndSwapIntegration(ctx context.Context, tenantID string, in storage.Integration) (storage.Integration, error) {
-	out, _, err := s.CompareAndSwapIntegrationAudited(ctx, tenantID, in, nil)
-	return out, err
-}
-
-// CompareAndSwapIntegrationAudited is CompareAndSwapIntegration and
-// AppendAudit in one step (build nil: no event).
-func (s *Store) CompareAndSwapIntegrationAudited(ctx context.Context, tenantID string, in storage.Integration, build buildFunc) (storage.Integration, storage.AuditRecord, error) {
+// A nil build commits no event (storage.AuditFunc).
+func (s *Store) CompareAndSwapIntegration(ctx context.Context, tenantID string, in storage.Integration, build storage.AuditFunc) (storage.Integration, storage.AuditRecord, error) {
 	rec, err := prepareIntegration(tenantID, in)
 	if err != nil {
 		return storage.Integration{}, storage.AuditRecord{}, err
@@ -381,14 +359,8 @@ func (s *Store) CompareAndSwapIntegrationAudited(ctx context.Context, tenantID s
 
 // DeleteIntegration removes the record; storage.ErrNotFound if absent (or
 // the tenant is unknown).
-func (s *Store) DeleteIntegration(ctx context.Context, tenantID, id string) error {
-	_, err := s.DeleteIntegrationAudited(ctx, tenantID, id, nil)
-	return err
-}
-
-// DeleteIntegrationAudited is DeleteIntegration and AppendAudit in one
-// step (build nil: no event).
-func (s *Store) DeleteIntegrationAudited(ctx context.Context, tenantID, id string, build buildFunc) (storage.AuditRecord, error) {
+// A nil build commits no event (storage.AuditFunc).
+func (s *Store) DeleteIntegration(ctx context.Context, tenantID, id string, build storage.AuditFunc) (storage.AuditRecord, error) {
 	if !storage.ValidID(tenantID) {
 		return storage.AuditRecord{}, invalidID("tenant", tenantID)
 	}

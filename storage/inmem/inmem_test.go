@@ -24,10 +24,10 @@ func TestBackupFormat(t *testing.T) {
 	ctx := context.Background()
 	s := inmem.New()
 	defer s.Close()
-	if _, err := s.CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
+	if _, err := storagetest.NoEvent(s).CreateTenant(ctx, storagetest.NewTenant("acme")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PutIntegration(ctx, "acme", storagetest.NewIntegration("acme", "crm", 64)); err != nil {
+	if _, err := storagetest.NoEvent(s).PutIntegration(ctx, "acme", storagetest.NewIntegration("acme", "crm", 64)); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 3 {

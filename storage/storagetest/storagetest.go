@@ -43,6 +43,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"AuditConcurrent", testAuditConcurrent},
 		{"AuditPrune", testAuditPrune},
 		{"AuditPruneWhileAppending", testAuditPruneWhileAppending},
+		{"NoEventWrites", testNoEventWrites},
 		{"PutIntegrationAudited", testPutIntegrationAudited},
 		{"TenantAudited", testTenantAudited},
 		{"CASAudited", testCASAudited},
@@ -176,9 +177,19 @@ func must[T any](t *testing.T, what string) func(T, error) T {
 	}
 }
 
+// pruner returns s's optional PruneAudit, skipping the test without it.
+func pruner(t *testing.T, s storage.Store) storage.AuditPruner {
+	t.Helper()
+	p, ok := s.(storage.AuditPruner)
+	if !ok {
+		t.Skip("the store has no PruneAudit (optional storage.AuditPruner)")
+	}
+	return p
+}
+
 func createTenant(t *testing.T, s storage.Store, id string) storage.Tenant {
 	t.Helper()
-	return must[storage.Tenant](t, "CreateTenant "+id)(s.CreateTenant(context.Background(), NewTenant(id)))
+	return must[storage.Tenant](t, "CreateTenant "+id)(NoEvent(s).CreateTenant(context.Background(), NewTenant(id)))
 }
 
 func testTenants(t *testing.T, s storage.Store) {
@@ -190,7 +201,7 @@ func testTenants(t *testing.T, s storage.Store) {
 	for _, id := range []string{"beta", "alpha", "gamma.1", "Alpha-2"} {
 		in := NewTenant(id)
 		in.Revision = 77 // ignored on create
-		got := must[storage.Tenant](t, "CreateTenant")(s.CreateTenant(ctx, in))
+		got := must[storage.Tenant](t, "CreateTenant")(NoEvent(s).CreateTenant(ctx, in))
 		if got.Revision != 1 {
 			t.Errorf("CreateTenant %s revision = %d, want 1", id, got.Revision)
 		}
@@ -199,7 +210,7 @@ func testTenants(t *testing.T, s storage.Store) {
 			t.Errorf("CreateTenant %s returned %+v, want %+v", id, got, in)
 		}
 	}
-	_, err := s.CreateTenant(ctx, NewTenant("alpha"))
+	_, err := NoEvent(s).CreateTenant(ctx, NewTenant("alpha"))
 	wantErr(t, "CreateTenant duplicate", err, storage.ErrExists)
 
 	got := must[storage.Tenant](t, "GetTenant")(s.GetTenant(ctx, "alpha"))
@@ -231,14 +242,14 @@ func testUpdateTenant(t *testing.T, s storage.Store) {
 	upd.Status = storage.TenantDisabled
 	upd.DEKVersion = 2
 	upd.DEKs = append(upd.DEKs, storage.WrappedDEK{Version: 2, KEKVersion: 1, Nonce: Ciphertext("n2", 12), Ciphertext: Ciphertext("d2", 48), CreatedAt: T0})
-	t2 := must[storage.Tenant](t, "UpdateTenant")(s.UpdateTenant(ctx, upd))
+	t2 := must[storage.Tenant](t, "UpdateTenant")(NoEvent(s).UpdateTenant(ctx, upd))
 	if t2.Revision != 2 || t2.Status != storage.TenantDisabled || len(t2.DEKs) != 2 {
 		t.Fatalf("UpdateTenant = rev %d status %q deks %d", t2.Revision, t2.Status, len(t2.DEKs))
 	}
 	// A second writer holding revision 1 must lose.
 	stale := t1
 	stale.Status = storage.TenantActive
-	_, err := s.UpdateTenant(ctx, stale)
+	_, err := NoEvent(s).UpdateTenant(ctx, stale)
 	wantErr(t, "UpdateTenant stale", err, storage.ErrConflict)
 	got := must[storage.Tenant](t, "GetTenant")(s.GetTenant(ctx, "acme"))
 	if !EqualTenant(got, t2) {
@@ -248,13 +259,13 @@ func testUpdateTenant(t *testing.T, s storage.Store) {
 		t.Fatal("DEK version 2 missing after update")
 	}
 	missing := NewTenant("ghost")
-	_, err = s.UpdateTenant(ctx, missing)
+	_, err = NoEvent(s).UpdateTenant(ctx, missing)
 	wantErr(t, "UpdateTenant missing", err, storage.ErrTenantNotFound)
 }
 
 func testIntegrations(t *testing.T, s storage.Store) {
 	ctx := context.Background()
-	_, err := s.PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 64))
+	_, err := NoEvent(s).PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 64))
 	wantErr(t, "PutIntegration into missing tenant", err, storage.ErrTenantNotFound)
 	_, err = s.ListIntegrations(ctx, "acme")
 	wantErr(t, "ListIntegrations of missing tenant", err, storage.ErrTenantNotFound)
@@ -266,7 +277,7 @@ func testIntegrations(t *testing.T, s storage.Store) {
 
 	in := NewIntegration("", "crm", 1024) // TenantID filled in by the store
 	in.Revision = 42                      // ignored by Put
-	p1 := must[storage.Integration](t, "PutIntegration create")(s.PutIntegration(ctx, "acme", in))
+	p1 := must[storage.Integration](t, "PutIntegration create")(NoEvent(s).PutIntegration(ctx, "acme", in))
 	if p1.Revision != 1 || p1.TenantID != "acme" {
 		t.Fatalf("PutIntegration create: revision %d tenant %q, want 1 acme", p1.Revision, p1.TenantID)
 	}
@@ -283,7 +294,7 @@ func testIntegrations(t *testing.T, s storage.Store) {
 	in.Status = storage.StatusDegraded
 	in.LastError = "provider timeout"
 	in.Revision = 0
-	p2 := must[storage.Integration](t, "PutIntegration replace")(s.PutIntegration(ctx, "acme", in))
+	p2 := must[storage.Integration](t, "PutIntegration replace")(NoEvent(s).PutIntegration(ctx, "acme", in))
 	if p2.Revision != 2 {
 		t.Fatalf("PutIntegration replace revision = %d, want 2", p2.Revision)
 	}
@@ -293,7 +304,7 @@ func testIntegrations(t *testing.T, s storage.Store) {
 	}
 
 	for _, id := range []string{"zeta", "alpha", "mid-1", "Mid_2"} {
-		must[storage.Integration](t, "PutIntegration "+id)(s.PutIntegration(ctx, "acme", NewIntegration("acme", id, 32)))
+		must[storage.Integration](t, "PutIntegration "+id)(NoEvent(s).PutIntegration(ctx, "acme", NewIntegration("acme", id, 32)))
 	}
 	list := must[[]storage.Integration](t, "ListIntegrations")(s.ListIntegrations(ctx, "acme"))
 	var ids []string
@@ -314,19 +325,19 @@ func testIntegrations(t *testing.T, s storage.Store) {
 func testCompareAndSwap(t *testing.T, s storage.Store) {
 	ctx := context.Background()
 	createTenant(t, s, "acme")
-	p1 := must[storage.Integration](t, "Put")(s.PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 128)))
+	p1 := must[storage.Integration](t, "Put")(NoEvent(s).PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 128)))
 
 	next := p1
 	next.RefreshCount = 1
 	next.AccessToken = Ciphertext("new-at", 128)
-	c2 := must[storage.Integration](t, "CAS")(s.CompareAndSwapIntegration(ctx, "acme", next))
+	c2 := must[storage.Integration](t, "CAS")(NoEvent(s).CompareAndSwapIntegration(ctx, "acme", next))
 	if c2.Revision != 2 || c2.RefreshCount != 1 {
 		t.Fatalf("CAS = rev %d count %d, want 2 1", c2.Revision, c2.RefreshCount)
 	}
 
 	stale := p1 // still revision 1
 	stale.RefreshCount = 99
-	_, err := s.CompareAndSwapIntegration(ctx, "acme", stale)
+	_, err := NoEvent(s).CompareAndSwapIntegration(ctx, "acme", stale)
 	wantErr(t, "CAS with stale revision", err, storage.ErrConflict)
 	got := must[storage.Integration](t, "Get")(s.GetIntegration(ctx, "acme", "crm"))
 	if !EqualIntegration(got, c2) {
@@ -335,37 +346,37 @@ func testCompareAndSwap(t *testing.T, s storage.Store) {
 
 	future := c2
 	future.Revision = 10
-	_, err = s.CompareAndSwapIntegration(ctx, "acme", future)
+	_, err = NoEvent(s).CompareAndSwapIntegration(ctx, "acme", future)
 	wantErr(t, "CAS with future revision", err, storage.ErrConflict)
 
 	ghost := NewIntegration("acme", "ghost", 16)
-	_, err = s.CompareAndSwapIntegration(ctx, "acme", ghost)
+	_, err = NoEvent(s).CompareAndSwapIntegration(ctx, "acme", ghost)
 	wantErr(t, "CAS of missing id", err, storage.ErrNotFound)
 	_, err = s.GetIntegration(ctx, "acme", "ghost")
 	wantErr(t, "CAS must not create", err, storage.ErrNotFound)
 	ghost.TenantID = ""
-	_, err = s.CompareAndSwapIntegration(ctx, "nobody", ghost)
+	_, err = NoEvent(s).CompareAndSwapIntegration(ctx, "nobody", ghost)
 	wantErr(t, "CAS in missing tenant", err, storage.ErrNotFound)
 }
 
 func testDelete(t *testing.T, s storage.Store) {
 	ctx := context.Background()
 	createTenant(t, s, "acme")
-	must[storage.Integration](t, "Put")(s.PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 16)))
-	must[storage.Integration](t, "Put")(s.PutIntegration(ctx, "acme", NewIntegration("acme", "erp", 16)))
-	if err := s.DeleteIntegration(ctx, "acme", "crm"); err != nil {
+	must[storage.Integration](t, "Put")(NoEvent(s).PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 16)))
+	must[storage.Integration](t, "Put")(NoEvent(s).PutIntegration(ctx, "acme", NewIntegration("acme", "erp", 16)))
+	if err := NoEvent(s).DeleteIntegration(ctx, "acme", "crm"); err != nil {
 		t.Fatalf("DeleteIntegration: %v", err)
 	}
 	_, err := s.GetIntegration(ctx, "acme", "crm")
 	wantErr(t, "Get after delete", err, storage.ErrNotFound)
-	wantErr(t, "second delete", s.DeleteIntegration(ctx, "acme", "crm"), storage.ErrNotFound)
-	wantErr(t, "delete in missing tenant", s.DeleteIntegration(ctx, "nobody", "crm"), storage.ErrNotFound)
+	wantErr(t, "second delete", NoEvent(s).DeleteIntegration(ctx, "acme", "crm"), storage.ErrNotFound)
+	wantErr(t, "delete in missing tenant", NoEvent(s).DeleteIntegration(ctx, "nobody", "crm"), storage.ErrNotFound)
 	list := must[[]storage.Integration](t, "List")(s.ListIntegrations(ctx, "acme"))
 	if len(list) != 1 || list[0].ID != "erp" {
 		t.Fatalf("after delete List = %v", list)
 	}
 	// A re-created record starts over.
-	p := must[storage.Integration](t, "Put")(s.PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 16)))
+	p := must[storage.Integration](t, "Put")(NoEvent(s).PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 16)))
 	if p.Revision != 1 {
 		t.Fatalf("re-created record revision = %d, want 1", p.Revision)
 	}
@@ -380,7 +391,7 @@ func testTenantIsolation(t *testing.T, s storage.Store) {
 	_, errBefore := s.GetIntegration(ctx, "tenant-b", "shared")
 	wantErr(t, "B get before", errBefore, storage.ErrNotFound)
 
-	a := must[storage.Integration](t, "A put")(s.PutIntegration(ctx, "tenant-a", NewIntegration("tenant-a", "shared", 256)))
+	a := must[storage.Integration](t, "A put")(NoEvent(s).PutIntegration(ctx, "tenant-a", NewIntegration("tenant-a", "shared", 256)))
 
 	_, errAfter := s.GetIntegration(ctx, "tenant-b", "shared")
 	wantErr(t, "B get A's id", errAfter, storage.ErrNotFound)
@@ -396,9 +407,9 @@ func testTenantIsolation(t *testing.T, s storage.Store) {
 	cas := a
 	cas.Status = storage.StatusReauthorizationRequired
 	cas.TenantID = ""
-	_, err := s.CompareAndSwapIntegration(ctx, "tenant-b", cas)
+	_, err := NoEvent(s).CompareAndSwapIntegration(ctx, "tenant-b", cas)
 	wantErr(t, "B CAS on A's id", err, storage.ErrNotFound)
-	wantErr(t, "B delete A's id", s.DeleteIntegration(ctx, "tenant-b", "shared"), storage.ErrNotFound)
+	wantErr(t, "B delete A's id", NoEvent(s).DeleteIntegration(ctx, "tenant-b", "shared"), storage.ErrNotFound)
 	if l := must[[]storage.Integration](t, "B list")(s.ListIntegrations(ctx, "tenant-b")); len(l) != 0 {
 		t.Fatalf("B lists %d integrations, want 0", len(l))
 	}
@@ -406,16 +417,16 @@ func testTenantIsolation(t *testing.T, s storage.Store) {
 	// A record naming tenant A cannot be written through tenant B.
 	forged := a
 	forged.AccessToken = Ciphertext("forged", 256)
-	_, err = s.PutIntegration(ctx, "tenant-b", forged)
+	_, err = NoEvent(s).PutIntegration(ctx, "tenant-b", forged)
 	wantErr(t, "B put naming tenant A", err, storage.ErrInvalidRecord)
-	_, err = s.CompareAndSwapIntegration(ctx, "tenant-a", func() storage.Integration { x := a; x.TenantID = "tenant-b"; return x }())
+	_, err = NoEvent(s).CompareAndSwapIntegration(ctx, "tenant-a", func() storage.Integration { x := a; x.TenantID = "tenant-b"; return x }())
 	wantErr(t, "CAS naming another tenant", err, storage.ErrInvalidRecord)
 
 	// B may own the same id independently.
 	b := NewIntegration("tenant-b", "shared", 256)
 	b.Provider = "other"
-	pb := must[storage.Integration](t, "B put")(s.PutIntegration(ctx, "tenant-b", b))
-	pb = must[storage.Integration](t, "B put again")(s.PutIntegration(ctx, "tenant-b", b))
+	pb := must[storage.Integration](t, "B put")(NoEvent(s).PutIntegration(ctx, "tenant-b", b))
+	pb = must[storage.Integration](t, "B put again")(NoEvent(s).PutIntegration(ctx, "tenant-b", b))
 	if pb.Revision != 2 {
 		t.Fatalf("B's revision = %d, want 2 (independent of A)", pb.Revision)
 	}
@@ -436,7 +447,7 @@ var BadIDs = []string{"", "-lead", ".lead", "a/b", "../x", "a b", "a\x00b", "t/x
 func testInvalidIDs(t *testing.T, s storage.Store) {
 	ctx := context.Background()
 	createTenant(t, s, "acme")
-	must[storage.Integration](t, "Put")(s.PutIntegration(ctx, "acme", NewIntegration("acme", "ok", 16)))
+	must[storage.Integration](t, "Put")(NoEvent(s).PutIntegration(ctx, "acme", NewIntegration("acme", "ok", 16)))
 	if !storage.ValidID(strings.Repeat("a", 128)) {
 		t.Fatal("a 128-character id must be valid")
 	}
@@ -444,24 +455,24 @@ func testInvalidIDs(t *testing.T, s storage.Store) {
 		if storage.ValidID(bad) {
 			t.Fatalf("ValidID(%q) = true", bad)
 		}
-		_, err := s.CreateTenant(ctx, NewTenant(bad))
+		_, err := NoEvent(s).CreateTenant(ctx, NewTenant(bad))
 		wantErr(t, fmt.Sprintf("CreateTenant(%q)", bad), err, storage.ErrInvalidID)
 		_, err = s.GetTenant(ctx, bad)
 		wantErr(t, fmt.Sprintf("GetTenant(%q)", bad), err, storage.ErrInvalidID)
 		_, err = s.ListIntegrations(ctx, bad)
 		wantErr(t, fmt.Sprintf("ListIntegrations(%q)", bad), err, storage.ErrInvalidID)
-		_, err = s.PutIntegration(ctx, "acme", NewIntegration("acme", bad, 16))
+		_, err = NoEvent(s).PutIntegration(ctx, "acme", NewIntegration("acme", bad, 16))
 		wantErr(t, fmt.Sprintf("PutIntegration id %q", bad), err, storage.ErrInvalidID)
-		_, err = s.PutIntegration(ctx, bad, NewIntegration("", "ok", 16))
+		_, err = NoEvent(s).PutIntegration(ctx, bad, NewIntegration("", "ok", 16))
 		wantErr(t, fmt.Sprintf("PutIntegration tenant %q", bad), err, storage.ErrInvalidID)
 		_, err = s.GetIntegration(ctx, "acme", bad)
 		wantErr(t, fmt.Sprintf("GetIntegration id %q", bad), err, storage.ErrInvalidID)
 		_, err = s.GetIntegration(ctx, bad, "ok")
 		wantErr(t, fmt.Sprintf("GetIntegration tenant %q", bad), err, storage.ErrInvalidID)
-		_, err = s.CompareAndSwapIntegration(ctx, "acme", NewIntegration("acme", bad, 16))
+		_, err = NoEvent(s).CompareAndSwapIntegration(ctx, "acme", NewIntegration("acme", bad, 16))
 		wantErr(t, fmt.Sprintf("CAS id %q", bad), err, storage.ErrInvalidID)
-		wantErr(t, fmt.Sprintf("Delete id %q", bad), s.DeleteIntegration(ctx, "acme", bad), storage.ErrInvalidID)
-		wantErr(t, fmt.Sprintf("Delete tenant %q", bad), s.DeleteIntegration(ctx, bad, "ok"), storage.ErrInvalidID)
+		wantErr(t, fmt.Sprintf("Delete id %q", bad), NoEvent(s).DeleteIntegration(ctx, "acme", bad), storage.ErrInvalidID)
+		wantErr(t, fmt.Sprintf("Delete tenant %q", bad), NoEvent(s).DeleteIntegration(ctx, bad, "ok"), storage.ErrInvalidID)
 	}
 	if l := must[[]storage.Tenant](t, "ListTenants")(s.ListTenants(ctx)); len(l) != 1 {
 		t.Fatalf("invalid creates left %d tenants, want 1", len(l))
@@ -471,7 +482,7 @@ func testInvalidIDs(t *testing.T, s storage.Store) {
 func testReturnsCopies(t *testing.T, s storage.Store) {
 	ctx := context.Background()
 	tn := NewTenant("acme")
-	created := must[storage.Tenant](t, "CreateTenant")(s.CreateTenant(ctx, tn))
+	created := must[storage.Tenant](t, "CreateTenant")(NoEvent(s).CreateTenant(ctx, tn))
 	tn.DEKs[0].Ciphertext[0] ^= 0xff // caller's input after the call
 	created.DEKs[0].Nonce[0] ^= 0xff // the returned value
 	got := must[storage.Tenant](t, "GetTenant")(s.GetTenant(ctx, "acme"))
@@ -486,7 +497,7 @@ func testReturnsCopies(t *testing.T, s storage.Store) {
 
 	in := NewIntegration("acme", "crm", 64)
 	pristine := NewIntegration("acme", "crm", 64)
-	put := must[storage.Integration](t, "Put")(s.PutIntegration(ctx, "acme", in))
+	put := must[storage.Integration](t, "Put")(NoEvent(s).PutIntegration(ctx, "acme", in))
 	in.Scopes[0] = "admin"
 	in.AccessToken[0] ^= 0xff
 	put.Scopes[1] = "admin"
@@ -534,7 +545,7 @@ func testReturnsCopies(t *testing.T, s storage.Store) {
 // chain (SHA-256 over prev_hash, "\n", the event text without hash; not
 // the RFC 8785 form the audit package uses, which storage need not know).
 // It is deterministic in head, as build functions must be.
-func ChainBuilder(body string) func(storage.AuditHead) (storage.AuditRecord, error) {
+func ChainBuilder(body string) storage.AuditFunc {
 	return func(head storage.AuditHead) (storage.AuditRecord, error) {
 		seq := head.Seq + 1
 		unhashed := fmt.Sprintf(`{"seq":%d,%s,"prev_hash":%q}`, seq, body, head.Hash)
@@ -739,7 +750,7 @@ func testAuditConcurrent(t *testing.T, s storage.Store) {
 func testConcurrency(t *testing.T, s storage.Store) {
 	ctx := context.Background()
 	createTenant(t, s, "acme")
-	must[storage.Integration](t, "Put counter")(s.PutIntegration(ctx, "acme", NewIntegration("acme", "counter", 512)))
+	must[storage.Integration](t, "Put counter")(NoEvent(s).PutIntegration(ctx, "acme", NewIntegration("acme", "counter", 512)))
 
 	const (
 		incrementers = 50
@@ -765,7 +776,7 @@ func testConcurrency(t *testing.T, s storage.Store) {
 					}
 					cur.RefreshCount++
 					cur.UpdatedAt = T0.Add(time.Duration(cur.RefreshCount) * time.Second)
-					_, err = s.CompareAndSwapIntegration(ctx, "acme", cur)
+					_, err = NoEvent(s).CompareAndSwapIntegration(ctx, "acme", cur)
 					switch {
 					case err == nil:
 						done = true
@@ -812,7 +823,7 @@ func testConcurrency(t *testing.T, s storage.Store) {
 		wg.Go(func() {
 			id := fmt.Sprintf("writer-%d", g)
 			for i := range writes {
-				p, err := s.PutIntegration(ctx, "acme", NewIntegration("acme", id, 512))
+				p, err := NoEvent(s).PutIntegration(ctx, "acme", NewIntegration("acme", id, 512))
 				if err != nil {
 					t.Errorf("writer %d: %v", g, err)
 					return
@@ -847,10 +858,14 @@ func testConcurrency(t *testing.T, s storage.Store) {
 
 func testBackup(t *testing.T, s storage.Store) {
 	ctx := context.Background()
+	b, ok := s.(storage.Backuper)
+	if !ok {
+		t.Skip("the store has no Backup (optional storage.Backuper)")
+	}
 	createTenant(t, s, "acme")
-	must[storage.Integration](t, "Put")(s.PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 1024)))
+	must[storage.Integration](t, "Put")(NoEvent(s).PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 1024)))
 	var buf bytes.Buffer
-	n, err := s.Backup(ctx, &buf)
+	n, err := b.Backup(ctx, &buf)
 	if err != nil {
 		t.Fatalf("Backup: %v", err)
 	}
@@ -858,7 +873,7 @@ func testBackup(t *testing.T, s storage.Store) {
 		t.Fatalf("Backup wrote %d bytes, reported %d", buf.Len(), n)
 	}
 	// The store stays online.
-	must[storage.Integration](t, "Put after backup")(s.PutIntegration(ctx, "acme", NewIntegration("acme", "erp", 16)))
+	must[storage.Integration](t, "Put after backup")(NoEvent(s).PutIntegration(ctx, "acme", NewIntegration("acme", "erp", 16)))
 }
 
 func testContext(t *testing.T, s storage.Store) {
@@ -866,16 +881,18 @@ func testContext(t *testing.T, s storage.Store) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	checks := map[string]error{}
-	_, checks["CreateTenant"] = s.CreateTenant(ctx, NewTenant("other"))
+	_, checks["CreateTenant"] = NoEvent(s).CreateTenant(ctx, NewTenant("other"))
 	_, checks["GetTenant"] = s.GetTenant(ctx, "acme")
 	_, checks["ListTenants"] = s.ListTenants(ctx)
-	_, checks["PutIntegration"] = s.PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 16))
+	_, checks["PutIntegration"] = NoEvent(s).PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 16))
 	_, checks["GetIntegration"] = s.GetIntegration(ctx, "acme", "crm")
 	_, checks["ListIntegrations"] = s.ListIntegrations(ctx, "acme")
-	checks["DeleteIntegration"] = s.DeleteIntegration(ctx, "acme", "crm")
+	checks["DeleteIntegration"] = NoEvent(s).DeleteIntegration(ctx, "acme", "crm")
 	_, checks["AppendAudit"] = s.AppendAudit(ctx, ChainBuilder(`"action":"x"`))
 	_, checks["AuditHead"] = s.AuditHead(ctx)
-	_, checks["Backup"] = s.Backup(ctx, &bytes.Buffer{})
+	if b, ok := s.(storage.Backuper); ok {
+		_, checks["Backup"] = b.Backup(ctx, &bytes.Buffer{})
+	}
 	checks["Ping"] = s.Ping(ctx)
 	for name, err := range checks {
 		if !errors.Is(err, context.Canceled) {
@@ -907,19 +924,21 @@ func testClose(t *testing.T, s storage.Store) {
 		t.Fatalf("second Close: %v", err)
 	}
 	checks := map[string]error{}
-	_, checks["CreateTenant"] = s.CreateTenant(ctx, NewTenant("other"))
+	_, checks["CreateTenant"] = NoEvent(s).CreateTenant(ctx, NewTenant("other"))
 	_, checks["GetTenant"] = s.GetTenant(ctx, "acme")
 	_, checks["ListTenants"] = s.ListTenants(ctx)
-	_, checks["UpdateTenant"] = s.UpdateTenant(ctx, NewTenant("acme"))
-	_, checks["PutIntegration"] = s.PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 16))
+	_, checks["UpdateTenant"] = NoEvent(s).UpdateTenant(ctx, NewTenant("acme"))
+	_, checks["PutIntegration"] = NoEvent(s).PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 16))
 	_, checks["GetIntegration"] = s.GetIntegration(ctx, "acme", "crm")
 	_, checks["ListIntegrations"] = s.ListIntegrations(ctx, "acme")
-	_, checks["CompareAndSwapIntegration"] = s.CompareAndSwapIntegration(ctx, "acme", NewIntegration("acme", "crm", 16))
-	checks["DeleteIntegration"] = s.DeleteIntegration(ctx, "acme", "crm")
+	_, checks["CompareAndSwapIntegration"] = NoEvent(s).CompareAndSwapIntegration(ctx, "acme", NewIntegration("acme", "crm", 16))
+	checks["DeleteIntegration"] = NoEvent(s).DeleteIntegration(ctx, "acme", "crm")
 	_, checks["AppendAudit"] = s.AppendAudit(ctx, ChainBuilder(`"action":"x"`))
 	checks["ScanAudit"] = s.ScanAudit(ctx, 0, func(storage.AuditRecord) (bool, error) { return true, nil })
 	_, checks["AuditHead"] = s.AuditHead(ctx)
-	_, checks["Backup"] = s.Backup(ctx, &bytes.Buffer{})
+	if b, ok := s.(storage.Backuper); ok {
+		_, checks["Backup"] = b.Backup(ctx, &bytes.Buffer{})
+	}
 	checks["Ping"] = s.Ping(ctx)
 	for name, err := range checks {
 		if !errors.Is(err, storage.ErrClosed) {
@@ -928,15 +947,60 @@ func testClose(t *testing.T, s storage.Store) {
 	}
 }
 
+// testNoEventWrites: a write with a nil AuditFunc commits alone, returns a
+// zero AuditRecord and leaves the chain as it was; AppendAudit, which has
+// nothing but the event to write, refuses a nil one.
+func testNoEventWrites(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	if _, err := s.AppendAudit(ctx, ChainBuilder(`"action":"a"`)); err != nil {
+		t.Fatal(err)
+	}
+	head := must[storage.AuditHead](t, "AuditHead")(s.AuditHead(ctx))
+	zero := storage.AuditRecord{}
+	check := func(what string, rec storage.AuditRecord, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if !reflect.DeepEqual(rec, zero) {
+			t.Fatalf("%s with no event returned record %+v", what, rec)
+		}
+		if h := must[storage.AuditHead](t, "AuditHead")(s.AuditHead(ctx)); h != head {
+			t.Fatalf("%s with no event moved the head from %+v to %+v", what, head, h)
+		}
+	}
+	tn, rec, err := s.CreateTenant(ctx, NewTenant("acme"), nil)
+	check("CreateTenant", rec, err)
+	_, rec, err = s.UpdateTenant(ctx, tn, nil)
+	check("UpdateTenant", rec, err)
+	in, rec, err := s.PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 64), nil)
+	check("PutIntegration", rec, err)
+	in.LastUsedAt = T0.Add(time.Minute)
+	got, rec, err := s.CompareAndSwapIntegration(ctx, "acme", in, nil)
+	check("CompareAndSwapIntegration", rec, err)
+	if got.Revision != 2 || !got.LastUsedAt.Equal(in.LastUsedAt) {
+		t.Fatalf("CAS with no event stored %+v", got)
+	}
+	rec, err = s.DeleteIntegration(ctx, "acme", "crm", nil)
+	check("DeleteIntegration", rec, err)
+	if _, err := s.GetIntegration(ctx, "acme", "crm"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("after DeleteIntegration with no event: %v", err)
+	}
+	if _, err := s.AppendAudit(ctx, nil); !errors.Is(err, storage.ErrInvalidRecord) {
+		t.Fatalf("AppendAudit(nil): %v, want ErrInvalidRecord", err)
+	}
+	check("AppendAudit(nil)", zero, nil)
+}
+
 // testPutIntegrationAudited: the record and its audit event commit together,
 // or neither does.
 func testPutIntegrationAudited(t *testing.T, s storage.Store) {
 	ctx := context.Background()
-	if _, err := s.CreateTenant(ctx, NewTenant("acme")); err != nil {
+	if _, err := NoEvent(s).CreateTenant(ctx, NewTenant("acme")); err != nil {
 		t.Fatal(err)
 	}
 	in := NewIntegration("acme", "crm", 256)
-	got, rec, err := s.PutIntegrationAudited(ctx, "acme", in, ChainBuilder(`"action":"token.store"`))
+	got, rec, err := s.PutIntegration(ctx, "acme", in, ChainBuilder(`"action":"token.store"`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -949,7 +1013,7 @@ func testPutIntegrationAudited(t *testing.T, s storage.Store) {
 	// A failing build rolls the record back too.
 	boom := errors.New("build failed")
 	in2 := NewIntegration("acme", "other", 256)
-	_, _, err = s.PutIntegrationAudited(ctx, "acme", in2, func(storage.AuditHead) (storage.AuditRecord, error) {
+	_, _, err = s.PutIntegration(ctx, "acme", in2, func(storage.AuditHead) (storage.AuditRecord, error) {
 		return storage.AuditRecord{}, boom
 	})
 	if !errors.Is(err, boom) {
@@ -959,7 +1023,7 @@ func testPutIntegrationAudited(t *testing.T, s storage.Store) {
 		t.Fatalf("record written without its audit event: %v", err)
 	}
 	// A missing tenant writes no audit event.
-	_, _, err = s.PutIntegrationAudited(ctx, "nosuch", NewIntegration("nosuch", "x", 16), ChainBuilder(`"action":"token.store"`))
+	_, _, err = s.PutIntegration(ctx, "nosuch", NewIntegration("nosuch", "x", 16), ChainBuilder(`"action":"token.store"`))
 	if !errors.Is(err, storage.ErrTenantNotFound) {
 		t.Fatalf("missing tenant: %v", err)
 	}
@@ -968,7 +1032,7 @@ func testPutIntegrationAudited(t *testing.T, s storage.Store) {
 		t.Fatalf("audit head %+v %v", head, err)
 	}
 	// Replacing bumps the revision and appends the next event.
-	got, rec, err = s.PutIntegrationAudited(ctx, "acme", in, ChainBuilder(`"action":"token.store"`))
+	got, rec, err = s.PutIntegration(ctx, "acme", in, ChainBuilder(`"action":"token.store"`))
 	if err != nil || got.Revision != 2 || rec.Seq != 2 {
 		t.Fatalf("replace: rev %d seq %d err %v", got.Revision, rec.Seq, err)
 	}
@@ -989,17 +1053,17 @@ func testTenantAudited(t *testing.T, s storage.Store) {
 		return h.Seq
 	}
 
-	if _, _, err := s.CreateTenantAudited(ctx, NewTenant("acme"), failing); !errors.Is(err, boom) {
+	if _, _, err := s.CreateTenant(ctx, NewTenant("acme"), failing); !errors.Is(err, boom) {
 		t.Fatalf("create with a failing build: %v", err)
 	}
 	if _, err := s.GetTenant(ctx, "acme"); !errors.Is(err, storage.ErrTenantNotFound) {
 		t.Fatalf("tenant created without its audit event: %v", err)
 	}
-	tn, rec, err := s.CreateTenantAudited(ctx, NewTenant("acme"), ChainBuilder(`"action":"tenant.create"`))
+	tn, rec, err := s.CreateTenant(ctx, NewTenant("acme"), ChainBuilder(`"action":"tenant.create"`))
 	if err != nil || tn.Revision != 1 || rec.Seq != 1 {
 		t.Fatalf("create: rev %d seq %d %v", tn.Revision, rec.Seq, err)
 	}
-	if _, _, err := s.CreateTenantAudited(ctx, NewTenant("acme"), ChainBuilder(`"action":"tenant.create"`)); !errors.Is(err, storage.ErrExists) {
+	if _, _, err := s.CreateTenant(ctx, NewTenant("acme"), ChainBuilder(`"action":"tenant.create"`)); !errors.Is(err, storage.ErrExists) {
 		t.Fatalf("second create: %v", err)
 	}
 	if headSeq() != 1 {
@@ -1008,17 +1072,17 @@ func testTenantAudited(t *testing.T, s storage.Store) {
 
 	next := tn
 	next.DEKVersion = 2
-	if _, _, err := s.UpdateTenantAudited(ctx, next, failing); !errors.Is(err, boom) {
+	if _, _, err := s.UpdateTenant(ctx, next, failing); !errors.Is(err, boom) {
 		t.Fatalf("update with a failing build: %v", err)
 	}
 	if got, _ := s.GetTenant(ctx, "acme"); got.Revision != 1 || got.DEKVersion != 1 {
 		t.Fatalf("tenant updated without its audit event: %+v", got)
 	}
-	upd, rec, err := s.UpdateTenantAudited(ctx, next, ChainBuilder(`"action":"key.rotate"`))
+	upd, rec, err := s.UpdateTenant(ctx, next, ChainBuilder(`"action":"key.rotate"`))
 	if err != nil || upd.Revision != 2 || upd.DEKVersion != 2 || rec.Seq != 2 {
 		t.Fatalf("update: %+v seq %d %v", upd, rec.Seq, err)
 	}
-	if _, _, err := s.UpdateTenantAudited(ctx, next, ChainBuilder(`"action":"key.rotate"`)); !errors.Is(err, storage.ErrConflict) {
+	if _, _, err := s.UpdateTenant(ctx, next, ChainBuilder(`"action":"key.rotate"`)); !errors.Is(err, storage.ErrConflict) {
 		t.Fatalf("stale update: %v", err)
 	}
 	if headSeq() != 2 {
@@ -1037,18 +1101,18 @@ func testTenantAudited(t *testing.T, s storage.Store) {
 // a conflict or a failing build writes neither.
 func testCASAudited(t *testing.T, s storage.Store) {
 	ctx := context.Background()
-	if _, err := s.CreateTenant(ctx, NewTenant("acme")); err != nil {
+	if _, err := NoEvent(s).CreateTenant(ctx, NewTenant("acme")); err != nil {
 		t.Fatal(err)
 	}
-	in, err := s.PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 64))
+	in, err := NoEvent(s).PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 64))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A delete and its event likewise.
-	if _, err := s.PutIntegration(ctx, "acme", NewIntegration("acme", "gone", 64)); err != nil {
+	if _, err := NoEvent(s).PutIntegration(ctx, "acme", NewIntegration("acme", "gone", 64)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.DeleteIntegrationAudited(ctx, "acme", "gone", func(storage.AuditHead) (storage.AuditRecord, error) {
+	if _, err := s.DeleteIntegration(ctx, "acme", "gone", func(storage.AuditHead) (storage.AuditRecord, error) {
 		return storage.AuditRecord{}, errors.New("build failed")
 	}); err == nil {
 		t.Fatal("delete with a failing build succeeded")
@@ -1056,20 +1120,20 @@ func testCASAudited(t *testing.T, s storage.Store) {
 	if _, err := s.GetIntegration(ctx, "acme", "gone"); err != nil {
 		t.Fatalf("deleted without its audit event: %v", err)
 	}
-	if _, err := s.DeleteIntegrationAudited(ctx, "acme", "gone", ChainBuilder(`"action":"integration.delete"`)); err != nil {
+	if _, err := s.DeleteIntegration(ctx, "acme", "gone", ChainBuilder(`"action":"integration.delete"`)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.GetIntegration(ctx, "acme", "gone"); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("after audited delete: %v", err)
 	}
-	if _, err := s.DeleteIntegrationAudited(ctx, "acme", "gone", ChainBuilder(`"action":"integration.delete"`)); !errors.Is(err, storage.ErrNotFound) {
+	if _, err := s.DeleteIntegration(ctx, "acme", "gone", ChainBuilder(`"action":"integration.delete"`)); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("second delete: %v", err)
 	}
 
 	upd := in
 	upd.RefreshCount = 1
 	boom := errors.New("build failed")
-	if _, _, err := s.CompareAndSwapIntegrationAudited(ctx, "acme", upd, func(storage.AuditHead) (storage.AuditRecord, error) {
+	if _, _, err := s.CompareAndSwapIntegration(ctx, "acme", upd, func(storage.AuditHead) (storage.AuditRecord, error) {
 		return storage.AuditRecord{}, boom
 	}); !errors.Is(err, boom) {
 		t.Fatalf("failing build: %v", err)
@@ -1077,11 +1141,11 @@ func testCASAudited(t *testing.T, s storage.Store) {
 	if got, _ := s.GetIntegration(ctx, "acme", "crm"); got.Revision != in.Revision || got.RefreshCount != 0 {
 		t.Fatalf("swapped without its audit event: %+v", got)
 	}
-	out, rec, err := s.CompareAndSwapIntegrationAudited(ctx, "acme", upd, ChainBuilder(`"action":"token.refresh"`))
+	out, rec, err := s.CompareAndSwapIntegration(ctx, "acme", upd, ChainBuilder(`"action":"token.refresh"`))
 	if err != nil || out.Revision != in.Revision+1 || out.RefreshCount != 1 || rec.Seq != 2 {
 		t.Fatalf("swap: %+v seq %d %v", out, rec.Seq, err)
 	}
-	if _, _, err := s.CompareAndSwapIntegrationAudited(ctx, "acme", upd, ChainBuilder(`"action":"token.refresh"`)); !errors.Is(err, storage.ErrConflict) {
+	if _, _, err := s.CompareAndSwapIntegration(ctx, "acme", upd, ChainBuilder(`"action":"token.refresh"`)); !errors.Is(err, storage.ErrConflict) {
 		t.Fatalf("stale swap: %v", err)
 	}
 	if h, _ := s.AuditHead(ctx); h.Seq != 2 {
@@ -1094,7 +1158,7 @@ func testCASAudited(t *testing.T, s storage.Store) {
 // own record back even while concurrent writes share its transaction.
 func testAuditedWritesUnderBatching(t *testing.T, s storage.Store) {
 	ctx := context.Background()
-	if _, err := s.CreateTenant(ctx, NewTenant("acme")); err != nil {
+	if _, err := NoEvent(s).CreateTenant(ctx, NewTenant("acme")); err != nil {
 		t.Fatal(err)
 	}
 	badChain := func(head storage.AuditHead) (storage.AuditRecord, error) {
@@ -1109,13 +1173,13 @@ func testAuditedWritesUnderBatching(t *testing.T, s storage.Store) {
 			go func() {
 				defer wg.Done()
 				id := fmt.Sprintf("plain-%d-%d", round, w)
-				if _, err := s.PutIntegration(ctx, "acme", NewIntegration("acme", id, 32)); err != nil {
+				if _, err := NoEvent(s).PutIntegration(ctx, "acme", NewIntegration("acme", id, 32)); err != nil {
 					t.Error(err)
 				}
 			}()
 		}
 		id := fmt.Sprintf("audited-%d", round)
-		_, _, err := s.PutIntegrationAudited(ctx, "acme", NewIntegration("acme", id, 32), badChain)
+		_, _, err := s.PutIntegration(ctx, "acme", NewIntegration("acme", id, 32), badChain)
 		wg.Wait()
 		if err == nil {
 			t.Fatalf("round %d: a broken chain record was accepted", round)
@@ -1149,16 +1213,16 @@ func chainPair(first, second string, skip bool) func(storage.AuditHead) (storage
 // order, or (on a bad second event) neither, nor the record.
 func testAuditedMore(t *testing.T, s storage.Store) {
 	ctx := context.Background()
-	if _, err := s.CreateTenant(ctx, NewTenant("acme")); err != nil {
+	if _, err := NoEvent(s).CreateTenant(ctx, NewTenant("acme")); err != nil {
 		t.Fatal(err)
 	}
-	in, err := s.PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 64))
+	in, err := NoEvent(s).PutIntegration(ctx, "acme", NewIntegration("acme", "crm", 64))
 	if err != nil {
 		t.Fatal(err)
 	}
 	upd := in
 	upd.RefreshCount = 7
-	if _, _, err := s.CompareAndSwapIntegrationAudited(ctx, "acme", upd, chainPair(`"action":"token.refresh"`, `"action":"scope.drift"`, true)); !errors.Is(err, storage.ErrInvalidRecord) {
+	if _, _, err := s.CompareAndSwapIntegration(ctx, "acme", upd, chainPair(`"action":"token.refresh"`, `"action":"scope.drift"`, true)); !errors.Is(err, storage.ErrInvalidRecord) {
 		t.Fatalf("second event out of sequence: %v, want ErrInvalidRecord", err)
 	}
 	if got, _ := s.GetIntegration(ctx, "acme", "crm"); got.Revision != in.Revision {
@@ -1167,7 +1231,7 @@ func testAuditedMore(t *testing.T, s storage.Store) {
 	if h, _ := s.AuditHead(ctx); h.Seq != 0 {
 		t.Fatalf("head moved to %d after a refused write", h.Seq)
 	}
-	out, rec, err := s.CompareAndSwapIntegrationAudited(ctx, "acme", upd, chainPair(`"action":"token.refresh"`, `"action":"scope.drift"`, false))
+	out, rec, err := s.CompareAndSwapIntegration(ctx, "acme", upd, chainPair(`"action":"token.refresh"`, `"action":"scope.drift"`, false))
 	if err != nil || out.RefreshCount != 7 {
 		t.Fatalf("swap with two events: %+v %v", out, err)
 	}
@@ -1199,34 +1263,35 @@ func appendN(t *testing.T, s storage.Store, n int) []storage.AuditRecord {
 
 func testAuditPrune(t *testing.T, s storage.Store) {
 	ctx := context.Background()
+	p := pruner(t, s)
 	anchor := must[storage.AuditHead](t, "AuditAnchor")(s.AuditAnchor(ctx))
 	if anchor.Seq != 0 || anchor.Hash != storage.GenesisHash {
 		t.Fatalf("AuditAnchor of an empty store = %+v, want {0, genesis}", anchor)
 	}
-	if n, err := s.PruneAudit(ctx, 10, 100); err != nil || n != 0 {
+	if n, err := p.PruneAudit(ctx, 10, 100); err != nil || n != 0 {
 		t.Fatalf("PruneAudit on an empty store = %d, %v", n, err)
 	}
-	if _, err := s.PruneAudit(ctx, 10, 0); !errors.Is(err, storage.ErrInvalidRecord) {
+	if _, err := p.PruneAudit(ctx, 10, 0); !errors.Is(err, storage.ErrInvalidRecord) {
 		t.Fatalf("PruneAudit max 0: %v, want ErrInvalidRecord", err)
 	}
 	recs := appendN(t, s, 20)
 	head := must[storage.AuditHead](t, "AuditHead")(s.AuditHead(ctx))
 
 	// max bounds one call; upToSeq bounds them all.
-	if n := must[int](t, "PruneAudit")(s.PruneAudit(ctx, 8, 3)); n != 3 {
+	if n := must[int](t, "PruneAudit")(p.PruneAudit(ctx, 8, 3)); n != 3 {
 		t.Fatalf("PruneAudit(8, max 3) = %d, want 3", n)
 	}
 	anchor = must[storage.AuditHead](t, "AuditAnchor")(s.AuditAnchor(ctx))
 	if anchor.Seq != 3 || anchor.Hash != recs[2].Hash {
 		t.Fatalf("anchor after pruning 1-3 = %+v, want seq 3 hash %s", anchor, recs[2].Hash)
 	}
-	if n := must[int](t, "PruneAudit")(s.PruneAudit(ctx, 8, 100)); n != 5 {
+	if n := must[int](t, "PruneAudit")(p.PruneAudit(ctx, 8, 100)); n != 5 {
 		t.Fatalf("PruneAudit(8, max 100) = %d, want 5", n)
 	}
-	if n := must[int](t, "PruneAudit")(s.PruneAudit(ctx, 8, 100)); n != 0 {
+	if n := must[int](t, "PruneAudit")(p.PruneAudit(ctx, 8, 100)); n != 0 {
 		t.Fatalf("PruneAudit(8) again = %d, want 0", n)
 	}
-	if n := must[int](t, "PruneAudit")(s.PruneAudit(ctx, 5, 100)); n != 0 {
+	if n := must[int](t, "PruneAudit")(p.PruneAudit(ctx, 5, 100)); n != 0 {
 		t.Fatalf("PruneAudit below the anchor = %d, want 0", n)
 	}
 	anchor = must[storage.AuditHead](t, "AuditAnchor")(s.AuditAnchor(ctx))
@@ -1254,7 +1319,7 @@ func testAuditPrune(t *testing.T, s storage.Store) {
 	}
 
 	// The head is never pruned, and appends carry on after a prune.
-	if n := must[int](t, "PruneAudit")(s.PruneAudit(ctx, math.MaxUint64, 1000)); n != 11 {
+	if n := must[int](t, "PruneAudit")(p.PruneAudit(ctx, math.MaxUint64, 1000)); n != 11 {
 		t.Fatalf("PruneAudit(all) = %d, want 11 (all but the head)", n)
 	}
 	if got := scanAll(t, s, 0); len(got) != 1 || got[0].Seq != 20 {
@@ -1277,6 +1342,7 @@ func testAuditPrune(t *testing.T, s storage.Store) {
 // lose nothing that was not asked for.
 func testAuditPruneWhileAppending(t *testing.T, s storage.Store) {
 	ctx := context.Background()
+	p := pruner(t, s)
 	appendN(t, s, 50)
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -1289,7 +1355,7 @@ func testAuditPruneWhileAppending(t *testing.T, s storage.Store) {
 	})
 	pruned := 0
 	for pruned < 40 {
-		n, err := s.PruneAudit(ctx, 40, 7)
+		n, err := p.PruneAudit(ctx, 40, 7)
 		if err != nil {
 			t.Fatalf("PruneAudit: %v", err)
 		}

@@ -18,7 +18,7 @@ import (
 
 // The same properties against the real bbolt store (a file in t.TempDir()).
 
-func openBolt(t testing.TB, path string) storage.Store {
+func openBolt(t testing.TB, path string) *bolt.Store {
 	t.Helper()
 	s, err := bolt.Open(t.Context(), path, bolt.Options{Logger: testLogger(t)})
 	if err != nil {

@@ -203,7 +203,7 @@ func (l *Log) Checkpoint(ctx context.Context, signer hsm.AuditSigner) (ev Event,
 		return detail, nil
 	}
 	out, err := l.recordAll(ctx, []Event{{Actor: "vaultd", Action: ActionCheckpoint, Outcome: OutcomeSuccess}}, fill,
-		func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error) {
+		func(build storage.AuditFunc) (storage.AuditRecord, error) {
 			return l.store.AppendAudit(ctx, build)
 		})
 	if errors.Is(err, errUnmoved) {

@@ -18,21 +18,20 @@ import (
 	"github.com/vaultd/vaultd/storage"
 )
 
-// fakeStore implements the audit part of storage.Store in memory; the
-// embedded nil interface makes any other method panic, which no audit code
-// may call. It calls build twice per append (the second result commits),
+// fakeStore implements Store (the audit part of storage.Store) in memory
+// and nothing else, so no audit code can call another store method. It calls build twice per append (the second result commits),
 // as a retried bbolt batch may, and yields after committing so concurrent
 // Records return out of seq order.
-type fakeStore struct {
-	storage.Store
+var _ Store = (*fakeStore)(nil)
 
+type fakeStore struct {
 	mu      sync.Mutex
 	recs    []storage.AuditRecord
 	failErr error // AppendAudit fails with this when set
 	scans   atomic.Int64
 }
 
-func (s *fakeStore) AppendAudit(ctx context.Context, build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error) {
+func (s *fakeStore) AppendAudit(ctx context.Context, build storage.AuditFunc) (storage.AuditRecord, error) {
 	if err := ctx.Err(); err != nil {
 		return storage.AuditRecord{}, err
 	}
@@ -140,7 +139,7 @@ func (w tWriter) Write(p []byte) (int, error) {
 }
 
 // newTestLog opens a Log over store with a mirror in dir.
-func newTestLog(t testing.TB, store storage.Store, mirror string, c *clock) *Log {
+func newTestLog(t testing.TB, store Store, mirror string, c *clock) *Log {
 	t.Helper()
 	l, err := New(t.Context(), store, Options{MirrorPath: mirror, Logger: testLogger(t), Now: c.Now})
 	if err != nil {

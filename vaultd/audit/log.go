@@ -52,10 +52,20 @@ type Options struct {
 // per interval rather than one per event.
 const mirrorRetry = 10 * time.Second
 
+// Store is what the audit log needs of a storage.Store: the chain, read
+// and appended. Prune also needs storage.AuditPruner, asserted when it
+// runs, since pruning is an optional capability of a backend.
+type Store interface {
+	AppendAudit(ctx context.Context, audit storage.AuditFunc) (storage.AuditRecord, error)
+	ScanAudit(ctx context.Context, afterSeq uint64, fn func(storage.AuditRecord) (bool, error)) error
+	AuditHead(ctx context.Context) (storage.AuditHead, error)
+	AuditAnchor(ctx context.Context) (storage.AuditHead, error)
+}
+
 // Log records audit events in the store and mirrors them to a file.
 // It is safe for concurrent use.
 type Log struct {
-	store  storage.Store
+	store  Store
 	logger *slog.Logger
 	now    func() time.Time
 	path   string
@@ -96,7 +106,7 @@ type Log struct {
 // error the operator must see at start-up); a file that opens but cannot be
 // written (a full disk) does not, and, like every later mirror failure, is
 // only logged and counted.
-func New(ctx context.Context, store storage.Store, opts Options) (*Log, error) {
+func New(ctx context.Context, store Store, opts Options) (*Log, error) {
 	if store == nil {
 		return nil, fmt.Errorf("audit: nil store")
 	}
@@ -145,17 +155,17 @@ func New(ctx context.Context, store storage.Store, opts Options) (*Log, error) {
 // ev are ignored. The mirror file is written after the commit; its
 // failures never fail Record (see MirrorFailures).
 func (l *Log) Record(ctx context.Context, ev Event) (Event, error) {
-	return l.RecordWith(ctx, ev, func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error) {
+	return l.RecordWith(ctx, ev, func(build storage.AuditFunc) (storage.AuditRecord, error) {
 		return l.store.AppendAudit(ctx, build)
 	})
 }
 
 // RecordWith is Record with the commit done by the caller, so that an
 // operation and its audit event share one transaction (for example
-// storage.Store.PutIntegrationAudited): commit must append build's record
+// storage.Store.PutIntegration): commit must append build's record
 // to the chain atomically with its own write, and return it. Everything
 // else, including the mirror, is as in Record.
-func (l *Log) RecordWith(ctx context.Context, ev Event, commit func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error)) (Event, error) {
+func (l *Log) RecordWith(ctx context.Context, ev Event, commit func(build storage.AuditFunc) (storage.AuditRecord, error)) (Event, error) {
 	out, err := l.RecordAllWith(ctx, []Event{ev}, commit)
 	if err != nil {
 		return Event{}, err

@@ -14,13 +14,13 @@ import (
 // refresh and the scope.drift it revealed): build returns the first
 // event's record with the rest in its More. It returns the events as
 // stored.
-func (l *Log) RecordAllWith(ctx context.Context, evs []Event, commit func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error)) ([]Event, error) {
+func (l *Log) RecordAllWith(ctx context.Context, evs []Event, commit func(build storage.AuditFunc) (storage.AuditRecord, error)) ([]Event, error) {
 	return l.recordAll(ctx, evs, nil, commit)
 }
 
 // recordAll is RecordAllWith; fill, if not nil, makes the first event's
 // detail from the head it follows (a checkpoint signs it), inside build.
-func (l *Log) recordAll(ctx context.Context, evs []Event, fill func(storage.AuditHead) (string, error), commit func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error)) ([]Event, error) {
+func (l *Log) recordAll(ctx context.Context, evs []Event, fill func(storage.AuditHead) (string, error), commit func(build storage.AuditFunc) (storage.AuditRecord, error)) ([]Event, error) {
 	if l.closed.Load() {
 		return nil, ErrClosed
 	}

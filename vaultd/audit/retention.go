@@ -90,6 +90,10 @@ func (l *Log) Prune(ctx context.Context, opts PruneOptions) (PruneResult, error)
 			return PruneResult{}, nil
 		}
 	}
+	pruner, ok := l.store.(storage.AuditPruner)
+	if !ok {
+		return PruneResult{}, errors.New("audit: prune: the store cannot delete audit events (no storage.AuditPruner)")
+	}
 	if opts.Batch <= 0 {
 		opts.Batch = DefaultPruneBatch
 	}
@@ -130,7 +134,7 @@ func (l *Log) Prune(ctx context.Context, opts PruneOptions) (PruneResult, error)
 		return PruneResult{}, nil
 	}
 	for done := anchor.Seq; done < upTo; {
-		n, err := l.store.PruneAudit(ctx, upTo, opts.Batch)
+		n, err := pruner.PruneAudit(ctx, upTo, opts.Batch)
 		if err != nil {
 			return res, fmt.Errorf("audit: prune: %w", err)
 		}

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/vaultd/vaultd/storage"
 )
 
 // editStored rewrites the stored event seq in place, as someone with write
@@ -54,7 +52,7 @@ func storedChain(t *testing.T, n int, mirror string) *fakeStore {
 	return s
 }
 
-func startLog(t *testing.T, s storage.Store, mirror string, tail uint64, reg prometheus.Registerer) (*Log, error) {
+func startLog(t *testing.T, s Store, mirror string, tail uint64, reg prometheus.Registerer) (*Log, error) {
 	t.Helper()
 	l, err := New(t.Context(), s, Options{
 		MirrorPath: mirror, Logger: testLogger(t), Now: newClock().Now,

@@ -57,10 +57,10 @@ func (s *Service) StoreToken(ctx context.Context, c Caller, tenantID, id, provid
 	}
 	var out storage.Integration
 	ev := c.success(audit.ActionTokenStore, tenantID, id, "provider="+SafeName(providerName), opts)
-	_, err = s.audit.RecordWith(ctx, ev, func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error) {
+	_, err = s.audit.RecordWith(ctx, ev, func(build storage.AuditFunc) (storage.AuditRecord, error) {
 		var rec storage.AuditRecord
 		var err error
-		out, rec, err = s.store.PutIntegrationAudited(ctx, tenantID, in, build)
+		out, rec, err = s.store.PutIntegration(ctx, tenantID, in, build)
 		return rec, err
 	})
 	if err != nil {
@@ -165,8 +165,8 @@ func (s *Service) Disconnect(ctx context.Context, c Caller, tenantID, id string,
 	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 	defer ccancel()
 	ev := c.success(audit.ActionIntegrationDelete, tenantID, id, fmt.Sprintf("revoked_at_provider=%t", revoked), opts)
-	if _, err := s.audit.RecordWith(cctx, ev, func(build auditBuild) (storage.AuditRecord, error) {
-		return s.store.DeleteIntegrationAudited(cctx, tenantID, id, build)
+	if _, err := s.audit.RecordWith(cctx, ev, func(build storage.AuditFunc) (storage.AuditRecord, error) {
+		return s.store.DeleteIntegration(cctx, tenantID, id, build)
 	}); err != nil {
 		return false, s.storeErr(err)
 	}
@@ -202,10 +202,10 @@ func sealTokensWith(in *storage.Integration, access, refresh secret.String, seal
 // integration's state never changes without its events.
 func (s *Service) casAudited(ctx context.Context, tenantID string, upd storage.Integration, evs ...audit.Event) (storage.Integration, error) {
 	var out storage.Integration
-	_, err := s.audit.RecordAllWith(ctx, evs, func(build auditBuild) (storage.AuditRecord, error) {
+	_, err := s.audit.RecordAllWith(ctx, evs, func(build storage.AuditFunc) (storage.AuditRecord, error) {
 		var rec storage.AuditRecord
 		var err error
-		out, rec, err = s.store.CompareAndSwapIntegrationAudited(ctx, tenantID, upd, build)
+		out, rec, err = s.store.CompareAndSwapIntegration(ctx, tenantID, upd, build)
 		return rec, err
 	})
 	if err != nil {

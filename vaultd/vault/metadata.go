@@ -150,7 +150,10 @@ func (s *Service) flushOne(ctx context.Context, k [2]string, at time.Time) {
 			return
 		}
 		in.LastUsedAt = at
-		_, err = s.store.CompareAndSwapIntegration(ctx, k[0], in)
+		// No event (a nil AuditFunc): last_used_at is bookkeeping
+		// batched from proxied calls, each already audited on its own;
+		// this is the one write in vaultd that commits without an event.
+		_, _, err = s.store.CompareAndSwapIntegration(ctx, k[0], in, nil)
 		if err == nil || !errors.Is(err, storage.ErrConflict) {
 			if err != nil {
 				s.log.Warn("last_used_at flush failed", "tenant_id", k[0], "integration_id", k[1], "err", err)

@@ -31,8 +31,8 @@ func (s *Service) CreateTenant(ctx context.Context, c Caller, id string, opts ..
 		KEKVersion: dek.KEKVersion, DEKVersion: 1, DEKs: []storage.WrappedDEK{dek},
 	}
 	ev := c.success(audit.ActionTenantCreate, id, "", fmt.Sprintf("kek_version=%d dek_version=%d", t.KEKVersion, t.DEKVersion), opts)
-	t, err = s.tenantWrite(ctx, ev, func(build auditBuild) (storage.Tenant, storage.AuditRecord, error) {
-		return s.store.CreateTenantAudited(ctx, t, build)
+	t, err = s.tenantWrite(ctx, ev, func(build storage.AuditFunc) (storage.Tenant, storage.AuditRecord, error) {
+		return s.store.CreateTenant(ctx, t, build)
 	})
 	if errors.Is(err, storage.ErrExists) {
 		return storage.Tenant{}, ErrTenantExists
@@ -43,14 +43,12 @@ func (s *Service) CreateTenant(ctx context.Context, c Caller, id string, opts ..
 	return t, nil
 }
 
-type auditBuild = func(storage.AuditHead) (storage.AuditRecord, error)
-
 // tenantWrite commits a tenant change and its audit event ev together
-// (storage's *Audited writes through audit.Log.RecordWith): a key change
+// (storage's audited writes through audit.Log.RecordWith): a key change
 // that cannot be audited does not happen.
-func (s *Service) tenantWrite(ctx context.Context, ev audit.Event, write func(build auditBuild) (storage.Tenant, storage.AuditRecord, error)) (storage.Tenant, error) {
+func (s *Service) tenantWrite(ctx context.Context, ev audit.Event, write func(build storage.AuditFunc) (storage.Tenant, storage.AuditRecord, error)) (storage.Tenant, error) {
 	var out storage.Tenant
-	_, err := s.audit.RecordWith(ctx, ev, func(build auditBuild) (storage.AuditRecord, error) {
+	_, err := s.audit.RecordWith(ctx, ev, func(build storage.AuditFunc) (storage.AuditRecord, error) {
 		var rec storage.AuditRecord
 		var err error
 		out, rec, err = write(build)
@@ -101,8 +99,8 @@ func (s *Service) RotateDEK(ctx context.Context, c Caller, id string, opts ...Wr
 	t.DEKVersion = next
 	t.KEKVersion = dek.KEKVersion
 	ev := c.success(audit.ActionKeyRotate, id, "", fmt.Sprintf("dek_version=%d kek_version=%d", t.DEKVersion, t.KEKVersion), opts)
-	t, err = s.tenantWrite(ctx, ev, func(build auditBuild) (storage.Tenant, storage.AuditRecord, error) {
-		return s.store.UpdateTenantAudited(ctx, t, build)
+	t, err = s.tenantWrite(ctx, ev, func(build storage.AuditFunc) (storage.Tenant, storage.AuditRecord, error) {
+		return s.store.UpdateTenant(ctx, t, build)
 	})
 	if errors.Is(err, storage.ErrConflict) {
 		return storage.Tenant{}, ErrConflict
@@ -147,8 +145,8 @@ func (s *Service) RewrapTenant(ctx context.Context, c Caller, id string, opts ..
 		}
 		return t, 0, nil
 	}
-	t, err = s.tenantWrite(ctx, ev, func(build auditBuild) (storage.Tenant, storage.AuditRecord, error) {
-		return s.store.UpdateTenantAudited(ctx, t, build)
+	t, err = s.tenantWrite(ctx, ev, func(build storage.AuditFunc) (storage.Tenant, storage.AuditRecord, error) {
+		return s.store.UpdateTenant(ctx, t, build)
 	})
 	if errors.Is(err, storage.ErrConflict) {
 		return storage.Tenant{}, 0, ErrConflict

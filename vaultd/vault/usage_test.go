@@ -107,7 +107,7 @@ func (c *countingLocker) Lock(ctx context.Context, key string) (func(), error) {
 
 // countingStore counts integration reads.
 type countingStore struct {
-	storage.Store
+	Store
 	gets atomic.Int64
 }
 

@@ -123,10 +123,10 @@ type Providers map[string]*Provider
 type Auditor interface {
 	Record(ctx context.Context, ev audit.Event) (audit.Event, error)
 	// RecordWith commits the event inside the caller's transaction.
-	RecordWith(ctx context.Context, ev audit.Event, commit func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error)) (audit.Event, error)
+	RecordWith(ctx context.Context, ev audit.Event, commit func(build storage.AuditFunc) (storage.AuditRecord, error)) (audit.Event, error)
 	// RecordAllWith commits several events, in order, inside the caller's
 	// transaction.
-	RecordAllWith(ctx context.Context, evs []audit.Event, commit func(build func(storage.AuditHead) (storage.AuditRecord, error)) (storage.AuditRecord, error)) ([]audit.Event, error)
+	RecordAllWith(ctx context.Context, evs []audit.Event, commit func(build storage.AuditFunc) (storage.AuditRecord, error)) ([]audit.Event, error)
 }
 
 // Revoker revokes a token at a provider (RFC 7009); oauth.Revoke in
@@ -144,9 +144,24 @@ type Metrics interface {
 	LockWait(d time.Duration)
 }
 
+// Store is what the vault needs of a storage.Store: tenants and
+// integrations, each write with its audit event (the chain itself is the
+// audit package's, through Auditor).
+type Store interface {
+	CreateTenant(ctx context.Context, t storage.Tenant, audit storage.AuditFunc) (storage.Tenant, storage.AuditRecord, error)
+	GetTenant(ctx context.Context, id string) (storage.Tenant, error)
+	ListTenants(ctx context.Context) ([]storage.Tenant, error)
+	UpdateTenant(ctx context.Context, t storage.Tenant, audit storage.AuditFunc) (storage.Tenant, storage.AuditRecord, error)
+	PutIntegration(ctx context.Context, tenantID string, in storage.Integration, audit storage.AuditFunc) (storage.Integration, storage.AuditRecord, error)
+	GetIntegration(ctx context.Context, tenantID, id string) (storage.Integration, error)
+	ListIntegrations(ctx context.Context, tenantID string) ([]storage.Integration, error)
+	CompareAndSwapIntegration(ctx context.Context, tenantID string, in storage.Integration, audit storage.AuditFunc) (storage.Integration, storage.AuditRecord, error)
+	DeleteIntegration(ctx context.Context, tenantID, id string, audit storage.AuditFunc) (storage.AuditRecord, error)
+}
+
 // Options configures a Service.
 type Options struct {
-	Store      storage.Store
+	Store      Store
 	Keys       *envelope.Keys
 	KEKVersion func() uint32
 	Audit      Auditor
@@ -165,7 +180,7 @@ type Options struct {
 
 // Service is safe for concurrent use.
 type Service struct {
-	store       storage.Store
+	store       Store
 	keys        *envelope.Keys
 	kekVersion  func() uint32
 	audit       Auditor
