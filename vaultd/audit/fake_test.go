@@ -60,7 +60,21 @@ func (s *fakeStore) AppendAudit(ctx context.Context, build storage.AuditFunc) (s
 		s.mu.Unlock()
 		return storage.AuditRecord{}, fmt.Errorf("fake: seq %d after head %d", rec.Seq, head.Seq)
 	}
-	s.recs = append(s.recs, cloneRec(rec))
+	if len(first.More) != len(rec.More) {
+		s.mu.Unlock()
+		return storage.AuditRecord{}, errors.New("fake: build is not pure")
+	}
+	prev := head
+	for _, r := range append([]storage.AuditRecord{rec}, rec.More...) {
+		if r.Seq != prev.Seq+1 {
+			s.mu.Unlock()
+			return storage.AuditRecord{}, fmt.Errorf("fake: seq %d after %d", r.Seq, prev.Seq)
+		}
+		c := cloneRec(r)
+		c.More = nil
+		s.recs = append(s.recs, c)
+		prev = storage.AuditHead{Seq: r.Seq, Hash: r.Hash}
+	}
 	s.mu.Unlock()
 	runtime.Gosched()
 	return cloneRec(rec), nil
@@ -107,6 +121,13 @@ func (s *fakeStore) AuditAnchor(context.Context) (storage.AuditHead, error) {
 
 func cloneRec(r storage.AuditRecord) storage.AuditRecord {
 	r.Data = bytes.Clone(r.Data)
+	if r.More != nil {
+		more := make([]storage.AuditRecord, len(r.More))
+		for i, m := range r.More {
+			more[i] = cloneRec(m)
+		}
+		r.More = more
+	}
 	return r
 }
 
