@@ -45,6 +45,16 @@ type Options struct {
 	// incremental from the newest checkpoint whose signature verifies,
 	// and every checkpoint is checked; nil checks none. See startup.go.
 	CheckpointKey crypto.PublicKey
+	// WALPath turns on batch durability ([audit] sync = "batch", see
+	// wal.go): token-use events go to this append-only file (0600) before
+	// Record returns and reach the store within SyncInterval. "" keeps
+	// every event synchronous ("always"). New replays the file first.
+	WALPath string
+	// SyncInterval is how often the WAL is committed to the store; 0
+	// means DefaultSyncInterval.
+	SyncInterval time.Duration
+	// Tick, if not nil, replaces the committer's ticker (tests).
+	Tick <-chan time.Time
 }
 
 // mirrorRetry is how long Record waits, after the mirror file was lost,
@@ -93,6 +103,21 @@ type Log struct {
 	// Signed checkpoints, see checkpoint.go.
 	cpKey          crypto.PublicKey
 	lastCheckpoint atomic.Uint64 // seq of the newest checkpoint known
+
+	// Batch durability, see wal.go; wal is nil in "always" mode.
+	chainMu     sync.Mutex        // orders the chain: WAL appends and commits of other events
+	head        storage.AuditHead // last sealed event (chainMu)
+	wal         *os.File          // chainMu
+	walPath     string
+	walSize     int64 // chainMu
+	walBroken   error // chainMu: a torn line that could not be cut
+	walReplayed int
+	pendMu      sync.Mutex
+	pending     []storage.AuditRecord // in the WAL, not yet in the store (pendMu)
+	flushMu     sync.Mutex            // one drain at a time
+	kick        chan struct{}
+	commitStop  chan struct{}
+	commitDone  chan struct{}
 }
 
 // New returns a Log writing to store. With a mirror path it opens (0600,
@@ -133,16 +158,31 @@ func New(ctx context.Context, store Store, opts Options) (*Log, error) {
 			return nil, err
 		}
 	}
+	if opts.WALPath != "" {
+		if err := l.openWAL(ctx, opts.WALPath); err != nil {
+			return nil, err
+		}
+	}
 	if l.path != "" {
 		l.mu.Lock()
 		err := l.syncMirrorLocked(ctx)
 		l.mu.Unlock()
 		if err != nil && !errors.Is(err, errCatchUp) {
+			l.closeWAL()
 			return nil, err
 		}
 	}
 	if background != nil {
 		l.startBackground(ctx, background)
+	}
+	if l.wal != nil {
+		interval := opts.SyncInterval
+		if interval <= 0 {
+			interval = DefaultSyncInterval
+		}
+		l.kick = make(chan struct{}, 1)
+		l.commitStop, l.commitDone = make(chan struct{}), make(chan struct{})
+		go l.runCommitter(interval, opts.Tick)
 	}
 	return l, nil
 }
@@ -154,7 +194,14 @@ func New(ctx context.Context, store Store, opts Options) (*Log, error) {
 // fail the audited operation (fail closed). Seq, Time, PrevHash and Hash in
 // ev are ignored. The mirror file is written after the commit; its
 // failures never fail Record (see MirrorFailures).
+//
+// In batch mode (Options.WALPath) a token-use event (proxy.request) is
+// instead written to the WAL, reaching the kernel but not the disk, and
+// committed to the store within SyncInterval (wal.go).
 func (l *Log) Record(ctx context.Context, ev Event) (Event, error) {
+	if l.batched(ev) {
+		return l.recordWAL(ev)
+	}
 	return l.RecordWith(ctx, ev, func(build storage.AuditFunc) (storage.AuditRecord, error) {
 		return l.store.AppendAudit(ctx, build)
 	})
@@ -248,9 +295,28 @@ func (l *Log) Close() error {
 		l.bgCancel()
 		<-l.bgDone
 	}
+	var werr error
+	if l.wal != nil {
+		close(l.commitStop)
+		<-l.commitDone
+		// Drain: what fails here stays in the WAL, replayed at start.
+		werr = l.Flush(context.Background())
+		l.closeWAL()
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.closeMirrorLocked()
+	return errors.Join(werr, l.closeMirrorLocked())
+}
+
+// closeWAL closes the WAL file (its lines, if any, wait for the next
+// start).
+func (l *Log) closeWAL() {
+	l.chainMu.Lock()
+	defer l.chainMu.Unlock()
+	if l.wal != nil {
+		_ = l.wal.Close()
+		l.walBroken = ErrClosed
+	}
 }
 
 // VerifyStore checks the whole chain held in the store, as Verify checks a
@@ -261,6 +327,9 @@ func (l *Log) Close() error {
 // A pruned store's chain starts after its anchor (storage AuditAnchor):
 // the first remaining event must chain on to the anchor's hash.
 func (l *Log) VerifyStore(ctx context.Context) (VerifyResult, error) {
+	if err := l.Flush(ctx); err != nil {
+		return VerifyResult{}, err
+	}
 	anchor, err := l.store.AuditAnchor(ctx)
 	if err != nil {
 		return VerifyResult{}, fmt.Errorf("audit: anchor: %w", err)

@@ -122,6 +122,10 @@ func (l *Log) Query(ctx context.Context, f Filter, fn func(line []byte) error) e
 	if err := f.validate(); err != nil {
 		return err
 	}
+	// Batch mode: every event recorded before the query is in the answer.
+	if err := l.Flush(ctx); err != nil {
+		return err
+	}
 	limit := f.Limit
 	if limit == 0 {
 		limit = DefaultLimit

@@ -37,6 +37,16 @@ func (l *Log) recordAll(ctx context.Context, evs []Event, fill func(storage.Audi
 			return nil, err
 		}
 	}
+	if l.wal != nil {
+		// Batch mode: no token-use event may take a seq while this
+		// commit is in flight; its transaction carries the pending ones
+		// first (wal.go).
+		l.chainMu.Lock()
+		defer l.chainMu.Unlock()
+		if l.walBroken != nil {
+			return nil, l.walBroken
+		}
+	}
 	// built holds the events of the latest build call, which is the
 	// committed one (a store re-runs build on a retried batch); the answer
 	// is taken from it rather than by decoding the lines just encoded.
@@ -47,6 +57,18 @@ func (l *Log) recordAll(ctx context.Context, evs []Event, fill func(storage.Audi
 		// committed call counts.
 		built = built[:0]
 		var first storage.AuditRecord
+		pend, err := l.pendingAfter(head)
+		if err != nil {
+			return storage.AuditRecord{}, err
+		}
+		for i, r := range pend {
+			if i == 0 {
+				first = r
+			} else {
+				first.More = append(first.More, r)
+			}
+			head = storage.AuditHead{Seq: r.Seq, Hash: r.Hash}
+		}
 		for i, ev := range clean {
 			if head.Seq >= maxSafeSeq {
 				return storage.AuditRecord{}, ErrChainFull
@@ -68,7 +90,7 @@ func (l *Log) recordAll(ctx context.Context, evs []Event, fill func(storage.Audi
 			r := storage.AuditRecord{Seq: ev.Seq, Hash: hash, Data: line}
 			ev.Hash = hash
 			built = append(built, ev)
-			if i == 0 {
+			if i == 0 && len(pend) == 0 {
 				first = r
 			} else {
 				first.More = append(first.More, r)
@@ -80,10 +102,18 @@ func (l *Log) recordAll(ctx context.Context, evs []Event, fill func(storage.Audi
 	if err != nil {
 		return nil, fmt.Errorf("audit: record %s: %w", clean[0].Action, err)
 	}
-	recs := append([]storage.AuditRecord{rec}, rec.More...)
-	if len(recs) != len(clean) {
-		return nil, fmt.Errorf("audit: store committed %d of %d events", len(recs), len(clean))
+	all := append([]storage.AuditRecord{rec}, rec.More...)
+	if len(all) < len(clean) || (l.wal == nil && len(all) != len(clean)) {
+		return nil, fmt.Errorf("audit: store committed %d of %d events", len(all), len(clean))
 	}
+	if l.wal != nil {
+		// The pending token-use events went first; the last are ours.
+		last := all[len(all)-1]
+		l.head = storage.AuditHead{Seq: last.Seq, Hash: last.Hash}
+		l.committed(last.Seq)
+		l.trimWALLocked()
+	}
+	recs := all[len(all)-len(clean):]
 	out := make([]Event, len(recs))
 	for i, r := range recs {
 		if i < len(built) && built[i].Seq == r.Seq && built[i].Hash == r.Hash {
@@ -99,7 +129,7 @@ func (l *Log) recordAll(ctx context.Context, evs []Event, fill func(storage.Audi
 	if l.path != "" {
 		// The commit happened; a cancelled caller must not leave the
 		// mirror behind. The mirror catches up on any seq it skipped.
-		for _, r := range recs {
+		for _, r := range all {
 			l.mirror(context.WithoutCancel(ctx), r)
 		}
 	}

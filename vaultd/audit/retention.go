@@ -82,6 +82,9 @@ func (l *Log) Prune(ctx context.Context, opts PruneOptions) (PruneResult, error)
 	if err := l.refuseIfBroken(); err != nil {
 		return PruneResult{}, err
 	}
+	if err := l.Flush(ctx); err != nil {
+		return PruneResult{}, err
+	}
 	if l.bgDone != nil {
 		select {
 		case <-l.bgDone:
