@@ -175,8 +175,8 @@ const (
 	SyncAlways = "always"
 	// SyncBatch: token-use events reach the kernel before their answer and
 	// are fsynced within sync_interval; state changes are fsynced with their
-	// change. This build commits batch-mode events exactly as in always mode
-	// (stronger than batch promises); only the speed differs.
+	// change (token-use events go through a WAL beside the database,
+	// vaultd/audit/wal.go).
 	SyncBatch = "batch"
 )
 

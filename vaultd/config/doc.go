@@ -99,9 +99,8 @@
 //	                 its answer, concurrent events sharing one fsync (group commit).
 //	                 batch: events of token use (proxy.request) reach the kernel before
 //	                 their answer and are fsynced within sync_interval; every state change
-//	                 is fsynced with its change. This build commits every event as in
-//	                 always mode, which keeps batch's promises and more; a faster batch
-//	                 path is planned and will not weaken them.
+//	                 is fsynced with its change. Token-use events go through a WAL
+//	                 beside the database ("<storage path>.audit-wal"), replayed at start.
 //	sync_interval    duration 1ms-1s, default "10ms": the longest a token-use event waits
 //	                 for its fsync in batch mode.
 //	retention        duration, default "0" (keep all): events older than this are pruned
