@@ -39,10 +39,10 @@ func (l *Log) recordAll(ctx context.Context, evs []Event, fill func(storage.Audi
 	}
 	if l.wal != nil {
 		// Batch mode: no token-use event may take a seq while this
-		// commit is in flight; its transaction carries the pending ones
-		// first (wal.go).
-		l.chainMu.Lock()
-		defer l.chainMu.Unlock()
+		// commit is in flight (other commits may: the store orders them);
+		// its transaction carries the pending ones first (wal.go).
+		l.chainMu.RLock()
+		defer l.chainMu.RUnlock()
 		if l.walBroken != nil {
 			return nil, l.walBroken
 		}
@@ -109,9 +109,13 @@ func (l *Log) recordAll(ctx context.Context, evs []Event, fill func(storage.Audi
 	if l.wal != nil {
 		// The pending token-use events went first; the last are ours.
 		last := all[len(all)-1]
-		l.head = storage.AuditHead{Seq: last.Seq, Hash: last.Hash}
+		l.headMu.Lock()
+		if last.Seq > l.head.Seq {
+			l.head = storage.AuditHead{Seq: last.Seq, Hash: last.Hash}
+		}
+		l.headMu.Unlock()
 		l.committed(last.Seq)
-		l.trimWALLocked()
+		l.trimWAL()
 	}
 	recs := all[len(all)-len(clean):]
 	out := make([]Event, len(recs))

@@ -6,8 +6,9 @@ package audit
 // WAL) before Record returns. The page cache survives a vaultd crash;
 // a committer moves them into the store every SyncInterval (and as soon
 // as walKick are pending), where they are fsynced. Every other event (a
-// state change, a checkpoint) takes the chain lock and commits the pending
-// events ahead of its own in its own transaction, so the store's chain
+// state change, a checkpoint) shares the chain lock (excluding WAL
+// appends, not other commits, which the store orders and group-commits)
+// and commits the pending events ahead of its own in its transaction, so the store's chain
 // stays one contiguous, ordered sequence. At start-up New replays the WAL
 // lines that chain on from the store's head.
 
@@ -34,6 +35,9 @@ const (
 	// pending rewrites the file with only those (when none is pending the
 	// file is just truncated).
 	walRotate = 4 << 20
+	// walMaxPending is how many token-use events may wait for the store
+	// (failing to commit them) before Record fails closed.
+	walMaxPending = 1 << 16
 	// DefaultSyncInterval is Options.SyncInterval's default.
 	DefaultSyncInterval = 10 * time.Millisecond
 )
@@ -66,6 +70,14 @@ func (l *Log) recordWAL(ev Event) (Event, error) {
 	}
 	if l.head.Seq >= maxSafeSeq {
 		return Event{}, ErrChainFull
+	}
+	l.pendMu.Lock()
+	waiting := len(l.pending)
+	l.pendMu.Unlock()
+	if waiting >= l.maxPending {
+		// The store has not taken the events for a while: fail closed
+		// rather than let the trail live only in the WAL.
+		return Event{}, fmt.Errorf("audit: record %s: %d token-use events are waiting for the store", ev.Action, waiting)
 	}
 	ev.Seq = l.head.Seq + 1
 	ev.Time = NewTimestamp(l.now())
@@ -137,11 +149,13 @@ func (l *Log) committed(seq uint64) {
 	l.pending = append(l.pending[:0], l.pending[i:]...)
 }
 
-// trimWALLocked empties the WAL once every line in it is in the store
-// (chainMu held, so no append runs): truncated when nothing is pending,
+// trimWAL empties the WAL once every line in it is in the store
+// (chainMu held, shared or not, so no append runs): truncated when nothing is pending,
 // rewritten with the pending lines when it has grown large. Otherwise
 // the committed lines stay; replay skips them.
-func (l *Log) trimWALLocked() {
+func (l *Log) trimWAL() {
+	l.trimMu.Lock()
+	defer l.trimMu.Unlock()
 	if l.walSize == 0 {
 		return
 	}
@@ -218,9 +232,9 @@ func (l *Log) Flush(ctx context.Context) error {
 	}
 	recs := append([]storage.AuditRecord{rec}, rec.More...)
 	l.committed(recs[len(recs)-1].Seq)
-	l.chainMu.Lock()
-	l.trimWALLocked()
-	l.chainMu.Unlock()
+	l.chainMu.RLock()
+	l.trimWAL()
+	l.chainMu.RUnlock()
 	if l.path != "" {
 		for _, r := range recs {
 			l.mirror(context.WithoutCancel(ctx), r)
@@ -275,7 +289,7 @@ func (l *Log) openWAL(ctx context.Context, path string) error {
 		_ = f.Close()
 		return fmt.Errorf("audit: head: %w", err)
 	}
-	l.wal, l.walPath = f, path
+	l.wal, l.walPath, l.maxPending = f, path, walMaxPending
 	return nil
 }
 

@@ -454,3 +454,38 @@ func TestWALConcurrentInterleaving(t *testing.T) {
 	}
 	verifyStore(t, store, n)
 }
+
+// A store that keeps failing to take the pending events makes Record fail
+// closed once too many wait; they are committed when it recovers.
+func TestWALFailsClosedWhenStoreIsStuck(t *testing.T) {
+	store := &fakeStore{}
+	l, err := newBatchLog(t, store, filepath.Join(t.TempDir(), "w"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.maxPending = 5
+	store.mu.Lock()
+	store.failErr = errors.New("disk gone")
+	store.mu.Unlock()
+	for i := range 5 {
+		if _, err := l.Record(t.Context(), proxyEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Flush(t.Context()); err == nil {
+		t.Fatal("Flush with a failing store: nil error")
+	}
+	if _, err := l.Record(t.Context(), proxyEvent(5)); err == nil {
+		t.Fatal("Record with 5 events stuck: nil error, want fail closed")
+	}
+	if _, err := l.Record(t.Context(), stateEvent(5)); err == nil {
+		t.Fatal("state change with a failing store: nil error")
+	}
+	store.mu.Lock()
+	store.failErr = nil
+	store.mu.Unlock()
+	if ev, err := l.Record(t.Context(), stateEvent(6)); err != nil || ev.Seq != 6 {
+		t.Fatalf("state change after recovery: seq %d, %v", ev.Seq, err)
+	}
+	verifyStore(t, store, 6)
+}
