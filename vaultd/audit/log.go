@@ -108,22 +108,24 @@ type Log struct {
 	// chainMu orders the chain: a WAL append holds it exclusively, the
 	// commits of other events share it (so they still group-commit)
 	// and take the pending events along in their transactions.
-	chainMu     sync.RWMutex
-	headMu      sync.Mutex        // head's updates by the sharing commits
-	head        storage.AuditHead // last sealed event
-	trimMu      sync.Mutex        // one WAL trim at a time (chainMu held)
-	wal         *os.File          // chainMu exclusive, or shared + trimMu
-	walPath     string
-	walSize     int64 // as wal
-	walBroken   error // chainMu: a torn line that could not be cut
-	walReplayed int
-	maxPending  int
-	pendMu      sync.Mutex
-	pending     []storage.AuditRecord // in the WAL, not yet in the store (pendMu)
-	flushMu     sync.Mutex            // one drain at a time
-	kick        chan struct{}
-	commitStop  chan struct{}
-	commitDone  chan struct{}
+	chainMu           sync.RWMutex
+	headMu            sync.Mutex        // head's updates by the sharing commits
+	head              storage.AuditHead // last sealed event
+	trimMu            sync.Mutex        // one WAL trim at a time (chainMu held)
+	wal               *os.File          // chainMu exclusive, or shared + trimMu
+	walPath           string
+	walSize           int64 // as wal
+	walBroken         error // chainMu: a torn line that could not be cut
+	walReplayed       int
+	walReplayedG      prometheus.Gauge
+	walCommitFailures prometheus.Counter
+	maxPending        int
+	pendMu            sync.Mutex
+	pending           []storage.AuditRecord // in the WAL, not yet in the store (pendMu)
+	flushMu           sync.Mutex            // one drain at a time
+	kick              chan struct{}
+	commitStop        chan struct{}
+	commitDone        chan struct{}
 }
 
 // New returns a Log writing to store. With a mirror path it opens (0600,

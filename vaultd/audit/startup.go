@@ -155,8 +155,24 @@ func (l *Log) initMetrics(reg prometheus.Registerer) {
 		Name: "vaultd_audit_chain_broken_seq",
 		Help: "First broken seq of the audit chain in the database found by the start-up check; 0 if none.",
 	})
+	l.walReplayedG = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "vaultd_audit_wal_replayed_events",
+		Help: "Token-use events the start-up replay of the audit WAL committed to the database ([audit] sync = \"batch\").",
+	})
+	l.walCommitFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "vaultd_audit_wal_commit_failures_total",
+		Help: "Failed commits of pending token-use events from the audit WAL to the database (retried at the next sync_interval).",
+	})
+	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "vaultd_audit_wal_pending_events",
+		Help: "Token-use events in the audit WAL not yet committed to the database.",
+	}, func() float64 {
+		l.pendMu.Lock()
+		defer l.pendMu.Unlock()
+		return float64(len(l.pending))
+	})
 	if reg != nil {
-		reg.MustRegister(l.chainVerified, l.chainBrokenSeq)
+		reg.MustRegister(l.chainVerified, l.chainBrokenSeq, l.walReplayedG, l.walCommitFailures, pending)
 	}
 }
 

@@ -260,6 +260,7 @@ func (l *Log) runCommitter(interval time.Duration, tick <-chan time.Time) {
 		case <-l.kick:
 		}
 		if err := l.Flush(context.Background()); err != nil {
+			l.walCommitFailures.Inc()
 			l.logger.Error("audit WAL: cannot commit pending events (retried)", "err", err)
 		}
 	}
@@ -281,6 +282,7 @@ func (l *Log) openWAL(ctx context.Context, path string) error {
 		l.logger.Info("audit WAL: replayed token-use events into the store", "path", path, "events", n)
 	}
 	l.walReplayed = n
+	l.walReplayedG.Set(float64(n))
 	if err := f.Truncate(0); err != nil {
 		_ = f.Close()
 		return fmt.Errorf("audit: WAL %s: %w", path, err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vaultd/vaultd/storage"
 )
 
@@ -322,12 +323,18 @@ func TestWALCrashReplay(t *testing.T) {
 	if storeEvents(t, store) != 1 {
 		t.Fatalf("store head %d before replay, want 1", storeEvents(t, store))
 	}
-	l2, err := newBatchLog(t, store, crashed, nil)
+	reg := prometheus.NewRegistry()
+	l2, err := New(t.Context(), store, Options{Logger: testLogger(t), WALPath: crashed,
+		SyncInterval: time.Hour, Tick: make(chan time.Time), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = l2.Close() })
 	if l2.WALReplayed() != 20 {
 		t.Fatalf("replayed %d, want 20", l2.WALReplayed())
+	}
+	if v := gauge(t, reg, "vaultd_audit_wal_replayed_events"); v != 20 {
+		t.Fatalf("vaultd_audit_wal_replayed_events = %v, want 20", v)
 	}
 	verifyStore(t, store, 21)
 }
