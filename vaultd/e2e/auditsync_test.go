@@ -59,6 +59,11 @@ func TestAuditSyncModesKill9(t *testing.T) {
 			if replayed != (mode == "batch") {
 				t.Errorf("%s: WAL replay logged: %v\n%s", mode, replayed, e.Logs())
 			}
+			_, metrics := e.OpsGet("/metrics")
+			zero := strings.Contains(metrics, "\nvaultd_audit_wal_replayed_events 0\n")
+			if !strings.Contains(metrics, "\nvaultd_audit_wal_replayed_events ") || zero != (mode == "always") {
+				t.Errorf("%s: vaultd_audit_wal_replayed_events not as expected (zero: %v)", mode, zero)
+			}
 			recorded := map[string]bool{}
 			for _, ev := range obAudit(t, e) {
 				if ev["action"] == "proxy.request" && ev["integration_id"] == "crm" {
