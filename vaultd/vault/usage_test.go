@@ -3,7 +3,6 @@ package vault
 import (
 	"context"
 	"errors"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -53,8 +52,8 @@ func TestUsageFlushDuringRefreshKeepsRotatedToken(t *testing.T) {
 // its token rather than refresh again one after another.
 func TestMarginBeyondLifetimeOneRefresh(t *testing.T) {
 	t.Parallel()
-	var locks countingLocker
-	f := newFixture(t, func(o *Options) { locks.Locker = NewKeyedMutex(); o.Locker = &locks })
+	locks := &countingLocker{reached: make(chan struct{})}
+	f := newFixture(t, func(o *Options) { locks.Locker = NewKeyedMutex(); o.Locker = locks })
 	ctx := t.Context()
 	p, _ := f.svc.Provider("example")
 	q := *p
@@ -65,8 +64,8 @@ func TestMarginBeyondLifetimeOneRefresh(t *testing.T) {
 	f.fp.mu.Lock()
 	f.fp.gate, f.fp.entered = gate, entered
 	f.fp.mu.Unlock()
-	before := locks.calls.Load()
 	const n = 50
+	locks.want.Store(locks.calls.Load() + n)
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i := range n {
@@ -77,11 +76,10 @@ func TestMarginBeyondLifetimeOneRefresh(t *testing.T) {
 		}()
 	}
 	<-entered
-	// Let every caller queue on the lock the refresh holds (bounded; it
-	// widens the race the test is about, the result holds either way).
-	for i := 0; i < 100000 && locks.calls.Load()-before < n; i++ {
-		runtime.Gosched()
-	}
+	// Every caller must be queued on the lock the refresh holds before it
+	// ends: with the margin beyond the lifetime, a caller arriving later
+	// reads the fresh token as due and refreshes again, by design.
+	<-locks.reached
 	close(gate)
 	wg.Wait()
 	for i, err := range errs {
@@ -94,14 +92,19 @@ func TestMarginBeyondLifetimeOneRefresh(t *testing.T) {
 	}
 }
 
-// countingLocker counts Lock calls, so a test can wait until callers queue.
+// countingLocker counts Lock calls and closes reached when the count
+// reaches want, so a test can wait until its callers queue.
 type countingLocker struct {
 	Locker
-	calls atomic.Int64
+	calls   atomic.Int64
+	want    atomic.Int64
+	reached chan struct{}
 }
 
 func (c *countingLocker) Lock(ctx context.Context, key string) (func(), error) {
-	c.calls.Add(1)
+	if n := c.calls.Add(1); n == c.want.Load() {
+		close(c.reached)
+	}
 	return c.Locker.Lock(ctx, key)
 }
 
