@@ -92,31 +92,24 @@ func appendAuditTx(tx *bbolt.Tx, build storage.AuditFunc) (storage.AuditRecord, 
 	if err != nil {
 		return storage.AuditRecord{}, reject(err)
 	}
+	recs, err := storage.ChainedRecords(head, rec)
+	if err != nil {
+		return storage.AuditRecord{}, reject(err)
+	}
 	out := storage.AuditRecord{}
-	prev := head
-	for i, r := range append([]storage.AuditRecord{rec}, rec.More...) {
-		if i > 0 && len(r.More) > 0 {
-			return storage.AuditRecord{}, reject(fmt.Errorf("%w: nested audit records", storage.ErrInvalidRecord))
-		}
-		if r.Seq != prev.Seq+1 {
-			return storage.AuditRecord{}, reject(fmt.Errorf("%w: audit record seq %d, want %d", storage.ErrInvalidRecord, r.Seq, prev.Seq+1))
-		}
-		if err := checkAuditData(r); err != nil {
-			return storage.AuditRecord{}, reject(err)
-		}
-		data := bytes.Clone(r.Data)
-		if err := ab.Put(seqKey(r.Seq), data); err != nil {
+	for i, r := range recs {
+		if err := ab.Put(seqKey(r.Seq), r.Data); err != nil {
 			return storage.AuditRecord{}, err
 		}
-		stored := storage.AuditRecord{Seq: r.Seq, Hash: r.Hash, Data: bytes.Clone(data)}
+		stored := storage.AuditRecord{Seq: r.Seq, Hash: r.Hash, Data: bytes.Clone(r.Data)}
 		if i == 0 {
 			out = stored
 		} else {
 			out.More = append(out.More, stored)
 		}
-		prev = storage.AuditHead{Seq: r.Seq, Hash: r.Hash}
 	}
-	if err := putAuditHead(sys, prev); err != nil {
+	prev := recs[len(recs)-1]
+	if err := putAuditHead(sys, storage.AuditHead{Seq: prev.Seq, Hash: prev.Hash}); err != nil {
 		return storage.AuditRecord{}, err
 	}
 	return out, nil

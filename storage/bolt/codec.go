@@ -161,23 +161,3 @@ func decodeAudit(key, val []byte) (storage.AuditRecord, error) {
 	}
 	return storage.AuditRecord{Seq: seq, Hash: *p.Hash, Data: bytes.Clone(val)}, nil
 }
-
-// checkAuditData verifies that Data is one JSON line carrying the record's
-// own seq and hash, which is what lets ScanAudit return Hash without
-// storing it twice.
-func checkAuditData(rec storage.AuditRecord) error {
-	if rec.Hash == "" {
-		return fmt.Errorf("%w: audit record %d has no hash", storage.ErrInvalidRecord, rec.Seq)
-	}
-	if i := bytes.IndexAny(bytes.TrimRight(rec.Data, "\n"), "\r\n"); i >= 0 {
-		return fmt.Errorf("%w: audit record %d data spans lines", storage.ErrInvalidRecord, rec.Seq)
-	}
-	var p auditProbe
-	if err := json.Unmarshal(rec.Data, &p); err != nil {
-		return fmt.Errorf("%w: audit record %d data is not a JSON object: %v", storage.ErrInvalidRecord, rec.Seq, err)
-	}
-	if p.Seq == nil || *p.Seq != rec.Seq || p.Hash == nil || *p.Hash != rec.Hash {
-		return fmt.Errorf("%w: audit record %d data must carry \"seq\" and \"hash\" equal to the record's", storage.ErrInvalidRecord, rec.Seq)
-	}
-	return nil
-}

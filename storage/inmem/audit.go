@@ -3,38 +3,11 @@ package inmem
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 
 	"github.com/vaultd/vaultd/storage"
 )
-
-// auditProbe reads the two fields of an audit event the store relies on.
-type auditProbe struct {
-	Seq  *uint64 `json:"seq"`
-	Hash *string `json:"hash"`
-}
-
-// checkAuditData verifies that Data is one JSON line carrying the record's
-// own seq and hash: the same refusal rule as storage/bolt, so the backends
-// accept and refuse the same events.
-func checkAuditData(rec storage.AuditRecord) error {
-	if rec.Hash == "" {
-		return fmt.Errorf("%w: audit record %d has no hash", storage.ErrInvalidRecord, rec.Seq)
-	}
-	if i := bytes.IndexAny(bytes.TrimRight(rec.Data, "\n"), "\r\n"); i >= 0 {
-		return fmt.Errorf("%w: audit record %d data spans lines", storage.ErrInvalidRecord, rec.Seq)
-	}
-	var p auditProbe
-	if err := json.Unmarshal(rec.Data, &p); err != nil {
-		return fmt.Errorf("%w: audit record %d data is not a JSON object: %v", storage.ErrInvalidRecord, rec.Seq, err)
-	}
-	if p.Seq == nil || *p.Seq != rec.Seq || p.Hash == nil || *p.Hash != rec.Hash {
-		return fmt.Errorf("%w: audit record %d data must carry \"seq\" and \"hash\" equal to the record's", storage.ErrInvalidRecord, rec.Seq)
-	}
-	return nil
-}
 
 // prepareAudit runs build against the head and checks what it returns
 // (the event and its More, each at the next seq), without storing
@@ -49,20 +22,9 @@ func (s *Store) prepareAudit(build storage.AuditFunc) (pending []storage.AuditRe
 	if err != nil {
 		return nil, storage.AuditRecord{}, err
 	}
-	prev := s.head
-	for i, r := range append([]storage.AuditRecord{first}, first.More...) {
-		if i > 0 && len(r.More) > 0 {
-			return nil, storage.AuditRecord{}, fmt.Errorf("%w: nested audit records", storage.ErrInvalidRecord)
-		}
-		if r.Seq != prev.Seq+1 {
-			return nil, storage.AuditRecord{}, fmt.Errorf("%w: audit record seq %d, want %d", storage.ErrInvalidRecord, r.Seq, prev.Seq+1)
-		}
-		if err := checkAuditData(r); err != nil {
-			return nil, storage.AuditRecord{}, err
-		}
-		stored := storage.AuditRecord{Seq: r.Seq, Hash: r.Hash, Data: bytes.Clone(r.Data)}
-		pending = append(pending, stored)
-		prev = storage.AuditHead{Seq: r.Seq, Hash: r.Hash}
+	pending, err = storage.ChainedRecords(s.head, first)
+	if err != nil {
+		return nil, storage.AuditRecord{}, err
 	}
 	rec = cloneRecord(pending[0])
 	for _, r := range pending[1:] {
