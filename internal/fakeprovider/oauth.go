@@ -44,8 +44,9 @@ func (p *Provider) oauthError(w http.ResponseWriter, status int, code, received 
 	writeJSON(w, status, body)
 }
 
-// clientAuth checks client authentication against the configured style.
-func (p *Provider) clientAuth(r *http.Request) bool {
+// clientAuth checks client authentication against the configured style
+// and the registered clients; it answers the authenticated client id.
+func (p *Provider) clientAuth(r *http.Request) (string, bool) {
 	_, _, hasBasic := r.BasicAuth()
 	hasBody := r.PostForm.Has("client_secret") || r.PostForm.Has("client_id")
 	style := "none"
@@ -61,7 +62,7 @@ func (p *Provider) clientAuth(r *http.Request) bool {
 	p.lastAuthStyle = style
 	p.mu.Unlock()
 	if style != p.authStyle {
-		return false
+		return "", false
 	}
 	var id, sec string
 	if style == oauth.AuthStyleBasic {
@@ -71,12 +72,18 @@ func (p *Provider) clientAuth(r *http.Request) bool {
 		id, err1 = url.QueryUnescape(u)
 		sec, err2 = url.QueryUnescape(s)
 		if err1 != nil || err2 != nil {
-			return false
+			return "", false
 		}
 	} else {
 		id, sec = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
 	}
-	return id == p.clientID && secret.NewString(sec).Equal(secret.NewString(p.clientSecret))
+	p.mu.Lock()
+	want, known := p.clients[id]
+	p.mu.Unlock()
+	if !known || !secret.NewString(sec).Equal(secret.NewString(want)) {
+		return "", false
+	}
+	return id, true
 }
 
 func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
@@ -103,34 +110,65 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	grantType := r.PostForm.Get("grant_type")
+	p.mu.Lock()
+	switch grantType {
+	case "authorization_code":
+		p.codeExchanges++
+	case "client_credentials":
+		p.ccCount++
+	}
+	p.mu.Unlock()
+	// What an echoing provider would echo: the grant's own secret.
 	received := r.PostForm.Get("refresh_token")
-	if !p.clientAuth(r) {
+	if grantType == "authorization_code" {
+		received = r.PostForm.Get("code")
+	}
+	client, ok := p.clientAuth(r)
+	if !ok {
 		p.oauthError(w, http.StatusUnauthorized, "invalid_client", received)
 		return
 	}
 	if p.injectedError(w, &p.nextRefreshErr, received) {
 		return
 	}
-	if r.PostForm.Get("grant_type") != "refresh_token" {
-		p.oauthError(w, http.StatusBadRequest, "unsupported_grant_type", received)
+	var resp map[string]any
+	var errCode string
+	switch grantType {
+	case "refresh_token":
+		resp, errCode = p.refreshGrant(r, client, received)
+	case "authorization_code":
+		resp, errCode = p.codeGrant(r, client, received)
+	case "client_credentials":
+		resp, errCode = p.clientCredentialsGrant(r, client)
+	default:
+		errCode = "unsupported_grant_type"
+	}
+	if errCode != "" {
+		p.oauthError(w, http.StatusBadRequest, errCode, received)
 		return
 	}
-
-	p.mu.Lock()
-	g, ok := p.byRefresh[received]
-	if !ok {
-		p.mu.Unlock()
-		p.oauthError(w, http.StatusBadRequest, "invalid_grant", received)
+	if !p.wait(r, HoldToken) {
 		return
+	}
+	w.Header().Set("Pragma", "no-cache")
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// refreshGrant is RFC 6749 §6 for client's refresh token received.
+func (p *Provider) refreshGrant(r *http.Request, client, received string) (map[string]any, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	g, ok := p.byRefresh[received]
+	if !ok || g.client != client {
+		return nil, "invalid_grant"
 	}
 	scopes := g.scopes
 	if req := r.PostForm.Get("scope"); req != "" {
 		scopes = strings.Fields(req)
 		for _, s := range scopes {
 			if !slices.Contains(g.scopes, s) {
-				p.mu.Unlock()
-				p.oauthError(w, http.StatusBadRequest, "invalid_scope", received)
-				return
+				return nil, "invalid_scope"
 			}
 		}
 	}
@@ -156,12 +194,72 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 	if !p.omitScope && len(scopes) > 0 {
 		resp["scope"] = strings.Join(scopes, " ")
 	}
-	p.mu.Unlock()
-	if !p.wait(r, HoldToken) {
-		return
+	p.addExtraFields(resp)
+	return resp, ""
+}
+
+// codeGrant is RFC 6749 §4.1.3 with RFC 7636 §4.6: the code is single use
+// (a replay also revokes what the code bought, §4.1.2), bound to its
+// client, redirect_uri and PKCE challenge, and lives CodeLifetime.
+func (p *Provider) codeGrant(r *http.Request, client, code string) (map[string]any, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if g, replayed := p.usedCodes[code]; replayed {
+		delete(p.byAccess, g.access)
+		delete(p.byRefresh, g.refresh)
+		return nil, "invalid_grant"
 	}
-	w.Header().Set("Pragma", "no-cache")
-	writeJSON(w, http.StatusOK, resp)
+	c, ok := p.codes[code]
+	if !ok {
+		return nil, "invalid_grant"
+	}
+	delete(p.codes, code) // one attempt per code, successful or not
+	p.usedCodes[code] = &grant{}
+	if !p.now().Before(c.expires) || c.client != client || r.PostForm.Get("redirect_uri") != c.redirectURI {
+		return nil, "invalid_grant"
+	}
+	verifier, hasVerifier := r.PostForm.Get("code_verifier"), r.PostForm.Has("code_verifier")
+	switch {
+	case c.challenge == "" && hasVerifier:
+		return nil, "invalid_request" // a verifier for a code issued without PKCE
+	case c.challenge != "" && !validVerifier(verifier):
+		return nil, "invalid_grant"
+	case c.challenge != "" && s256(verifier) != c.challenge:
+		return nil, "invalid_grant"
+	}
+	g := &grant{refresh: newToken(RefreshTokenPrefix), access: newToken(AccessTokenPrefix), scopes: c.scopes, client: client}
+	p.byRefresh[g.refresh] = g
+	p.byAccess[g.access] = g
+	p.usedCodes[code] = g
+	resp := map[string]any{"access_token": g.access, "token_type": "Bearer", "refresh_token": g.refresh, "expires_in": p.expiresIn}
+	if len(g.scopes) > 0 {
+		resp["scope"] = strings.Join(g.scopes, " ")
+	}
+	p.addExtraFields(resp)
+	return resp, ""
+}
+
+// clientCredentialsGrant is RFC 6749 §4.4: an access token, no refresh
+// token (§4.4.3), the requested scope.
+func (p *Provider) clientCredentialsGrant(r *http.Request, client string) (map[string]any, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	g := &grant{access: newToken(AccessTokenPrefix), scopes: strings.Fields(r.PostForm.Get("scope")), client: client}
+	p.byAccess[g.access] = g
+	resp := map[string]any{"access_token": g.access, "token_type": "Bearer", "expires_in": p.expiresIn}
+	if len(g.scopes) > 0 {
+		resp["scope"] = strings.Join(g.scopes, " ")
+	}
+	return resp, ""
+}
+
+// addExtraFields adds SetExtraTokenFields' members; p.mu is held.
+func (p *Provider) addExtraFields(resp map[string]any) {
+	for k, v := range p.extraFields {
+		if _, taken := resp[k]; !taken {
+			resp[k] = v
+		}
+	}
 }
 
 // injectedError answers a one-shot injected error, if one is set.
@@ -192,7 +290,7 @@ func (p *Provider) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok := r.PostForm.Get("token")
-	if !p.clientAuth(r) {
+	if _, ok := p.clientAuth(r); !ok {
 		p.oauthError(w, http.StatusUnauthorized, "invalid_client", tok)
 		return
 	}

@@ -1,23 +1,28 @@
 // Package fakeprovider is an in-process fake OAuth 2.0 provider and
-// resource API: a token endpoint (refresh_token grant, RFC 6749 §6) that
+// resource API: an authorization endpoint with a consent page (RFC 6749
+// §4.1, PKCE S256 per RFC 7636, iss per RFC 9207), a token endpoint
+// (authorization_code, client_credentials and refresh_token grants) that
 // asserts the configured client authentication style, a revocation endpoint
 // (RFC 7009) that records what it revoked, and an API under /api/ that
 // requires the current access token and echoes what it received. Knobs make
 // it misbehave on demand (error answers, omitted members, delays, reflected
-// tokens, redirects). Every knob and observer is safe for concurrent use.
+// tokens, redirects, a wrong issuer). Every knob and observer is safe for
+// concurrent use.
 //
 // Tests use it through vaultd/oauth/oauthtest, whose New ties a started
 // provider to a test; the dev-only stand-in provider (cmd/vaultd-devprovider)
 // serves its Handler. It does not import the testing package, so a binary
 // built on it does not link it either.
 //
-// Tokens it issues are random and carry the prefixes "oauthtest-at-" and
-// "oauthtest-rt-", so leaks are easy to search for.
+// Tokens and codes it issues are random and carry the prefixes
+// "oauthtest-at-", "oauthtest-rt-" and "oauthtest-code-", so leaks are easy
+// to search for.
 package fakeprovider
 
 import (
 	"crypto/x509"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -40,6 +45,7 @@ const (
 const (
 	AccessTokenPrefix  = "oauthtest-at-"
 	RefreshTokenPrefix = "oauthtest-rt-"
+	CodePrefix         = "oauthtest-code-"
 )
 
 const maxRequestBody = 1 << 20
@@ -53,6 +59,18 @@ type Config struct {
 	// style, or both at once, is refused with 401 invalid_client.
 	AuthStyle string
 	TLS       bool // Start serves HTTPS (httptest.NewTLSServer) instead of HTTP
+	// RedirectURIs are the redirect URIs /authorize accepts, compared
+	// exactly (SetRedirectURIs replaces them). None: every request is
+	// refused.
+	RedirectURIs []string
+	// RequirePKCE makes /authorize refuse a request without a
+	// code_challenge (SetRequirePKCE changes it).
+	RequirePKCE bool
+	// Issuer is the iss of authorization responses (RFC 9207); "" means
+	// URL() for a started provider, and none for NewProvider's.
+	Issuer string
+	// Now is the clock of code and consent-form lifetimes; nil: time.Now.
+	Now func() time.Time
 }
 
 // APIRequest is what the resource API received (Authorization removed).
@@ -66,9 +84,10 @@ type APIRequest struct {
 }
 
 type grant struct {
-	refresh string
+	refresh string // "" for a client_credentials grant
 	access  string
 	scopes  []string
+	client  string // the client it was issued to
 }
 
 type injected struct {
@@ -84,6 +103,8 @@ type Provider struct {
 	clientID     string
 	clientSecret string
 	authStyle    string
+	issuer       string
+	now          func() time.Time
 
 	srv       *httptest.Server
 	closing   chan struct{} // closed by Close: cuts delays and holds short
@@ -107,6 +128,18 @@ type Provider struct {
 	nextRevokeErr  *injected
 	apiRequests    []APIRequest
 	holds          map[string]*hold
+
+	clients       map[string]string // client id -> secret, the default one included
+	redirectURIs  []string
+	requirePKCE   bool
+	pending       map[string]*authRequest // consent form token -> request
+	codes         map[string]*authCode
+	usedCodes     map[string]*grant // redeemed code -> what it bought (revoked on replay)
+	omitIss       bool
+	wrongIss      bool
+	extraFields   map[string]string
+	codeExchanges int
+	ccCount       int
 }
 
 // Endpoints that Hold can hold.
@@ -182,6 +215,16 @@ func NewProvider(cfg Config) *Provider {
 		rotate:       true,
 		closing:      make(chan struct{}),
 		expiresIn:    DefaultExpiresIn,
+		issuer:       cfg.Issuer,
+		now:          cfg.Now,
+		redirectURIs: slices.Clone(cfg.RedirectURIs),
+		requirePKCE:  cfg.RequirePKCE,
+		pending:      make(map[string]*authRequest),
+		codes:        make(map[string]*authCode),
+		usedCodes:    make(map[string]*grant),
+	}
+	if p.now == nil {
+		p.now = time.Now
 	}
 	if p.clientID == "" {
 		p.clientID = DefaultClientID
@@ -192,6 +235,7 @@ func NewProvider(cfg Config) *Provider {
 	if p.authStyle == "" {
 		p.authStyle = oauth.AuthStyleBasic
 	}
+	p.clients = map[string]string{p.clientID: p.clientSecret}
 	return p
 }
 
@@ -220,6 +264,21 @@ func (p *Provider) Close() {
 
 // URL is the server's base URL (Start only).
 func (p *Provider) URL() string { return p.srv.URL }
+
+// Issuer is the iss the provider puts in authorization responses:
+// Config.Issuer, else URL() when started, else "" (then none is sent).
+func (p *Provider) Issuer() string {
+	if p.issuer != "" {
+		return p.issuer
+	}
+	if p.srv != nil {
+		return p.srv.URL
+	}
+	return ""
+}
+
+// AuthorizationURL is the authorization endpoint (Start only).
+func (p *Provider) AuthorizationURL() string { return p.srv.URL + "/authorize" }
 
 // TokenURL is the token endpoint.
 func (p *Provider) TokenURL() string { return p.srv.URL + "/token" }
@@ -264,7 +323,7 @@ func (p *Provider) Endpoint() oauth.Endpoint {
 func (p *Provider) IssueInitialToken(scopes []string) oauth.Token {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	g := &grant{refresh: newToken(RefreshTokenPrefix), access: newToken(AccessTokenPrefix), scopes: append([]string(nil), scopes...)}
+	g := &grant{refresh: newToken(RefreshTokenPrefix), access: newToken(AccessTokenPrefix), scopes: append([]string(nil), scopes...), client: p.clientID}
 	p.byRefresh[g.refresh] = g
 	p.byAccess[g.access] = g
 	return oauth.Token{
@@ -326,13 +385,62 @@ func (p *Provider) SetGrantedScopes(scopes []string) {
 
 // SetRefreshDelay delays every token endpoint answer by d (or until the
 // client goes away), to widen race windows or provoke client timeouts.
+// Every grant, not only refresh: SetTokenDelay is the same knob.
 func (p *Provider) SetRefreshDelay(d time.Duration) { p.mu.Lock(); p.refreshDelay = d; p.mu.Unlock() }
 
+// SetTokenDelay is SetRefreshDelay under the name that fits every grant.
+func (p *Provider) SetTokenDelay(d time.Duration) { p.SetRefreshDelay(d) }
+
 // SetNextRefreshError makes the next token endpoint request (after client
-// authentication) fail with {"error": code} and status. One-shot.
+// authentication), whatever its grant, fail with {"error": code} and
+// status. One-shot. SetNextTokenError is the same knob.
 func (p *Provider) SetNextRefreshError(code string, status int) {
 	p.mu.Lock()
 	p.nextRefreshErr = &injected{status: status, code: code}
+	p.mu.Unlock()
+}
+
+// SetNextTokenError is SetNextRefreshError under the name that fits every
+// grant.
+func (p *Provider) SetNextTokenError(code string, status int) { p.SetNextRefreshError(code, status) }
+
+// AddClient registers another client ("bring your own app"): it
+// authenticates with the provider's auth style and gets its own codes and
+// tokens, which no other client can redeem or refresh. Re-adding an id
+// replaces its secret.
+func (p *Provider) AddClient(id, secret string) {
+	p.mu.Lock()
+	p.clients[id] = secret
+	p.mu.Unlock()
+}
+
+// SetRedirectURIs replaces the redirect URIs /authorize accepts (exact
+// match).
+func (p *Provider) SetRedirectURIs(uris ...string) {
+	p.mu.Lock()
+	p.redirectURIs = slices.Clone(uris)
+	p.mu.Unlock()
+}
+
+// SetRequirePKCE makes /authorize refuse requests without a code_challenge.
+func (p *Provider) SetRequirePKCE(on bool) { p.mu.Lock(); p.requirePKCE = on; p.mu.Unlock() }
+
+// SetOmitIssuer makes authorization responses carry no iss.
+func (p *Provider) SetOmitIssuer(omit bool) { p.mu.Lock(); p.omitIss = omit; p.mu.Unlock() }
+
+// WrongIssuer is the iss sent under SetWrongIssuer: a mix-up attacker's.
+const WrongIssuer = "https://wrong-issuer.oauthtest.invalid"
+
+// SetWrongIssuer makes authorization responses carry WrongIssuer as iss,
+// as a mix-up attack would (RFC 9207).
+func (p *Provider) SetWrongIssuer(wrong bool) { p.mu.Lock(); p.wrongIss = wrong; p.mu.Unlock() }
+
+// SetExtraTokenFields adds these members (instance_url, say) to the
+// answers of the authorization_code and refresh_token grants; nil removes
+// them. A name the answer already has is not overridden.
+func (p *Provider) SetExtraTokenFields(fields map[string]string) {
+	p.mu.Lock()
+	p.extraFields = maps.Clone(fields)
 	p.mu.Unlock()
 }
 
@@ -360,8 +468,27 @@ func (p *Provider) SetEchoTokens(on bool) { p.mu.Lock(); p.echoTokens = on; p.mu
 // --- observers ---
 
 // RefreshCount is the number of requests the token endpoint has received
-// (successful or not).
+// (successful or not), whatever their grant.
 func (p *Provider) RefreshCount() int { p.mu.Lock(); defer p.mu.Unlock(); return p.refreshCount }
+
+// CodeExchangeCount is the number of authorization_code grant requests the
+// token endpoint has received (successful or not).
+func (p *Provider) CodeExchangeCount() int { p.mu.Lock(); defer p.mu.Unlock(); return p.codeExchanges }
+
+// ClientCredentialsCount is the number of client_credentials grant requests
+// the token endpoint has received (successful or not).
+func (p *Provider) ClientCredentialsCount() int { p.mu.Lock(); defer p.mu.Unlock(); return p.ccCount }
+
+// TokenClient is the client id the access token tok was issued to; "" for
+// a token the provider does not (or no longer) accept.
+func (p *Provider) TokenClient(tok secret.String) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if g, ok := p.byAccess[tok.Reveal()]; ok {
+		return g.client
+	}
+	return ""
+}
 
 // Revoked lists every token the revocation endpoint accepted, in order.
 func (p *Provider) Revoked() []secret.String {
@@ -413,9 +540,12 @@ func (p *Provider) APIRequests() []APIRequest {
 
 // --- handlers ---
 
-// Handler serves /token, /revoke and /api/.
+// Handler serves /authorize, /authorize/decision, /token, /revoke and
+// /api/.
 func (p *Provider) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /authorize", p.serveAuthorize)
+	mux.HandleFunc("POST /authorize/decision", p.serveDecision)
 	mux.HandleFunc("POST /token", p.serveToken)
 	mux.HandleFunc("POST /revoke", p.serveRevoke)
 	mux.Handle("/api/", p.requireBearer(p.apiMux()))

@@ -4,8 +4,9 @@
 // prefixes, Hold, the reflect and echo handlers) is fakeprovider's,
 // re-exported here under the names tests have always used.
 //
-// Tokens it issues are random and carry the prefixes "oauthtest-at-" and
-// "oauthtest-rt-", so leaks are easy to search for.
+// Tokens and codes it issues are random and carry the prefixes
+// "oauthtest-at-", "oauthtest-rt-" and "oauthtest-code-", so leaks are easy
+// to search for.
 package oauthtest
 
 import (
@@ -35,7 +36,19 @@ const (
 const (
 	AccessTokenPrefix  = fakeprovider.AccessTokenPrefix
 	RefreshTokenPrefix = fakeprovider.RefreshTokenPrefix
+	CodePrefix         = fakeprovider.CodePrefix
 )
+
+// The authorization endpoint's lifetimes, its wrong issuer and its refusal.
+const (
+	CodeLifetime    = fakeprovider.CodeLifetime
+	ConsentLifetime = fakeprovider.ConsentLifetime
+	WrongIssuer     = fakeprovider.WrongIssuer
+)
+
+// ErrAuthorizeRefused is Provider.Authorize's error for a request that gets
+// a 400 page instead of a redirect.
+var ErrAuthorizeRefused = fakeprovider.ErrAuthorizeRefused
 
 // Endpoints that Provider.Hold can hold.
 const (
