@@ -58,7 +58,7 @@ var layers = []layer{
 		may: []string{"contracts", "leaf"}},
 	{name: "adapters", pkgs: []string{"storage/bolt", "storage/inmem", "hsm/pkcs11"},
 		may: []string{"contracts", "leaf"}},
-	{name: "logic", pkgs: []string{"policy", "vaultd/oauth", "vaultd/proxy"},
+	{name: "logic", pkgs: []string{"policy", "vaultd/oauth", "vaultd/proxy", "vaultd/catalog"},
 		may: []string{"leaf"}},
 	{name: "contracts", pkgs: []string{"storage", "hsm"},
 		may: []string{"leaf"}, thirdParty: []string{}},
