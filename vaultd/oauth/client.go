@@ -74,10 +74,58 @@ type Endpoint struct {
 	// http.DefaultClient's transport. Its redirect policy is overridden:
 	// redirects are never followed.
 	HTTPClient *http.Client
+	// ScopeSeparator joins requested scopes and splits a response's scope ("" = " "; Slack uses ",").
+	ScopeSeparator string
+	// ResponseFields names extra top-level string members of a token response to keep in
+	// Token.Fields (for example "instance_url"); never secrets. Each value at most 2048 bytes.
+	ResponseFields []string
+}
+
+// scopeSeparator is ep's delimiter of scope lists: " " (RFC 6749 §3.3, also
+// for "") or ",". Nothing else: a delimiter that is itself an NQCHAR other
+// than "," would make scope tokens ambiguous for no known provider.
+func scopeSeparator(ep Endpoint) (string, error) {
+	switch ep.ScopeSeparator {
+	case "", " ":
+		return " ", nil
+	case ",":
+		return ",", nil
+	}
+	return "", fmt.Errorf("%w: scope separator must be \" \" or \",\"", ErrInvalidEndpoint)
+}
+
+// checkResponseFields refuses names that would copy a credential or a
+// member the parser already owns into Token.Fields, where it would be
+// treated as plain data.
+func checkResponseFields(names []string) error {
+	for _, n := range names {
+		switch n {
+		case "", "access_token", "refresh_token", "id_token", "token_type", "expires_in", "scope":
+			return fmt.Errorf("%w: response field %q may not be kept as a plain field", ErrInvalidEndpoint, n)
+		}
+	}
+	return nil
+}
+
+// joinScopes joins requested scopes with ep's separator, refusing a scope
+// that is not a scope token (RFC 6749 §3.3): one holding a space or the
+// separator would silently turn into two.
+func joinScopes(ep Endpoint, scopes []string) (string, error) {
+	sep, err := scopeSeparator(ep)
+	if err != nil {
+		return "", err
+	}
+	for _, sc := range scopes {
+		if !validScopeToken(sc) || strings.Contains(sc, sep) {
+			return "", fmt.Errorf("%w: a requested scope is not a scope token", ErrInvalidEndpoint)
+		}
+	}
+	return strings.Join(scopes, sep), nil
 }
 
 // Refresh performs the RFC 6749 §6 refresh_token grant. scopes, when
-// non-empty, asks for a narrower scope (§6 "scope" parameter).
+// non-empty, asks for a narrower scope (§6 "scope" parameter), joined with
+// ep.ScopeSeparator; the answer is read with ParseTokenResponse.
 //
 // The returned Token is the provider's answer as sent: in particular, when
 // the provider does not rotate and omits refresh_token, Token.RefreshToken
@@ -100,22 +148,97 @@ func Refresh(ctx context.Context, ep Endpoint, refreshToken secret.String, scope
 		"refresh_token": {refreshToken.Reveal()},
 	}
 	if len(scopes) > 0 {
-		form.Set("scope", strings.Join(scopes, " "))
+		sc, err := joinScopes(ep, scopes)
+		if err != nil {
+			return Token{}, fmt.Errorf("oauth: %s: %w", op, err)
+		}
+		form.Set("scope", sc)
 	}
-	status, body, err := post(ctx, op, ep, ep.TokenURL, form, refreshToken)
+	return tokenGrant(ctx, op, ep, form, refreshToken)
+}
+
+// Exchange performs the RFC 6749 §4.1.3 access token request of the
+// authorization code grant: code from the callback, redirectURI exactly as
+// sent in the authorization request, and the PKCE verifier (RFC 7636 §4.5)
+// when verifier is non-zero. Client authentication is as for Refresh.
+//
+// The Token is the provider's answer as sent (RefreshToken zero when it
+// issued none). Errors are classified as for Refresh: an *Error carries the
+// provider's code (invalid_grant for a used, expired or foreign code or a
+// wrong verifier), including a 2xx answer that is an error object, such
+// as Slack's {"ok":false,"error":"invalid_code"}. Neither the code nor the
+// verifier ever reaches an error string.
+func Exchange(ctx context.Context, ep Endpoint, code secret.String, redirectURI string, verifier secret.String) (Token, error) {
+	const op = "exchange"
+	if code.IsZero() {
+		return Token{}, fmt.Errorf("oauth: %s: %w: authorization code", op, ErrEmptyToken)
+	}
+	if redirectURI == "" {
+		return Token{}, fmt.Errorf("oauth: %s: %w: redirect_uri is empty", op, ErrInvalidEndpoint)
+	}
+	form := url.Values{
+		"grant_type":   {"authorization_code"},
+		"code":         {code.Reveal()},
+		"redirect_uri": {redirectURI},
+	}
+	if !verifier.IsZero() {
+		form.Set("code_verifier", verifier.Reveal())
+	}
+	return tokenGrant(ctx, op, ep, form, code, verifier)
+}
+
+// ClientCredentials performs the RFC 6749 §4.4 client credentials grant,
+// asking for scopes (joined with ep.ScopeSeparator) when non-empty.
+//
+// A refresh_token in the answer is dropped: §4.4.3 says none should be
+// issued, and a client-credentials integration obtains a new access token
+// with its credentials instead of holding a second secret. Errors are
+// classified as for Refresh; IsInvalidClient tells rejected credentials.
+func ClientCredentials(ctx context.Context, ep Endpoint, scopes []string) (Token, error) {
+	const op = "client_credentials"
+	form := url.Values{"grant_type": {"client_credentials"}}
+	if len(scopes) > 0 {
+		sc, err := joinScopes(ep, scopes)
+		if err != nil {
+			return Token{}, fmt.Errorf("oauth: %s: %w", op, err)
+		}
+		form.Set("scope", sc)
+	}
+	tok, err := tokenGrant(ctx, op, ep, form)
 	if err != nil {
 		return Token{}, err
 	}
-	sc := newScrubber(refreshToken, ep.ClientSecret)
+	tok.RefreshToken = secret.String{}
+	return tok, nil
+}
+
+// tokenGrant posts one grant to the token endpoint and parses the answer
+// with ep's scope separator and response fields. sent are the grant's own
+// secrets (refresh token, code, verifier), scrubbed from every error along
+// with the client secret.
+func tokenGrant(ctx context.Context, op string, ep Endpoint, form url.Values, sent ...secret.String) (Token, error) {
+	if _, err := scopeSeparator(ep); err != nil {
+		return Token{}, fmt.Errorf("oauth: %s: %w", op, err)
+	}
+	if err := checkResponseFields(ep.ResponseFields); err != nil {
+		return Token{}, fmt.Errorf("oauth: %s: %w", op, err)
+	}
+	status, body, err := post(ctx, op, ep, ep.TokenURL, form, sent...)
+	if err != nil {
+		return Token{}, err
+	}
+	sc := newScrubber(append([]secret.String{ep.ClientSecret}, sent...)...)
 	if status < 200 || status > 299 {
 		return Token{}, parseErrorBody(op, status, body, sc)
 	}
-	tok, err := ParseTokenJSON(body)
+	// Some providers answer 200 with an error object (Slack:
+	// {"ok":false,"error":"invalid_code"}); an "error" member wins even
+	// next to an access_token, which such an answer does not vouch for.
+	if e := parseErrorBody(op, status, body, sc); e.Code != "" {
+		return Token{}, e
+	}
+	tok, err := ParseTokenResponse(body, ep)
 	if err != nil {
-		// Some providers answer 200 with an error object.
-		if e := parseErrorBody(op, status, body, sc); e.Code != "" {
-			return Token{}, e
-		}
 		return Token{}, fmt.Errorf("oauth: %s: %w", op, err)
 	}
 	return tok, nil
@@ -151,7 +274,7 @@ func Revoke(ctx context.Context, ep Endpoint, token secret.String, hint string) 
 
 // post sends an authenticated form POST and returns the status and a bounded
 // body. Redirects come back as ErrRedirect, never followed.
-func post(ctx context.Context, op string, ep Endpoint, endpointURL string, form url.Values, tok secret.String) (int, []byte, error) {
+func post(ctx context.Context, op string, ep Endpoint, endpointURL string, form url.Values, sent ...secret.String) (int, []byte, error) {
 	u, err := url.Parse(endpointURL)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return 0, nil, fmt.Errorf("oauth: %s: %w: endpoint URL must be an absolute http(s) URL", op, ErrInvalidEndpoint)
@@ -174,7 +297,7 @@ func post(ctx context.Context, op string, ep Endpoint, endpointURL string, form 
 	}
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
-	sc := newScrubber(tok, ep.ClientSecret)
+	sc := newScrubber(append([]secret.String{ep.ClientSecret}, sent...)...)
 	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, nil, &transportError{op: op, msg: sc.scrub(err.Error()), err: err}

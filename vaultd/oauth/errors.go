@@ -34,7 +34,7 @@ var (
 // untrusted text: log it, do not hand it to API callers. Error() reports only
 // the operation, the HTTP status and the code.
 type Error struct {
-	Op          string // "refresh" or "revoke"
+	Op          string // "refresh", "exchange", "client_credentials" or "revoke"
 	HTTPStatus  int
 	Code        string // e.g. "invalid_grant"; "" when the body carried none
 	Description string
@@ -54,6 +54,15 @@ func (e *Error) Error() string {
 func IsInvalidGrant(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Code == "invalid_grant"
+}
+
+// IsInvalidClient reports whether err is the provider rejecting this
+// vault's client authentication (RFC 6749 §5.2 invalid_client): a wrong or
+// revoked client secret, or the wrong auth style. Only an operator fixing
+// the provider's configuration will help.
+func IsInvalidClient(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == "invalid_client"
 }
 
 // IsTransient reports whether err is worth retrying later: no answer at all

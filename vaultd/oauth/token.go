@@ -1,10 +1,12 @@
 // Package oauth is vaultd's OAuth 2.0 client side: parsing token responses
-// (RFC 6749 §5.1), the refresh grant (RFC 6749 §6), token revocation
-// (RFC 7009) and scope-drift detection.
+// (RFC 6749 §5.1), the authorization code grant with PKCE (RFC 6749 §4.1,
+// RFC 7636: AuthorizeURL, ParseCallback, CheckIssuer per RFC 9207,
+// Exchange), the client credentials grant (§4.4), the refresh grant (§6),
+// token revocation (RFC 7009) and scope-drift detection.
 //
 // Every error this package returns is safe to log: no access token, refresh
-// token or client secret and no raw provider response body is ever formatted
-// into an error string.
+// token, client secret, authorization code, PKCE verifier or state and no
+// raw provider response body is ever formatted into an error string.
 package oauth
 
 import (
@@ -38,6 +40,10 @@ type Token struct {
 	TokenType    string        // "Bearer" when the response omitted it
 	ExpiresIn    int64         // seconds; 0 = absent (or literally 0)
 	Scope        []string      // nil = absent: the grant's scope is unchanged (§5.1)
+	// Fields holds the extra members Endpoint.ResponseFields named that the
+	// response carried as JSON strings (ParseTokenResponse only); nil when
+	// none. Never secrets: the caller names only non-secret members.
+	Fields map[string]string
 }
 
 // UnmarshalJSON implements json.Unmarshaler with ParseTokenJSON, so a Token
@@ -65,6 +71,33 @@ func (t *Token) UnmarshalJSON(data []byte) error {
 // disagree about which access_token a body carries. Errors name the member
 // but never contain its value.
 func ParseTokenJSON(data []byte) (Token, error) {
+	return parseToken(data, " ", nil)
+}
+
+// MaxResponseFieldBytes bounds one value kept in Token.Fields.
+const MaxResponseFieldBytes = 2048
+
+// ParseTokenResponse parses a provider's token endpoint answer as
+// ParseTokenJSON does, with two per-provider differences from ep: a scope
+// string is split on ep.ScopeSeparator (a JSON array is still accepted),
+// and the members named in ep.ResponseFields are kept in Token.Fields when
+// present as JSON strings of at most MaxResponseFieldBytes VSCHARs (others
+// are left out: the caller decides whether a missing field matters).
+// store_token bodies keep going through ParseTokenJSON: they are not a
+// provider's answer.
+func ParseTokenResponse(data []byte, ep Endpoint) (Token, error) {
+	sep, err := scopeSeparator(ep)
+	if err != nil {
+		return Token{}, err
+	}
+	if err := checkResponseFields(ep.ResponseFields); err != nil {
+		return Token{}, err
+	}
+	return parseToken(data, sep, ep.ResponseFields)
+}
+
+// parseToken is the one token-response parser.
+func parseToken(data []byte, sep string, fields []string) (Token, error) {
 	members, err := objectMembers(data)
 	if err != nil {
 		return Token{}, err
@@ -110,11 +143,36 @@ func ParseTokenJSON(data []byte) (Token, error) {
 	}
 
 	if raw, ok := members["scope"]; ok {
-		if t.Scope, err = parseScope(raw); err != nil {
+		if t.Scope, err = parseScope(raw, sep); err != nil {
 			return Token{}, err
 		}
 	}
+
+	for _, name := range fields {
+		raw, ok := members[name]
+		if !ok {
+			continue
+		}
+		v, err := plainString(raw)
+		if err != nil || v == "" || len(v) > MaxResponseFieldBytes || !vschars(v) {
+			continue
+		}
+		if t.Fields == nil {
+			t.Fields = make(map[string]string, len(fields))
+		}
+		t.Fields[name] = v
+	}
 	return t, nil
+}
+
+// vschars reports whether s holds only VSCHARs (%x20-7E).
+func vschars(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // objectMembers splits a JSON object into its members, rejecting duplicate
@@ -233,7 +291,9 @@ func parseExpiresIn(raw json.RawMessage) (int64, error) {
 	return n, nil
 }
 
-func parseScope(raw json.RawMessage) ([]string, error) {
+// parseScope reads a scope member; sep is " " (RFC 6749 §3.3) or the
+// provider's own delimiter (Slack's ","), applied to string forms only.
+func parseScope(raw json.RawMessage, sep string) ([]string, error) {
 	if isNull(raw) {
 		return nil, nil
 	}
@@ -264,8 +324,17 @@ func parseScope(raw json.RawMessage) ([]string, error) {
 	seen := make(map[string]bool)
 	for _, p := range parts {
 		// RFC 6749 §3.3 delimits with spaces; Fields also tolerates tabs,
-		// which the charset check below would reject anyway.
-		for _, s := range strings.Fields(p) {
+		// which the charset check below would reject anyway. A provider
+		// delimiter is split first, then spaces around its pieces dropped.
+		pieces := []string{p}
+		if sep != " " {
+			pieces = strings.Split(p, sep)
+		}
+		var words []string
+		for _, piece := range pieces {
+			words = append(words, strings.Fields(piece)...)
+		}
+		for _, s := range words {
 			if !validScopeToken(s) {
 				return nil, fmt.Errorf("%w: scope contains a character outside NQCHAR", ErrInvalidTokenResponse)
 			}
