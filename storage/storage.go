@@ -1,8 +1,11 @@
-// Package storage persists tenants, integrations and the audit trail.
-// Every integration read or write takes a tenant id: the bbolt backend keeps
-// one top-level bucket per tenant, so a lookup cannot cross tenants by
-// construction. Only ListTenants (operator level) and the audit trail
-// (platform level, filtered by tenant in the audit package) span tenants.
+// Package storage persists tenants, integrations, connect sessions and the
+// audit trail. Every integration or session read or write takes a tenant
+// id: the bbolt backend keeps one top-level bucket per tenant, so a lookup
+// cannot cross tenants by construction. Only ListTenants (operator level),
+// the audit trail (platform level, filtered by tenant in the audit
+// package) and FindConnectSession (a browser holding a one-time link or an
+// OAuth state knows no tenant; it finds the session by the secret's
+// SHA-256 digest) span tenants.
 package storage
 
 import (
@@ -114,6 +117,18 @@ type Integration struct {
 	AccessToken  []byte `json:"access_token_ct"`
 	RefreshToken []byte `json:"refresh_token_ct"`
 
+	// APIBaseURL is this integration's API base, fixed when it is stored (a
+	// catalog template's per-connection host); "" = the provider's api_base_url.
+	APIBaseURL string `json:"api_base_url,omitempty"`
+	// Params are the per-connection template parameters (subdomain, ...), validated by the service.
+	Params map[string]string `json:"params,omitempty"`
+	// Client is the sealed per-integration OAuth client (envelope ciphertext); nil = the provider's.
+	Client []byte `json:"client_ct,omitempty"`
+	// Grant is "client_credentials" for integrations vaultd obtains itself; "" = authorization code / stored token.
+	Grant string `json:"grant,omitempty"`
+	// ConnectSession names the connect session that stored it, if any.
+	ConnectSession string `json:"connect_session,omitempty"`
+
 	// Revision increments on every write; CompareAndSwapIntegration
 	// checks it.
 	Revision uint64 `json:"revision"`
@@ -193,6 +208,42 @@ type Store interface {
 	CompareAndSwapIntegration(ctx context.Context, tenantID string, in Integration, audit AuditFunc) (Integration, AuditRecord, error)
 	// DeleteIntegration removes it; ErrNotFound if absent.
 	DeleteIntegration(ctx context.Context, tenantID, id string, audit AuditFunc) (AuditRecord, error)
+
+	// CreateConnectSession stores a new session with Revision 1 under its
+	// tenant, and indexes its non-nil LinkHash and StateHash
+	// platform-wide. ErrTenantNotFound if the tenant does not exist;
+	// ErrExists if the id is taken in that tenant or a digest is already
+	// indexed; ErrInvalidRecord if TenantID/ID/IntegrationID is not a
+	// ValidID or a digest is not 32 bytes (CheckConnectSession).
+	CreateConnectSession(ctx context.Context, s ConnectSession, audit AuditFunc) (ConnectSession, AuditRecord, error)
+	// GetConnectSession returns ErrNotFound for an unknown id in that
+	// tenant (and for an unknown tenant).
+	GetConnectSession(ctx context.Context, tenantID, id string) (ConnectSession, error)
+	// FindConnectSession returns the session whose LinkHash or StateHash
+	// equals digest (the browser side knows no tenant); ErrNotFound if
+	// none, ErrInvalidRecord if digest is not 32 bytes.
+	FindConnectSession(ctx context.Context, digest []byte) (ConnectSession, error)
+	// UpdateConnectSession replaces s if s.Revision matches the stored
+	// revision (ErrConflict otherwise, ErrNotFound if gone), keeping the
+	// digest index in step: digests the stored record had and s no longer
+	// has are unindexed, new ones indexed (ErrExists if taken by another
+	// session). Returns s with its new revision.
+	UpdateConnectSession(ctx context.Context, s ConnectSession, audit AuditFunc) (ConnectSession, AuditRecord, error)
+	// CompleteConnectSession does UpdateConnectSession(s) and
+	// PutIntegration(in) in ONE transaction with one audit event (the
+	// token.store of a finished connect flow): the session is never
+	// completed without its integration, nor the reverse. in.TenantID
+	// must be s.TenantID (or empty: it is filled in) and in.ID must be
+	// s.IntegrationID, else ErrInvalidRecord. Returns both with their new
+	// revisions.
+	CompleteConnectSession(ctx context.Context, s ConnectSession, in Integration, audit AuditFunc) (ConnectSession, Integration, AuditRecord, error)
+	// DeleteConnectSession removes a session and its index entries;
+	// ErrNotFound if absent. audit may be nil (the expiry sweep removes
+	// old sessions without an event of their own).
+	DeleteConnectSession(ctx context.Context, tenantID, id string, audit AuditFunc) (AuditRecord, error)
+	// ListConnectSessions lists a tenant's sessions, sorted by id
+	// (ErrTenantNotFound never: an unknown tenant lists nothing).
+	ListConnectSessions(ctx context.Context, tenantID string) ([]ConnectSession, error)
 
 	// AppendAudit appends one event (and its More) atomically at the end
 	// of the chain, with no state change. audit must not be nil.

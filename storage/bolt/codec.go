@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 
 	bbolt "go.etcd.io/bbolt"
 
@@ -109,7 +111,63 @@ func cloneIntegration(in storage.Integration) storage.Integration {
 	in.Scopes = slices.Clone(in.Scopes)
 	in.AccessToken = bytes.Clone(in.AccessToken)
 	in.RefreshToken = bytes.Clone(in.RefreshToken)
+	in.Params = maps.Clone(in.Params)
+	in.Client = bytes.Clone(in.Client)
 	return in
+}
+
+type connectSessionRecord struct {
+	V int `json:"v"`
+	storage.ConnectSession
+}
+
+func decodeConnectSession(tenantID, id string, val []byte) (storage.ConnectSession, error) {
+	var r connectSessionRecord
+	if err := json.Unmarshal(val, &r); err != nil {
+		return storage.ConnectSession{}, corrupt("connect session %q of tenant %q: %v", id, tenantID, err)
+	}
+	if r.V != recordVersion {
+		return storage.ConnectSession{}, corrupt("connect session %q of tenant %q: record version %d not supported", id, tenantID, r.V)
+	}
+	// Defence in depth: a record must be filed under its own id and tenant.
+	if r.ID != id || r.TenantID != tenantID {
+		return storage.ConnectSession{}, corrupt("connect session %q of tenant %q: record names connect session %q of tenant %q",
+			id, tenantID, r.ID, r.TenantID)
+	}
+	return r.ConnectSession, nil
+}
+
+func encodeConnectSession(cs storage.ConnectSession) ([]byte, error) {
+	return json.Marshal(connectSessionRecord{V: recordVersion, ConnectSession: cs})
+}
+
+// cloneSession deep-copies the slices and the map so a returned value
+// shares no memory with the caller's input.
+func cloneSession(cs storage.ConnectSession) storage.ConnectSession {
+	cs.Scopes = slices.Clone(cs.Scopes)
+	cs.Params = maps.Clone(cs.Params)
+	cs.LinkHash = bytes.Clone(cs.LinkHash)
+	cs.StateHash = bytes.Clone(cs.StateHash)
+	cs.BrowserHash = bytes.Clone(cs.BrowserHash)
+	cs.Verifier = bytes.Clone(cs.Verifier)
+	cs.Client = bytes.Clone(cs.Client)
+	return cs
+}
+
+// sessionRef is the value of a digest index entry: the session's tenant
+// id and id joined by "/", which no valid id contains.
+type sessionRef struct{ tenantID, id string }
+
+func (r sessionRef) encode() []byte { return []byte(r.tenantID + "/" + r.id) }
+
+// decodeSessionRef parses an index value; anything but two valid ids is
+// corrupt.
+func decodeSessionRef(val []byte) (sessionRef, error) {
+	tenantID, id, ok := strings.Cut(string(val), "/")
+	if !ok || !storage.ValidID(tenantID) || !storage.ValidID(id) {
+		return sessionRef{}, corrupt("connect session digest index entry of %d bytes is not <tenant>/<id>", len(val))
+	}
+	return sessionRef{tenantID, id}, nil
 }
 
 func cloneTenant(t storage.Tenant) storage.Tenant {

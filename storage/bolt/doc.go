@@ -12,6 +12,16 @@
 //	t/<tenant_id>            tenant          {"v":1, ...storage.Tenant}
 //	t/<tenant_id>/integrations
 //	                         <integration_id> -> {"v":1, ...storage.Integration}
+//	t/<tenant_id>/connect    <session_id> -> {"v":1, ...storage.ConnectSession}
+//	connect_digests          SHA-256 digest (32 bytes) -> <tenant_id>/<session_id>
+//
+// connect_digests indexes every session's LinkHash and StateHash
+// platform-wide (the browser side of a connect flow knows no tenant) and
+// changes in the transaction that changes the session. It and the connect
+// buckets are created by the first write that needs them and read as empty
+// when absent; being additive, they need no schema version of their own,
+// so files written before them open unchanged (read-only too), and a
+// build that predates them ignores them.
 //
 // Why a top-level bucket per tenant: every integration operation first
 // resolves the tenant's bucket and only then the id inside it, so a lookup

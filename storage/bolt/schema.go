@@ -15,6 +15,12 @@ var (
 	bucketSys          = []byte("sys")
 	bucketAudit        = []byte("audit")
 	bucketIntegrations = []byte("integrations")
+	// bucketConnect (inside a tenant's bucket) and bucketConnectIndex
+	// (top level) are created by the first write that needs them, not by a
+	// migration: a file without them simply has no sessions, so files from
+	// builds before connect sessions open unchanged, read-only included.
+	bucketConnect      = []byte("connect")
+	bucketConnectIndex = []byte("connect_digests")
 	keySchemaVersion   = []byte("schema_version")
 	keyAuditHead       = []byte("audit_head")
 	keyTenant          = []byte("tenant")

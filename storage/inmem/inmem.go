@@ -1,5 +1,6 @@
 // Package inmem is a storage.Store held in process memory: tenants,
-// integrations and the audit chain behind one RWMutex. It passes the shared
+// integrations, connect sessions (with their platform-wide digest index)
+// and the audit chain behind one RWMutex. It passes the shared
 // suite (storage/storagetest) next to storage/bolt, so it serves as the
 // reference for the Store contract without a file, and as a fast store for
 // tests of the layers above. Nothing survives Close or the process.
@@ -19,6 +20,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -37,13 +39,21 @@ const scanChunk = 256
 type tenantState struct {
 	tenant       storage.Tenant
 	integrations map[string]storage.Integration
+	sessions     map[string]storage.ConnectSession
 }
+
+// sessionRef names a connect session platform-wide: the value of the
+// digest index.
+type sessionRef struct{ tenantID, id string }
 
 // Store is an in-memory storage.Store. Safe for concurrent use.
 type Store struct {
 	mu      sync.RWMutex
 	closed  bool
 	tenants map[string]*tenantState
+	// digests indexes every session's LinkHash and StateHash (as string
+	// keys) platform-wide, for FindConnectSession.
+	digests map[string]sessionRef
 	// audit holds the remaining (unpruned) events in seq order: audit[i]
 	// has seq anchor.Seq+1+i.
 	audit  []storage.AuditRecord
@@ -61,6 +71,7 @@ var (
 func New() *Store {
 	return &Store{
 		tenants: map[string]*tenantState{},
+		digests: map[string]sessionRef{},
 		head:    storage.AuditHead{Seq: 0, Hash: storage.GenesisHash},
 		anchor:  storage.AuditHead{Seq: 0, Hash: storage.GenesisHash},
 	}
@@ -72,7 +83,7 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	s.tenants, s.audit = nil, nil
+	s.tenants, s.digests, s.audit = nil, nil, nil
 	return nil
 }
 
@@ -151,7 +162,11 @@ func (s *Store) CreateTenant(ctx context.Context, t storage.Tenant, build storag
 	if err != nil {
 		return storage.Tenant{}, storage.AuditRecord{}, err
 	}
-	s.tenants[t.ID] = &tenantState{tenant: t, integrations: map[string]storage.Integration{}}
+	s.tenants[t.ID] = &tenantState{
+		tenant:       t,
+		integrations: map[string]storage.Integration{},
+		sessions:     map[string]storage.ConnectSession{},
+	}
 	s.commitAudit(pending)
 	return cloneTenant(t), rec, nil
 }
@@ -403,6 +418,8 @@ func cloneIntegration(in storage.Integration) storage.Integration {
 	in.Scopes = slices.Clone(in.Scopes)
 	in.AccessToken = bytes.Clone(in.AccessToken)
 	in.RefreshToken = bytes.Clone(in.RefreshToken)
+	in.Params = maps.Clone(in.Params)
+	in.Client = bytes.Clone(in.Client)
 	return in
 }
 
@@ -422,6 +439,7 @@ func cloneTenant(t storage.Tenant) storage.Tenant {
 //	{"kind":"vaultd-inmem-backup","v":1}
 //	{"kind":"tenant","tenant":{...storage.Tenant...}}            per tenant, by id
 //	{"kind":"integration","integration":{...storage.Integration...}} per record, by tenant then id
+//	{"kind":"connect_session","connect_session":{...storage.ConnectSession...}} per session, by tenant then id
 //	{"kind":"audit_anchor","seq":N,"hash":"..."}
 //	{"kind":"audit","seq":N,"hash":"...","data":{...the event...}} per remaining event, by seq
 //	{"kind":"audit_head","seq":N,"hash":"..."}
@@ -475,6 +493,19 @@ func (s *Store) Backup(ctx context.Context, w io.Writer) (int64, error) {
 					Kind        string              `json:"kind"`
 					Integration storage.Integration `json:"integration"`
 				}{"integration", ins[iid]}); err != nil {
+					return err
+				}
+			}
+		}
+		// The digest index is not written: it is derived from the
+		// sessions' LinkHash and StateHash.
+		for _, id := range ids {
+			ss := s.tenants[id].sessions
+			for _, sid := range sortedKeys(ss) {
+				if err := emit(struct {
+					Kind    string                 `json:"kind"`
+					Session storage.ConnectSession `json:"connect_session"`
+				}{"connect_session", ss[sid]}); err != nil {
 					return err
 				}
 			}

@@ -30,6 +30,9 @@ func TestBackupFormat(t *testing.T) {
 	if _, err := storagetest.NoEvent(s).PutIntegration(ctx, "acme", storagetest.NewIntegration("acme", "crm", 64)); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := storagetest.NoEvent(s).CreateConnectSession(ctx, storagetest.NewConnectSession("acme", "cs-1")); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 3 {
 		if _, err := s.AppendAudit(ctx, storagetest.ChainBuilder(fmt.Sprintf(`"action":"a","detail":"%d"`, i))); err != nil {
 			t.Fatal(err)
@@ -43,13 +46,17 @@ func TestBackupFormat(t *testing.T) {
 		t.Fatal(err)
 	}
 	var kinds []string
-	var crm storage.Integration
+	var (
+		crm storage.Integration
+		cs  storage.ConnectSession
+	)
 	for line := range strings.Lines(buf.String()) {
 		var l struct {
-			Kind        string              `json:"kind"`
-			Seq         uint64              `json:"seq"`
-			Integration storage.Integration `json:"integration"`
-			Data        json.RawMessage     `json:"data"`
+			Kind        string                 `json:"kind"`
+			Seq         uint64                 `json:"seq"`
+			Integration storage.Integration    `json:"integration"`
+			Session     storage.ConnectSession `json:"connect_session"`
+			Data        json.RawMessage        `json:"data"`
 		}
 		if err := json.Unmarshal([]byte(line), &l); err != nil {
 			t.Fatalf("line %q: %v", line, err)
@@ -58,11 +65,14 @@ func TestBackupFormat(t *testing.T) {
 		if l.Kind == "integration" {
 			crm = l.Integration
 		}
+		if l.Kind == "connect_session" {
+			cs = l.Session
+		}
 		if l.Kind == "audit" && !bytes.Contains(l.Data, []byte(fmt.Sprintf(`"seq":%d`, l.Seq))) {
 			t.Fatalf("audit line %d carries %s", l.Seq, l.Data)
 		}
 	}
-	want := []string{"vaultd-inmem-backup0", "tenant0", "integration0", "audit_anchor1", "audit2", "audit3", "audit_head3"}
+	want := []string{"vaultd-inmem-backup0", "tenant0", "integration0", "connect_session0", "audit_anchor1", "audit2", "audit3", "audit_head3"}
 	if !reflect.DeepEqual(kinds, want) {
 		t.Fatalf("backup lines %v, want %v", kinds, want)
 	}
@@ -70,6 +80,11 @@ func TestBackupFormat(t *testing.T) {
 	w.Revision = 1
 	if !storagetest.EqualIntegration(crm, w) {
 		t.Fatalf("backed-up integration %+v, want %+v", crm, w)
+	}
+	wcs := storagetest.NewConnectSession("acme", "cs-1")
+	wcs.Revision = 1
+	if !storagetest.EqualConnectSession(cs, wcs) {
+		t.Fatalf("backed-up connect session %+v, want %+v", cs, wcs)
 	}
 }
 

@@ -44,3 +44,27 @@ func (f Fixture) DeleteIntegration(ctx context.Context, tenantID, id string) err
 	_, err := f.s.DeleteIntegration(ctx, tenantID, id, nil)
 	return err
 }
+
+// CreateConnectSession is s.CreateConnectSession with no event.
+func (f Fixture) CreateConnectSession(ctx context.Context, cs storage.ConnectSession) (storage.ConnectSession, error) {
+	out, _, err := f.s.CreateConnectSession(ctx, cs, nil)
+	return out, err
+}
+
+// UpdateConnectSession is s.UpdateConnectSession with no event.
+func (f Fixture) UpdateConnectSession(ctx context.Context, cs storage.ConnectSession) (storage.ConnectSession, error) {
+	out, _, err := f.s.UpdateConnectSession(ctx, cs, nil)
+	return out, err
+}
+
+// CompleteConnectSession is s.CompleteConnectSession with no event.
+func (f Fixture) CompleteConnectSession(ctx context.Context, cs storage.ConnectSession, in storage.Integration) (storage.ConnectSession, storage.Integration, error) {
+	outS, outI, _, err := f.s.CompleteConnectSession(ctx, cs, in, nil)
+	return outS, outI, err
+}
+
+// DeleteConnectSession is s.DeleteConnectSession with no event.
+func (f Fixture) DeleteConnectSession(ctx context.Context, tenantID, id string) error {
+	_, err := f.s.DeleteConnectSession(ctx, tenantID, id, nil)
+	return err
+}

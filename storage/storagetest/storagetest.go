@@ -61,6 +61,15 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 			tc.fn(t, s)
 		})
 	}
+	t.Run("Connect", func(t *testing.T) {
+		for _, tc := range connectTests {
+			t.Run(tc.name, func(t *testing.T) {
+				s := newStore(t)
+				t.Cleanup(func() { _ = s.Close() })
+				tc.fn(t, s)
+			})
+		}
+	})
 }
 
 // T0 is a fixed time with nanoseconds, so a backend that loses precision
@@ -129,6 +138,12 @@ func normIntegration(in storage.Integration) storage.Integration {
 	}
 	if len(in.RefreshToken) == 0 {
 		in.RefreshToken = nil
+	}
+	if len(in.Params) == 0 {
+		in.Params = nil
+	}
+	if len(in.Client) == 0 {
+		in.Client = nil
 	}
 	return in
 }
@@ -888,6 +903,7 @@ func testContext(t *testing.T, s storage.Store) {
 	_, checks["GetIntegration"] = s.GetIntegration(ctx, "acme", "crm")
 	_, checks["ListIntegrations"] = s.ListIntegrations(ctx, "acme")
 	checks["DeleteIntegration"] = NoEvent(s).DeleteIntegration(ctx, "acme", "crm")
+	connectChecks(ctx, s, checks)
 	_, checks["AppendAudit"] = s.AppendAudit(ctx, ChainBuilder(`"action":"x"`))
 	_, checks["AuditHead"] = s.AuditHead(ctx)
 	if b, ok := s.(storage.Backuper); ok {
@@ -905,6 +921,12 @@ func testContext(t *testing.T, s storage.Store) {
 	}
 	if _, err := s.GetIntegration(bg, "acme", "crm"); !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("a cancelled PutIntegration left a record behind: %v", err)
+	}
+	if _, err := s.GetConnectSession(bg, "acme", "cs-1"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("a cancelled CreateConnectSession left a session behind: %v", err)
+	}
+	if _, err := s.FindConnectSession(bg, NewConnectSession("acme", "cs-1").LinkHash); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("a cancelled CreateConnectSession left a digest indexed: %v", err)
 	}
 	if h, err := s.AuditHead(bg); err != nil || h.Seq != 0 {
 		t.Errorf("a cancelled AppendAudit moved the head: %+v %v", h, err)
@@ -933,6 +955,7 @@ func testClose(t *testing.T, s storage.Store) {
 	_, checks["ListIntegrations"] = s.ListIntegrations(ctx, "acme")
 	_, checks["CompareAndSwapIntegration"] = NoEvent(s).CompareAndSwapIntegration(ctx, "acme", NewIntegration("acme", "crm", 16))
 	checks["DeleteIntegration"] = NoEvent(s).DeleteIntegration(ctx, "acme", "crm")
+	connectChecks(ctx, s, checks)
 	_, checks["AppendAudit"] = s.AppendAudit(ctx, ChainBuilder(`"action":"x"`))
 	checks["ScanAudit"] = s.ScanAudit(ctx, 0, func(storage.AuditRecord) (bool, error) { return true, nil })
 	_, checks["AuditHead"] = s.AuditHead(ctx)
