@@ -3,10 +3,13 @@
 // server: it issues random fake tokens to anyone on loopback who asks at
 // /authorize-dev. Never deploy it.
 //
-// It serves the endpoints of internal/fakeprovider.Provider (POST /token,
-// POST /revoke, /api/...) plus POST /authorize-dev, which answers an
-// initial RFC 6749 §5.1 token response (form field "scope" optional) so a
-// dev script can store it through vaultd's store_token.
+// It serves the endpoints of internal/fakeprovider.Provider (GET /authorize
+// with its consent page and POST /authorize/decision, POST /token, POST
+// /revoke, /api/...) plus POST /authorize-dev, which answers an initial
+// RFC 6749 §5.1 token response (form field "scope" optional) so a dev
+// script can store it through vaultd's store_token. The consent page
+// redirects only to the URIs given with -redirect-uri (exact match), and
+// puts the stand-in's base URL in iss.
 //
 // Once listening it prints one JSON line with its URLs on stdout; logs go to
 // stderr. SIGTERM or SIGINT: graceful shutdown, exit 0.
@@ -23,6 +26,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -52,6 +56,9 @@ type Ready struct {
 	AuthorizeURL  string `json:"authorize_dev_url"`
 	ClientID      string `json:"client_id"`
 	AuthStyle     string `json:"auth_style"`
+	// AuthorizationEndpoint is the consent flow's authorization_url.
+	AuthorizationEndpoint string `json:"authorization_url"`
+	Issuer                string `json:"issuer"` // iss of its authorization responses
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -65,6 +72,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	expiresIn := fs.Int64("expires-in", fakeprovider.DefaultExpiresIn, "expires_in of issued access tokens, seconds")
 	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate (PEM); plain HTTP when empty")
 	tlsKey := fs.String("tls-key", "", "private key for -tls-cert (PEM)")
+	var redirectURIs []string
+	fs.Func("redirect-uri", "redirect URI the consent page may send the browser back to (exact match; repeatable)", func(v string) error {
+		u, err := url.Parse(v)
+		if err != nil || !u.IsAbs() || u.Host == "" || u.Fragment != "" || strings.Contains(v, "#") {
+			return errors.New("must be an absolute URL without a fragment")
+		}
+		redirectURIs = append(redirectURIs, v)
+		return nil
+	})
+	requirePKCE := fs.Bool("require-pkce", false, "refuse authorization requests without a PKCE S256 code_challenge")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -86,7 +103,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil)).With("component", "devprovider (dev-only stand-in)")
 
-	p := fakeprovider.NewProvider(fakeprovider.Config{ClientID: *clientID, ClientSecret: clientSecret, AuthStyle: *authStyle})
+	// Listen first: the base URL is the issuer the provider puts in iss.
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	scheme := "http"
+	var tlsConfig *tls.Config
+	if *tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("loading -tls-cert/-tls-key: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, tlsConfig)
+		scheme = "https"
+	}
+	base := scheme + "://" + ln.Addr().String()
+
+	p := fakeprovider.NewProvider(fakeprovider.Config{
+		ClientID: *clientID, ClientSecret: clientSecret, AuthStyle: *authStyle,
+		RedirectURIs: redirectURIs, RequirePKCE: *requirePKCE, Issuer: base,
+	})
 	p.SetExpiresIn(*expiresIn)
 	mux := http.NewServeMux()
 	mux.Handle("/", p.Handler())
@@ -106,31 +145,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		_, _ = w.Write(append(body, '\n'))
 	})
 
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	scheme := "http"
 	srv := &http.Server{
 		Handler:           logRequests(log, mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	if *tlsCert != "" {
-		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("loading -tls-cert/-tls-key: %w", err)
-		}
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		ln = tls.NewListener(ln, srv.TLSConfig)
-		scheme = "https"
+		TLSConfig:         tlsConfig,
 	}
 
-	base := scheme + "://" + ln.Addr().String()
 	ready := Ready{
 		DevOnly: true, BaseURL: base, TokenURL: base + "/token", RevocationURL: base + "/revoke",
 		APIBaseURL: base + "/api", AuthorizeURL: base + "/authorize-dev", ClientID: *clientID, AuthStyle: *authStyle,
+		AuthorizationEndpoint: base + "/authorize", Issuer: p.Issuer(),
 	}
 	line, _ := json.Marshal(ready) // a struct of strings always marshals
 	if _, err := fmt.Fprintf(stdout, "%s\n", line); err != nil {

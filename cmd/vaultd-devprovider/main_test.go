@@ -141,13 +141,15 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases := map[string][]string{
-		"no secret file":   {},
-		"empty secret":     {"-client-secret-file", empty},
-		"missing secret":   {"-client-secret-file", filepath.Join(t.TempDir(), "nope")},
-		"non-loopback":     {"-client-secret-file", secretFile, "-listen", "0.0.0.0:0"},
-		"bad auth style":   {"-client-secret-file", secretFile, "-auth-style", "jwt"},
-		"cert without key": {"-client-secret-file", secretFile, "-tls-cert", "x.pem"},
-		"extra argument":   {"-client-secret-file", secretFile, "extra"},
+		"no secret file":    {},
+		"empty secret":      {"-client-secret-file", empty},
+		"missing secret":    {"-client-secret-file", filepath.Join(t.TempDir(), "nope")},
+		"non-loopback":      {"-client-secret-file", secretFile, "-listen", "0.0.0.0:0"},
+		"bad auth style":    {"-client-secret-file", secretFile, "-auth-style", "jwt"},
+		"cert without key":  {"-client-secret-file", secretFile, "-tls-cert", "x.pem"},
+		"extra argument":    {"-client-secret-file", secretFile, "extra"},
+		"relative redirect": {"-client-secret-file", secretFile, "-redirect-uri", "/cb"},
+		"redirect fragment": {"-client-secret-file", secretFile, "-redirect-uri", "https://x.example/cb#f"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -210,6 +212,108 @@ func TestDoesNotLinkTesting(t *testing.T) {
 	for _, dep := range strings.Fields(string(out)) {
 		if dep == "testing" || strings.HasSuffix(dep, "/oauthtest") {
 			t.Errorf("vaultd-devprovider depends on %s", dep)
+		}
+	}
+}
+
+// TestRunConsentFlow: the consent page is served, its Allow button sends
+// the browser back to the -redirect-uri with a code, state and iss, and
+// the code exchanges at /token. Nothing secret reaches the log.
+func TestRunConsentFlow(t *testing.T) {
+	const clientSecret = "dev secret 2"
+	const redirectURI = "http://127.0.0.1:9/oauth/callback"
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	pr, pw := io.Pipe()
+	stderr := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-client-id", "dev-id", "-client-secret-file", writeSecret(t, clientSecret),
+			"-redirect-uri", redirectURI, "-require-pkce"}, pw, stderr)
+		pw.Close()
+	}()
+	line, err := bufio.NewReader(pr).ReadBytes('\n')
+	if err != nil {
+		t.Fatalf("reading ready line: %v (stderr: %s)", err, stderr)
+	}
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	var ready Ready
+	if err := json.Unmarshal(line, &ready); err != nil {
+		t.Fatal(err)
+	}
+	if ready.AuthorizationEndpoint != ready.BaseURL+"/authorize" || ready.Issuer != ready.BaseURL {
+		t.Fatalf("ready = %+v", ready)
+	}
+
+	verifier, challenge, err := oauth.NewPKCE()
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, _ := oauth.NewState()
+	authURL, err := oauth.AuthorizeURL(oauth.AuthorizeRequest{AuthorizationURL: ready.AuthorizationEndpoint, ClientID: "dev-id",
+		RedirectURI: redirectURI, Scopes: []string{"contacts.read"}, State: state, CodeChallenge: challenge})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := hc.Get(authURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), "Fake provider: authorize dev-id") {
+		t.Fatalf("consent page: %d %s", resp.StatusCode, page)
+	}
+	_, rest, _ := strings.Cut(string(page), `name="form_token" value="`)
+	formToken, _, _ := strings.Cut(rest, `"`)
+	resp, err = hc.PostForm(ready.BaseURL+"/authorize/decision", url.Values{"form_token": {formToken}, "decision": {"allow"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc.String(), redirectURI+"?") {
+		t.Fatalf("decision: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	cb, err := oauth.ParseCallback(loc.RawQuery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cb.State.Equal(state) || oauth.CheckIssuer(cb, ready.Issuer, true) != nil {
+		t.Fatalf("callback state/iss wrong (iss %q)", cb.Iss)
+	}
+	ep := oauth.Endpoint{TokenURL: ready.TokenURL, ClientID: "dev-id", ClientSecret: secret.NewString(clientSecret), AuthStyle: ready.AuthStyle}
+	tok, err := oauth.Exchange(t.Context(), ep, cb.Code, redirectURI, verifier)
+	if err != nil {
+		t.Fatalf("Exchange: %v", err)
+	}
+	if len(tok.Scope) != 1 || tok.Scope[0] != "contacts.read" || tok.RefreshToken.IsZero() {
+		t.Fatalf("token scope %v", tok.Scope)
+	}
+
+	// An unregistered redirect URI gets a page, never a redirect.
+	bad := strings.Replace(authURL, url.QueryEscape(redirectURI), url.QueryEscape("https://evil.example/cb"), 1)
+	resp, err = hc.Get(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" {
+		t.Fatalf("unregistered redirect: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	logs := stderr.String()
+	if !strings.Contains(logs, "/authorize/decision") {
+		t.Fatalf("logs missing the decision: %s", logs)
+	}
+	for _, s := range []string{cb.Code.Reveal(), state.Reveal(), verifier.Reveal(), formToken, tok.AccessToken.Reveal(), clientSecret} {
+		if strings.Contains(logs, s) {
+			t.Fatal("a secret reached the log")
 		}
 	}
 }
