@@ -72,6 +72,13 @@ const (
 	inputName                = "<input>"
 )
 
+// DefaultSessionTTL is [connect] session_ttl.
+const DefaultSessionTTL = 10 * time.Minute
+
+// CallbackPath is the path of the connect listener's OAuth redirect
+// endpoint; RedirectURI is public_url + CallbackPath.
+const CallbackPath = "/oauth/callback"
+
 // DefaultCheckpointInterval is [audit] checkpoint_interval.
 const DefaultCheckpointInterval = time.Minute
 
@@ -94,6 +101,7 @@ type Config struct {
 	TenantContext *TenantContextConfig `toml:"tenant_context"` // nil when the table is absent
 	Principals    []Principal          `toml:"principals"`
 	Providers     map[string]*Provider `toml:"providers"`
+	Connect       *ConnectConfig       `toml:"connect"` // nil when the table is absent: no connect flow
 
 	ix keyIndex // where each key was written, for KeyError
 }
@@ -204,6 +212,30 @@ type TenantContextConfig struct {
 	ClockSkew   Duration `toml:"clock_skew"`
 }
 
+// ConnectConfig is [connect]: the HTTPS listener browsers reach during a
+// connect flow (/connect/{secret} and /oauth/callback only; server
+// certificate, no client certificate).
+type ConnectConfig struct {
+	Listen    string `toml:"listen"`
+	PublicURL string `toml:"public_url"`
+	// TLSCert and TLSKey default to [server]'s (both are set after Parse).
+	TLSCert    string   `toml:"tls_cert"`
+	TLSKey     string   `toml:"tls_key"`
+	SessionTTL Duration `toml:"session_ttl"`
+	// ReturnTo lists the allowed return_to prefixes: a return_to URL must
+	// have a prefix's scheme, host and port, and a path starting with its
+	// path.
+	ReturnTo []string `toml:"return_to"`
+
+	// PublicBase is public_url parsed (path ""), RedirectURI public_url
+	// without a trailing "/" + CallbackPath, exactly as registered at the
+	// providers; ReturnToPrefixes are return_to parsed (path "/" when
+	// empty), in the file's order.
+	PublicBase       *url.URL   `toml:"-"`
+	RedirectURI      string     `toml:"-"`
+	ReturnToPrefixes []*url.URL `toml:"-"`
+}
+
 // Principal is one [[principals]] entry: a client certificate identity
 // (its first URI SAN, or else its subject CN) and what it may do. Roles
 // are policy's vocabulary, kept as written: vaultd reads them with
@@ -230,10 +262,25 @@ type Provider struct {
 	Timeout              Duration `toml:"timeout"`
 	CAFile               string   `toml:"ca_file"`
 
-	// Parsed forms of the URLs (RevocationEndpoint nil when unset).
-	TokenEndpoint      *url.URL `toml:"-"`
-	RevocationEndpoint *url.URL `toml:"-"`
-	APIBase            *url.URL `toml:"-"`
+	// The connect flow. AuthorizationURL "" (and no template supplying one)
+	// leaves it off for this provider. Grant is kept as written ("" = not
+	// set; internal/settings reads it); PKCE nil = not set (default true).
+	AuthorizationURL string            `toml:"authorization_url"`
+	Grant            string            `toml:"grant"`
+	PKCE             *bool             `toml:"pkce"`
+	AuthorizeParams  map[string]string `toml:"authorize_params"`
+	ScopeSeparator   string            `toml:"scope_separator"` // " " or ","; "" = not set
+	// Template names a built-in catalog template (vaultctl providers
+	// catalog) that supplies what the table leaves out; keys written here
+	// win. internal/settings merges the two.
+	Template string `toml:"template"`
+
+	// Parsed forms of the URLs as written (nil when not written: a
+	// template may supply them, see internal/settings.Providers).
+	TokenEndpoint         *url.URL `toml:"-"`
+	RevocationEndpoint    *url.URL `toml:"-"`
+	APIBase               *url.URL `toml:"-"`
+	AuthorizationEndpoint *url.URL `toml:"-"`
 	// ClientSecret is read from ClientSecretFile in ModeDaemon (zero
 	// otherwise).
 	ClientSecret secret.String `toml:"-"`

@@ -432,7 +432,7 @@ func TestFullExample(t *testing.T) {
 		},
 	}
 	got := *cfg
-	got.File, got.Dir, got.Providers, got.ix = "", "", nil, nil
+	got.File, got.Dir, got.Providers, got.Connect, got.ix = "", "", nil, nil, nil
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
 	}
@@ -456,6 +456,19 @@ func TestFullExample(t *testing.T) {
 	}
 	if !p.ClientSecret.IsZero() || p.RootCAs != nil {
 		t.Error("ModeSyntax must not read secrets or CA files")
+	}
+	if p.AuthorizationURL != "https://oauth.example.com/authorize" || p.AuthorizationEndpoint.Path != "/authorize" ||
+		p.Grant != "authorization_code" || p.PKCE == nil || !*p.PKCE || p.ScopeSeparator != " " || p.Template != "google" ||
+		!reflect.DeepEqual(p.AuthorizeParams, map[string]string{"access_type": "offline"}) {
+		t.Errorf("provider connect keys = %+v", *p)
+	}
+	c := cfg.Connect
+	if c == nil || c.Listen != "0.0.0.0:8444" || c.PublicURL != "https://vault.example.com:8444" ||
+		c.RedirectURI != "https://vault.example.com:8444/oauth/callback" || c.PublicBase.String() != "https://vault.example.com:8444" ||
+		c.TLSCert != "/etc/vaultd/tls/connect.crt" || c.TLSKey != "/etc/vaultd/tls/connect.key" ||
+		c.SessionTTL.Duration() != 10*time.Minute || !reflect.DeepEqual(c.ReturnTo, []string{"https://app.example.com/"}) ||
+		len(c.ReturnToPrefixes) != 1 || c.ReturnToPrefixes[0].String() != "https://app.example.com/" {
+		t.Errorf("connect = %+v", c)
 	}
 }
 
@@ -503,7 +516,7 @@ func TestFullExampleCoversSchema(t *testing.T) {
 				walk(path+".", ft)
 			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
 				walk(path+"[0].", ft.Elem())
-			case ft.Kind() == reflect.Map:
+			case ft.Kind() == reflect.Map && ft.Elem().Kind() == reflect.Pointer:
 				walk(path+".example.", ft.Elem().Elem())
 			default:
 				if !ix.has(path) {

@@ -153,9 +153,17 @@
 //
 // [providers.NAME] (zero or more; NAME is 1-64 of a-z 0-9 _ -)
 //
-//	token_url              required. Token endpoint.
+//	template               optional. A built-in provider template (list them with
+//	                       `vaultctl providers catalog`): it supplies every URL,
+//	                       auth_style, pkce, scope_separator, authorize_params and the
+//	                       default scopes this table leaves out; keys written here win.
+//	                       An unknown name is an error. Template URLs may hold {param}
+//	                       placeholders (a Zendesk subdomain, an Entra tenant) filled per
+//	                       connection from validated parameters; URLs written in this
+//	                       file never hold placeholders.
+//	token_url              required unless template is set. Token endpoint.
 //	revocation_url         optional. RFC 7009 revocation endpoint.
-//	api_base_url           required. Base of proxied API calls and the egress boundary:
+//	api_base_url           required unless template is set. Base of proxied API calls and the egress boundary:
 //	                       calls may reach only its scheme, host and port, under its path.
 //	                       No query.
 //	client_id              required.
@@ -174,6 +182,47 @@
 //	ca_file                optional. PEM certificates trusted for this provider's
 //	                       token, revocation and API endpoints instead of the
 //	                       system roots, and for no other provider.
+//	authorization_url      optional. Authorization endpoint: with [connect], enables the
+//	                       connect flow for this provider (a query is allowed).
+//	grant                  "authorization_code" (default) | "client_credentials" (vaultd
+//	                       fetches tokens with the client's own credentials; no
+//	                       authorization_url).
+//	pkce                   bool, default true (or the template's): send an S256 code
+//	                       challenge.
+//	scope_separator        " " (default, or the template's) | ",": how scopes are joined
+//	                       in the authorization request.
+//	authorize_params       table of strings, default {}: extra static query parameters
+//	                       of the authorization request (e.g. { access_type = "offline" }),
+//	                       merged over the template's. At most 32; names 1-64 and values
+//	                       up to 256 printable ASCII characters; response_type, client_id,
+//	                       redirect_uri, scope, state, code_challenge and
+//	                       code_challenge_method are vaultd's own and refused.
+//
+// With a template, scopes (when written) replace the template's default scopes
+// rather than add to them: keep a refresh token's scope (offline_access, ...)
+// in the list.
+//
+// [connect] (optional; absent = no connect flow)
+//
+// The HTTPS listener browsers reach during a connect flow: TLS 1.2 or newer,
+// server certificate only (no client certificate), serving only
+// /connect/{secret} and /oauth/callback.
+//
+//	listen           required. host:port; must differ from server.listen and ops_listen.
+//	public_url       required. The https origin browsers and providers see (https even
+//	                 on loopback: the flow's cookie is Secure), lower-case host, no path
+//	                 other than "/", no query, fragment or user info. The redirect URI to
+//	                 register at every provider is public_url + "/oauth/callback".
+//	tls_cert         optional, with tls_key (both or neither): certificate chain (PEM);
+//	tls_key          default [server] tls_cert and tls_key.
+//	session_ttl      duration 1m-24h, default "10m": how long a connect link and the flow
+//	                 started from it stay valid.
+//	return_to        required, non-empty array of URL prefixes a flow may send the browser
+//	                 back to: absolute https URLs (http only for 127.0.0.1, ::1 and
+//	                 localhost), lower-case host, no query, fragment or user info, each
+//	                 listed once. A return_to URL is allowed when its scheme, host and
+//	                 port equal a prefix's and its path starts with the prefix's path
+//	                 ("/" when the prefix has none).
 //
 // Provider URLs must be absolute https URLs without user info or fragment;
 // http is accepted only for the loopback hosts 127.0.0.1, ::1 and localhost

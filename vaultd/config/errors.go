@@ -117,12 +117,14 @@ func friendlyType(t string) string {
 		return "a string"
 	case "int", "int64", "uint32":
 		return "an integer"
-	case "bool":
+	case "bool", "*bool":
 		return "a boolean (true or false)"
 	case "config.Duration":
 		return "a duration string such as 30s"
 	case "[]string":
 		return "an array of strings"
+	case "map[string]string":
+		return "a table of strings"
 	case "[]config.Principal":
 		return "an array of tables ([[principals]])"
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vaultd/vaultd/internal/ids"
 )
@@ -25,6 +26,10 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("[server]\nrequest_timeout = 5\n"))
 	f.Add([]byte("storage = { path = \"x\", lock_timeout = \"1s\" }\n[providers]\na = { timeout = 3 }\n"))
 	f.Add([]byte("[[principals]]\nuri_san = \"a:b\"\nroles = [\"app\", \"app\"]\n[[principals]]\n"))
+	f.Add([]byte(base + connectBase))
+	f.Add([]byte(base + "[connect]\nlisten = \":1\"\npublic_url = \"https://a:1/\"\nreturn_to = [\"https://b\", \"https://b/\"]\n"))
+	f.Add([]byte(base + "[providers.z]\ntemplate = \"zendesk\"\nclient_id = \"c\"\nclient_secret_file = \"s\"\n" +
+		"authorize_params = { State = \"x\" }\n[providers.z.authorize_params]\nprompt = \"consent\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse(data, "/fuzz", ModeSyntax)
 		if err != nil {
@@ -46,9 +51,36 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 		for name, p := range cfg.Providers {
-			if p == nil || p.Name != name || p.TokenEndpoint == nil || p.APIBase == nil ||
+			// Without a template the file must name the endpoints itself.
+			if p == nil || p.Name != name || p.Template == "" && (p.TokenEndpoint == nil || p.APIBase == nil) ||
 				p.Timeout.Duration() <= 0 || p.RefreshMargin.Duration() <= 0 || p.DefaultTokenLifetime.Duration() <= 0 {
 				t.Fatalf("provider %q accepted with bad values: %+v", name, p)
+			}
+		}
+		for name, p := range cfg.Providers {
+			for _, u := range []string{p.TokenURL, p.APIBaseURL, p.RevocationURL, p.AuthorizationURL} {
+				if strings.ContainsAny(u, "{}") {
+					t.Fatalf("provider %q accepted with a placeholder URL", name)
+				}
+			}
+			for k := range p.AuthorizeParams {
+				switch strings.ToLower(k) {
+				case "response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method":
+					t.Fatalf("provider %q accepted authorize_params %q", name, k)
+				}
+			}
+		}
+		if c := cfg.Connect; c != nil {
+			if c.PublicBase == nil || c.PublicBase.Scheme != "https" || c.PublicBase.User != nil || c.PublicBase.Path != "" ||
+				c.RedirectURI != c.PublicBase.String()+CallbackPath || c.TLSCert == "" || c.TLSKey == "" ||
+				c.SessionTTL.Duration() < time.Minute || c.SessionTTL.Duration() > 24*time.Hour ||
+				len(c.ReturnTo) == 0 || len(c.ReturnToPrefixes) != len(c.ReturnTo) || c.Listen == cfg.Server.Listen {
+				t.Fatalf("connect accepted with bad values: %+v", c)
+			}
+			for _, u := range c.ReturnToPrefixes {
+				if u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Host == "" || u.Scheme != "https" && u.Scheme != "http" {
+					t.Fatalf("return_to prefix accepted with bad values: %v", u)
+				}
 			}
 		}
 		for _, p := range cfg.Principals {

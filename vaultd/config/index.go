@@ -174,7 +174,7 @@ func buildIndex(file string, data []byte) (keyIndex, *Error) {
 
 var topLevel = map[string]bool{
 	"config_version": true, "server": true, "hsm": true, "storage": true, "audit": true,
-	"harden": true, "tenant_context": true, "principals": true, "providers": true,
+	"harden": true, "tenant_context": true, "principals": true, "providers": true, "connect": true,
 }
 
 func looksLikeConfig(ix keyIndex) bool {
@@ -231,6 +231,11 @@ func badKeyPart(parts []string) bool {
 		if i == 1 && parts[0] == "providers" {
 			continue
 		}
+		// authorize_params names are the provider's vocabulary, sent as
+		// written (some use camelCase) and decoded as exact map keys.
+		if i == 3 && parts[0] == "providers" && parts[2] == "authorize_params" {
+			continue
+		}
 		if strings.IndexFunc(k, func(r rune) bool { return r >= 'A' && r <= 'Z' }) >= 0 {
 			return true
 		}
@@ -254,7 +259,7 @@ func isDurationKey(parts []string) bool {
 		switch parts[0] + "." + parts[1] {
 		case "server.request_timeout", "server.shutdown_timeout", "storage.lock_timeout", "hsm.health_interval",
 			"audit.checkpoint_interval",
-			"tenant_context.max_lifetime", "tenant_context.clock_skew":
+			"tenant_context.max_lifetime", "tenant_context.clock_skew", "connect.session_ttl":
 			return true
 		}
 	case 3:

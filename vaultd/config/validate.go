@@ -52,7 +52,7 @@ func (v *validator) run() error {
 	}
 	c.ConfigVersion = CurrentConfigVersion
 	for _, step := range []func() error{
-		v.server, v.hsm, v.storage, v.audit, v.harden, v.tenantContext, v.principals, v.providers,
+		v.server, v.hsm, v.storage, v.audit, v.harden, v.tenantContext, v.principals, v.providers, v.connect,
 	} {
 		if err := step(); err != nil {
 			return err
@@ -323,17 +323,7 @@ func (v *validator) providers() error {
 			return v.fail(key, "empty provider")
 		}
 		p.Name = name
-		var err error
-		if p.TokenEndpoint, err = v.endpoint(key+".token_url", p.TokenURL, true, true); err != nil {
-			return err
-		}
-		if p.APIBase, err = v.endpoint(key+".api_base_url", p.APIBaseURL, true, false); err != nil {
-			return err
-		}
-		if v.ix.has(key+".revocation_url") && p.RevocationURL == "" {
-			return v.fail(key+".revocation_url", "must not be empty (omit the key when the provider has no revocation endpoint)")
-		}
-		if p.RevocationEndpoint, err = v.endpoint(key+".revocation_url", p.RevocationURL, false, true); err != nil {
+		if err := v.providerEndpoints(key, p); err != nil {
 			return err
 		}
 		if p.ClientID == "" {
@@ -379,6 +369,7 @@ func (v *validator) providers() error {
 		if v.mode != ModeDaemon {
 			continue
 		}
+		var err error
 		if p.ClientSecret, err = readSecretFile(p.ClientSecretFile, maxSecretBytes); err != nil {
 			return v.failErr(key+".client_secret_file", "cannot use client secret file", err)
 		}
