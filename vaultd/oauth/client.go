@@ -8,9 +8,11 @@ package oauth
 //   - its TokenSource silently substitutes the old refresh token when the
 //     answer omits one and turns expires_in into a wall-clock Expiry, hiding
 //     exactly the facts the vault records (rotation, expires_in as sent);
-//   - store_token bodies and refresh answers must go through one parser
-//     (ParseTokenJSON), not two with different leniencies.
-// What remains is one form POST with two client-auth styles: small enough to
+//   - store_token bodies and every grant's answer must go through one parser
+//     (ParseTokenJSON and ParseTokenResponse share it), not two with
+//     different leniencies.
+// What remains is one form POST with two client-auth styles, shared by the
+// refresh, authorization code and client credentials grants: small enough to
 // own, with full control over what reaches an error string.
 
 import (
