@@ -26,6 +26,11 @@ const (
 	ActIntegrationList   Action = "integration.list"
 	ActIntegrationDelete Action = "integration.delete"
 	ActIntegrationUse    Action = "integration.use" // proxy and execute
+	// ActConnectCreate starts a connect flow (a session whose completion
+	// stores a token, so an app action like store_token); ActConnectRead
+	// reads a session's status.
+	ActConnectCreate Action = "connect.create"
+	ActConnectRead   Action = "connect.read"
 )
 
 // Auditor actions.
@@ -38,7 +43,7 @@ func Actions() []Action {
 	return []Action{
 		ActTenantCreate, ActTenantRead, ActTenantList, ActKeyRotate, ActProviderList, ActStoreBackup,
 		ActIntegrationWrite, ActIntegrationRead, ActIntegrationList, ActIntegrationDelete, ActIntegrationUse,
-		ActAuditRead,
+		ActConnectCreate, ActConnectRead, ActAuditRead,
 	}
 }
 
@@ -92,7 +97,8 @@ func Decide(s Subject, a Action, r Resource) Decision {
 		}
 		return allow("operator")
 
-	case ActIntegrationWrite, ActIntegrationRead, ActIntegrationList, ActIntegrationDelete, ActIntegrationUse:
+	case ActIntegrationWrite, ActIntegrationRead, ActIntegrationList, ActIntegrationDelete, ActIntegrationUse,
+		ActConnectCreate, ActConnectRead:
 		switch {
 		case s.HasRole(RoleOperator):
 			return deny("operators never access tokens")

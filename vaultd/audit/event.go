@@ -58,6 +58,16 @@ const (
 	ActionServiceStop     = "service.stop"
 	ActionConfigReload    = "config.reload"
 	ActionStoreBackup     = "store.backup"
+
+	// The connect flow: a session created (connect.start), its link opened
+	// in a browser (connect.open), the provider's callback accepted
+	// (connect.callback) and a flow that ended without a token
+	// (connect.fail: denied for a refused callback, failure for a provider
+	// error or a failed exchange). A completed flow ends with token.store.
+	ActionConnectStart    = "connect.start"
+	ActionConnectOpen     = "connect.open"
+	ActionConnectCallback = "connect.callback"
+	ActionConnectFail     = "connect.fail"
 )
 
 // DetailExecute is the detail of a proxy.request event made through
