@@ -17,6 +17,13 @@ import (
 // The record and its token.store audit event commit in one transaction: a
 // stored token always has its audit event, and the call costs one fsync.
 func (s *Service) StoreToken(ctx context.Context, c Caller, tenantID, id, providerName string, tok oauth.Token, opts ...WriteOption) (Metadata, error) {
+	return s.StoreTokenWith(ctx, c, tenantID, id, providerName, tok, StoreExtras{}, opts...)
+}
+
+// StoreTokenWith is StoreToken with a store body's optional parts: the
+// template parameters that fix the integration's API base and a
+// per-integration OAuth client, sealed like the tokens.
+func (s *Service) StoreTokenWith(ctx context.Context, c Caller, tenantID, id, providerName string, tok oauth.Token, x StoreExtras, opts ...WriteOption) (Metadata, error) {
 	if !storage.ValidID(id) {
 		return Metadata{}, badRequest("invalid integration id")
 	}
@@ -30,12 +37,23 @@ func (s *Service) StoreToken(ctx context.Context, c Caller, tenantID, id, provid
 	if tok.AccessToken.Len() > MaxTokenBytes || tok.RefreshToken.Len() > MaxTokenBytes {
 		return Metadata{}, badRequest(fmt.Sprintf("access_token and refresh_token are limited to %d bytes each", MaxTokenBytes))
 	}
+	if err := checkParams(p, x.Params); err != nil {
+		return Metadata{}, err
+	}
+	if err := validClient(x.Client); err != nil {
+		return Metadata{}, err
+	}
+	base, err := apiBaseFor(p, x.Params, tok)
+	if err != nil {
+		return Metadata{}, badRequest("the integration's API host cannot be fixed: give params, or a token with an allowed host")
+	}
 	t, err := s.tenant(ctx, tenantID)
 	if err != nil {
 		return Metadata{}, err
 	}
 	now := s.now().UTC()
 	in := storage.Integration{
+		APIBaseURL: base, Params: cloneParams(x.Params),
 		ID: id, TenantID: tenantID, Provider: p.Name,
 		Scopes: normScopes(tok.Scope), Status: storage.StatusActive,
 		TokenType: tokenType(tok.TokenType),
@@ -53,6 +71,9 @@ func (s *Service) StoreToken(ctx context.Context, c Caller, tenantID, id, provid
 		return Metadata{}, s.storeErr(err)
 	}
 	if err := s.sealTokens(ctx, t, &in, tok.AccessToken, tok.RefreshToken); err != nil {
+		return Metadata{}, err
+	}
+	if in.Client, err = s.sealClient(ctx, t, id, x.Client); err != nil {
 		return Metadata{}, err
 	}
 	var out storage.Integration
@@ -120,6 +141,16 @@ func (s *Service) Disconnect(ctx context.Context, c Caller, tenantID, id string,
 		return false, err
 	}
 	p, hasProvider := s.Provider(in.Provider)
+	if hasProvider && (len(in.Client) > 0 || len(in.Params) > 0) {
+		// Revoke with the client that got the token, at its endpoint.
+		t, err := s.tenant(ctx, tenantID)
+		if err != nil {
+			return false, err
+		}
+		if p, err = s.forIntegration(ctx, t, in, p); err != nil {
+			return false, err
+		}
+	}
 	budget := commitTimeout
 	if hasProvider {
 		budget += 2 * (p.refreshBudget() - commitTimeout) // two revocation calls

@@ -25,6 +25,12 @@ type Metadata struct {
 	RefreshCount        uint64
 	ConsecutiveFailures uint32
 	LastError           string
+	// APIBaseURL is the integration's egress boundary: fixed when it was
+	// stored (a template's per-connection host) or the provider's.
+	APIBaseURL string
+	// Grant is "client_credentials" for integrations vaultd obtains
+	// itself, else "authorization_code".
+	Grant string
 }
 
 func tp(t time.Time) *time.Time {
@@ -49,8 +55,29 @@ func (s *Service) metadata(in storage.Integration) Metadata {
 		Status: in.Status, ExpiresAt: tp(in.ExpiresAt), CreatedAt: tp(in.CreatedAt),
 		UpdatedAt: tp(in.UpdatedAt), LastRefreshAt: tp(in.LastRefreshAt), LastUsedAt: tp(used),
 		RefreshCount: in.RefreshCount, ConsecutiveFailures: in.ConsecutiveFailures,
-		LastError: in.LastError,
+		LastError: in.LastError, APIBaseURL: s.apiBaseString(in), Grant: integrationGrant(in),
 	}
+}
+
+func integrationGrant(in storage.Integration) string {
+	if in.Grant == "" {
+		return GrantAuthorizationCode
+	}
+	return in.Grant
+}
+
+// apiBaseString is the integration's API base as metadata shows it.
+func (s *Service) apiBaseString(in storage.Integration) string {
+	if in.APIBaseURL != "" {
+		return in.APIBaseURL
+	}
+	if p, ok := s.Provider(in.Provider); ok {
+		if p.APIBase != nil {
+			return p.APIBase.String()
+		}
+		return p.APIBaseURL
+	}
+	return ""
 }
 
 // usageTracker keeps last-use times in memory so that a proxied call does

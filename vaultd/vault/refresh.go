@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/vaultd/vaultd/internal/secret"
@@ -59,6 +60,10 @@ type Ref struct {
 	tenant   string
 	in       storage.Integration
 	Provider string
+	// APIBase is the integration's egress boundary: its own API base when
+	// one was fixed at store time, else the provider's; nil when neither
+	// is usable (the call is refused).
+	APIBase *url.URL
 }
 
 // Lookup reads an integration for an outbound call (ErrNotFound for a
@@ -68,7 +73,17 @@ func (s *Service) Lookup(ctx context.Context, tenantID, id string) (Ref, error) 
 	if err != nil {
 		return Ref{}, err
 	}
-	return Ref{tenant: tenantID, in: in, Provider: in.Provider}, nil
+	ref := Ref{tenant: tenantID, in: in, Provider: in.Provider}
+	if in.APIBaseURL != "" {
+		// Written by this service after validation; a record that no
+		// longer parses is refused, never replaced by the provider's.
+		if u, err := url.Parse(in.APIBaseURL); err == nil && u.Scheme != "" && u.Host != "" {
+			ref.APIBase = u
+		}
+	} else if p, ok := s.Provider(in.Provider); ok {
+		ref.APIBase = p.APIBase
+	}
+	return ref, nil
 }
 
 // AccessTokenFrom is AccessToken for an integration already read by
@@ -212,6 +227,14 @@ func (s *Service) refreshLocked(ctx context.Context, c Caller, tenantID string, 
 	t, err := s.tenant(ctx, tenantID)
 	if err != nil {
 		return Lease{}, err
+	}
+	// Its own client and parameters, if it has them: the token endpoint and
+	// the client that got the token are the ones that may renew it.
+	if p, err = s.forIntegration(ctx, t, in, p); err != nil {
+		return Lease{}, err
+	}
+	if in.Grant == GrantClientCredentials {
+		return s.renewClientCredentials(ctx, c, tenantID, t, in, p)
 	}
 	now := s.now()
 	stillValid := !in.ExpiresAt.IsZero() && now.Before(in.ExpiresAt)

@@ -29,6 +29,7 @@ import (
 	"github.com/vaultd/vaultd/internal/secret"
 	"github.com/vaultd/vaultd/storage"
 	"github.com/vaultd/vaultd/vaultd/audit"
+	"github.com/vaultd/vaultd/vaultd/catalog"
 	"github.com/vaultd/vaultd/vaultd/envelope"
 	"github.com/vaultd/vaultd/vaultd/oauth"
 )
@@ -97,6 +98,28 @@ type Provider struct {
 	// an upstream 401 may force another (DefaultForcedRefreshInterval when
 	// zero).
 	ForcedRefreshInterval time.Duration
+
+	// The connect flow and catalog facts. Endpoint's URLs, AuthorizationURL
+	// and APIBaseURL may hold a template's {param} placeholders, filled per
+	// integration from its validated Params (APIBase is nil then).
+	AuthorizationURL string // "" = no authorization-code connect flow
+	Grant            string // GrantAuthorizationCode ("" too) or GrantClientCredentials
+	PKCE             bool
+	AuthorizeParams  map[string]string
+	APIBaseURL       string
+	Params           []catalog.Param
+	APIHostFromToken *catalog.HostRule
+	// Issuer is the expected RFC 9207 "iss" of authorization responses; ""
+	// = the authorization endpoint's origin.
+	Issuer string
+}
+
+// grant is p's grant, GrantAuthorizationCode by default.
+func (p *Provider) grant() string {
+	if p.Grant == "" {
+		return GrantAuthorizationCode
+	}
+	return p.Grant
 }
 
 func (p *Provider) forcedRefreshInterval() time.Duration {
@@ -136,6 +159,14 @@ type Revoker func(ctx context.Context, ep oauth.Endpoint, token secret.String, h
 // Refresher runs the refresh grant; oauth.Refresh in production.
 type Refresher func(ctx context.Context, ep oauth.Endpoint, refreshToken secret.String) (oauth.Token, error)
 
+// Granter runs the client-credentials grant; oauth.ClientCredentials in
+// production.
+type Granter func(ctx context.Context, ep oauth.Endpoint, scopes []string) (oauth.Token, error)
+
+// Exchanger runs the authorization-code grant; oauth.Exchange in
+// production.
+type Exchanger func(ctx context.Context, ep oauth.Endpoint, code secret.String, redirectURI string, verifier secret.String) (oauth.Token, error)
+
 // Metrics receives counters; all methods must be cheap and safe for
 // concurrent use. A nil Metrics is allowed.
 type Metrics interface {
@@ -157,6 +188,15 @@ type Store interface {
 	ListIntegrations(ctx context.Context, tenantID string) ([]storage.Integration, error)
 	CompareAndSwapIntegration(ctx context.Context, tenantID string, in storage.Integration, audit storage.AuditFunc) (storage.Integration, storage.AuditRecord, error)
 	DeleteIntegration(ctx context.Context, tenantID, id string, audit storage.AuditFunc) (storage.AuditRecord, error)
+
+	// Connect sessions (connect.go).
+	CreateConnectSession(ctx context.Context, cs storage.ConnectSession, audit storage.AuditFunc) (storage.ConnectSession, storage.AuditRecord, error)
+	GetConnectSession(ctx context.Context, tenantID, id string) (storage.ConnectSession, error)
+	FindConnectSession(ctx context.Context, digest []byte) (storage.ConnectSession, error)
+	UpdateConnectSession(ctx context.Context, cs storage.ConnectSession, audit storage.AuditFunc) (storage.ConnectSession, storage.AuditRecord, error)
+	CompleteConnectSession(ctx context.Context, cs storage.ConnectSession, in storage.Integration, audit storage.AuditFunc) (storage.ConnectSession, storage.Integration, storage.AuditRecord, error)
+	DeleteConnectSession(ctx context.Context, tenantID, id string, audit storage.AuditFunc) (storage.AuditRecord, error)
+	ListConnectSessions(ctx context.Context, tenantID string) ([]storage.ConnectSession, error)
 }
 
 // Options configures a Service.
@@ -171,7 +211,12 @@ type Options struct {
 	Metrics    Metrics
 	Refresh    Refresher // default oauth.Refresh
 	Revoke     Revoker   // default oauth.Revoke
-	Now        func() time.Time
+	// ClientCredentials and Exchange default to oauth's grants.
+	ClientCredentials Granter
+	Exchange          Exchanger
+	// Connect enables the connect flow (nil = off); SetConnect swaps it.
+	Connect *ConnectSettings
+	Now     func() time.Time
 	// LockTimeout bounds the wait for an integration's lock (default 30s).
 	LockTimeout time.Duration
 	// UsageFlushInterval is how often last_used_at is written (default 5s).
@@ -190,6 +235,9 @@ type Service struct {
 	metrics     Metrics
 	refresh     Refresher
 	revoke      Revoker
+	ccGrant     Granter
+	exchange    Exchanger
+	connect     atomic.Pointer[ConnectSettings]
 	now         func() time.Time
 	lockTimeout time.Duration
 
@@ -229,7 +277,8 @@ func New(o Options) (*Service, error) {
 	s := &Service{
 		store: o.Store, keys: o.Keys, kekVersion: o.KEKVersion, audit: o.Audit,
 		locks: o.Locker, log: o.Logger, metrics: o.Metrics, refresh: o.Refresh,
-		revoke: o.Revoke, now: o.Now, lockTimeout: o.LockTimeout,
+		revoke: o.Revoke, ccGrant: o.ClientCredentials, exchange: o.Exchange,
+		now: o.Now, lockTimeout: o.LockTimeout,
 		done: make(chan struct{}),
 	}
 	if s.locks == nil {
@@ -249,6 +298,13 @@ func New(o Options) (*Service, error) {
 	if s.revoke == nil {
 		s.revoke = oauth.Revoke
 	}
+	if s.ccGrant == nil {
+		s.ccGrant = oauth.ClientCredentials
+	}
+	if s.exchange == nil {
+		s.exchange = oauth.Exchange
+	}
+	s.connect.Store(o.Connect)
 	if s.now == nil {
 		s.now = time.Now
 	}
