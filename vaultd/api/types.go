@@ -43,9 +43,55 @@ type TenantList struct {
 
 // StoreTokenRequest is the body of PUT /v1/integrations/{id}: the
 // provider's name and its OAuth token response, as the provider sent it.
+//
+// Token may be omitted for a provider with the client_credentials grant:
+// vaultd then obtains the token itself (Scopes: what to ask for, default
+// the provider's inventory). Params are a catalog template's
+// per-connection parameters; Client is a per-integration OAuth client,
+// sealed like a token and never answered.
 type StoreTokenRequest struct {
-	Provider string          `json:"provider"`
-	Token    json.RawMessage `json:"token"`
+	Provider string            `json:"provider"`
+	Token    json.RawMessage   `json:"token,omitempty"`
+	Scopes   []string          `json:"scopes,omitempty"`
+	Params   map[string]string `json:"params,omitempty"`
+	Client   *OAuthClient      `json:"client,omitempty"`
+}
+
+// OAuthClient is a per-integration OAuth client ("bring your own app").
+// It is write-only: no answer ever carries it.
+type OAuthClient struct {
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret"`
+}
+
+// CreateConnectSessionRequest is the body of POST /v1/connect/sessions.
+type CreateConnectSessionRequest struct {
+	IntegrationID string            `json:"integration_id"`
+	Provider      string            `json:"provider"`
+	Scopes        []string          `json:"scopes,omitempty"`
+	ReturnTo      string            `json:"return_to"`
+	Params        map[string]string `json:"params,omitempty"`
+	Client        *OAuthClient      `json:"client,omitempty"`
+}
+
+// ConnectSessionCreated is the answer of POST /v1/connect/sessions: the
+// one-time link to give the user's browser.
+type ConnectSessionCreated struct {
+	ID        string    `json:"id"`
+	URL       string    `json:"url"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// ConnectSession is the answer of GET /v1/connect/sessions/{id}. Status is
+// "pending", "completed", "failed" or "expired"; Error is the OAuth error
+// code of a failed session.
+type ConnectSession struct {
+	ID            string    `json:"id"`
+	IntegrationID string    `json:"integration_id"`
+	Provider      string    `json:"provider"`
+	Status        string    `json:"status"`
+	Error         string    `json:"error"`
+	ExpiresAt     time.Time `json:"expires_at"`
 }
 
 // Integration is an integration's metadata: what store, get and list
@@ -67,6 +113,11 @@ type Integration struct {
 	RefreshCount        uint64     `json:"refresh_count"`
 	ConsecutiveFailures uint32     `json:"consecutive_failures"`
 	LastError           string     `json:"last_error"`
+	// APIBaseURL is the integration's egress boundary, fixed when it was
+	// stored.
+	APIBaseURL string `json:"api_base_url"`
+	// Grant is "authorization_code" or "client_credentials".
+	Grant string `json:"grant"`
 }
 
 // IntegrationList is the answer of GET /v1/integrations.

@@ -19,6 +19,7 @@ func viewIntegration(md vault.Metadata) api.Integration {
 		ExpiresAt: md.ExpiresAt, CreatedAt: md.CreatedAt, UpdatedAt: md.UpdatedAt,
 		LastRefreshAt: md.LastRefreshAt, LastUsedAt: md.LastUsedAt, RefreshCount: md.RefreshCount,
 		ConsecutiveFailures: md.ConsecutiveFailures, LastError: md.LastError,
+		APIBaseURL: md.APIBaseURL, Grant: md.Grant,
 	}
 }
 
@@ -29,21 +30,37 @@ func (s *Server) storeToken(q *request) {
 		return
 	}
 	var req api.StoreTokenRequest
-	if err := decodeStrict(body, &req); err != nil || req.Provider == "" || len(req.Token) == 0 {
+	if err := decodeStrict(body, &req); err != nil || req.Provider == "" {
 		writeError(w, r, api.CodeBadRequest, `body must be {"provider":"...","token":{...OAuth token response...}}`)
-		return
-	}
-	tok, err := oauth.ParseTokenJSON(req.Token)
-	if err != nil {
-		writeError(w, r, api.CodeBadRequest, "token must be an OAuth token response with a string access_token")
 		return
 	}
 	if !storage.ValidID(q.id) {
 		writeError(w, r, api.CodeBadRequest, "invalid integration id: 1-128 of [A-Za-z0-9._-], starting alphanumeric")
 		return
 	}
-	// On success the token.store event commits with the record.
-	md, err := s.vault.StoreToken(r.Context(), q.caller(), q.sub.Tenant, q.id, req.Provider, tok, vault.WithStatus(q.status))
+	x := vault.StoreExtras{Params: req.Params, Client: oauthClient(req.Client), Scopes: req.Scopes}
+	var md vault.Metadata
+	var err error
+	if len(req.Token) == 0 || string(req.Token) == "null" {
+		// No token: vaultd obtains it itself, for a client_credentials
+		// provider; any other provider refuses (bad_request).
+		md, err = s.vault.ObtainClientCredentials(r.Context(), q.caller(), q.sub.Tenant, q.id, req.Provider, x, vault.WithStatus(q.status))
+	} else {
+		var tok oauth.Token
+		if p, ok := s.vault.Provider(req.Provider); ok {
+			// The provider's extra members (a template's API host field)
+			// are read from the same body by the same parser.
+			tok, err = oauth.ParseTokenResponse(req.Token, p.Endpoint)
+		} else {
+			tok, err = oauth.ParseTokenJSON(req.Token)
+		}
+		if err != nil {
+			writeError(w, r, api.CodeBadRequest, "token must be an OAuth token response with a string access_token")
+			return
+		}
+		// On success the token.store event commits with the record.
+		md, err = s.vault.StoreTokenWith(r.Context(), q.caller(), q.sub.Tenant, q.id, req.Provider, tok, x, vault.WithStatus(q.status))
+	}
 	if err != nil {
 		s.failed(q, q.event(audit.ActionTokenStore, q.sub.Tenant, q.id, "provider="+vault.SafeName(req.Provider)), err)
 		s.fail(w, r, err, msgIntegrationNotFound)

@@ -30,6 +30,9 @@ type Metrics struct {
 	// refresh (ForceRefresh declined).
 	forcedRefreshThrottled prometheus.Counter
 	reloads                *prometheus.CounterVec
+	// connect counts browser-side connect steps by step and result
+	// (fixed words: never a session id or provider text).
+	connect *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics on reg (a new registry if nil).
@@ -68,8 +71,11 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vaultd_config_reloads_total", Help: "SIGHUP reloads by outcome.",
 		}, []string{"outcome"}),
+		connect: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vaultd_connect_requests_total", Help: "Connect listener requests by step (link, callback, other) and result.",
+		}, []string{"step", "result"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.refresh, m.scopeDrift, m.lockWait, m.authDenied, m.forcedRefresh, m.forcedRefreshThrottled, m.reloads,
+	reg.MustRegister(m.requests, m.duration, m.refresh, m.scopeDrift, m.lockWait, m.authDenied, m.forcedRefresh, m.forcedRefreshThrottled, m.reloads, m.connect,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

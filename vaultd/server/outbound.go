@@ -97,14 +97,14 @@ func (s *Server) prepare(q *request, rawPath, rawQuery, method, via string) (out
 		s.fail(w, r, err, msgIntegrationNotFound)
 		return outbound{}, false
 	}
-	p, ok := s.vault.Provider(ref.Provider)
+	_, ok := s.vault.Provider(ref.Provider)
 	fwd := s.forwarder(ref.Provider)
-	if !ok || fwd == nil {
+	if !ok || fwd == nil || ref.APIBase == nil {
 		s.log.ErrorContext(ctx, "integration's provider is not configured", "request_id", requestID(ctx), "provider", ref.Provider)
 		writeError(w, r, api.CodeIntegrationUnavailable, msgUnavailable)
 		return outbound{}, false
 	}
-	o := outbound{Call: proxy.Call{Method: method, Base: p.APIBase}, q: q, fwd: fwd, via: via, ref: ref}
+	o := outbound{Call: proxy.Call{Method: method, Base: ref.APIBase}, q: q, fwd: fwd, via: via, ref: ref}
 	if proxy.NeverForwarded(method) {
 		// Refused before any token is touched.
 		o.Method = strings.ToUpper(method)
@@ -112,7 +112,7 @@ func (s *Server) prepare(q *request, rawPath, rawQuery, method, via string) (out
 		writeError(w, r, api.CodeMethodNotAllowed, "method "+o.Method+" is not forwarded")
 		return outbound{}, false
 	}
-	if o.URL, err = proxy.Target(p.APIBase, rawPath, rawQuery); err != nil {
+	if o.URL, err = proxy.Target(ref.APIBase, rawPath, rawQuery); err != nil {
 		_ = s.record(ctx, o.event(audit.OutcomeDenied, http.StatusForbidden, ": egress_denied"))
 		writeError(w, r, api.CodeEgressDenied, msgEgress)
 		return outbound{}, false

@@ -59,6 +59,8 @@ var routes = []route{
 	{http.MethodDelete, "/v1/integrations/{id}", "integration", policy.ActIntegrationDelete, tenantScoped, ownTenant, http.StatusOK, (*Server).deleteIntegration},
 	{http.MethodPost, "/v1/integrations/{id}/execute", "execute", policy.ActIntegrationUse, tenantScoped, ownTenant, http.StatusOK, (*Server).execute},
 	{"", "/v1/integrations/{id}/proxy/{path...}", "proxy", policy.ActIntegrationUse, tenantScoped, ownTenant, 0, (*Server).proxy},
+	{http.MethodPost, "/v1/connect/sessions", "connect.sessions", policy.ActConnectCreate, tenantScoped, ownTenant, http.StatusCreated, (*Server).createConnectSession},
+	{http.MethodGet, "/v1/connect/sessions/{id}", "connect.session", policy.ActConnectRead, tenantScoped, ownTenant, http.StatusOK, (*Server).getConnectSession},
 	{http.MethodGet, "/v1/audit", "audit", policy.ActAuditRead, tenantScoped, auditFilter, http.StatusOK, (*Server).queryAudit},
 	{http.MethodGet, "/v1/admin/backup", "backup", policy.ActStoreBackup, platform, noResource, http.StatusOK, (*Server).backup},
 	{http.MethodGet, "/v1/providers", "providers", policy.ActProviderList, platform, noResource, http.StatusOK, (*Server).listProviders},

@@ -108,7 +108,16 @@ func (s *Server) listProviders(q *request) {
 	out := api.ProviderList{Providers: []api.Provider{}}
 	for _, n := range s.vault.ProviderNames() {
 		p, _ := s.vault.Provider(n)
-		out.Providers = append(out.Providers, api.Provider{Name: n, APIBaseURL: p.APIBase.String(), Scopes: p.Scopes, Revocation: p.Endpoint.RevocationURL != ""})
+		out.Providers = append(out.Providers, api.Provider{Name: n, APIBaseURL: providerBase(p), Scopes: p.Scopes, Revocation: p.Endpoint.RevocationURL != ""})
 	}
 	writeJSON(q.w, q.status, out)
+}
+
+// providerBase is a provider's api_base_url as listed: a template's may
+// keep {param} placeholders, filled per integration.
+func providerBase(p *vault.Provider) string {
+	if p.APIBase != nil {
+		return p.APIBase.String()
+	}
+	return p.APIBaseURL
 }
