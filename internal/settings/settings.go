@@ -7,6 +7,10 @@
 // config error naming the key and its line (config.KeyError), exactly as
 // if config.Load had found it. vaultd reads them at start-up and on
 // reload; vaultctl checks them too, so it refuses what vaultd would.
+//
+// Providers merges each [providers.NAME] table with the built-in catalog
+// template it names (vaultd/catalog): the template fills what the file
+// leaves out, and the file's keys win.
 package settings
 
 import (
@@ -28,10 +32,8 @@ func Check(cfg *config.Config) error {
 	if _, err := Principals(cfg); err != nil {
 		return err
 	}
-	for _, name := range cfg.ProviderNames() {
-		if _, err := AuthStyle(cfg, name); err != nil {
-			return err
-		}
+	if _, err := Providers(cfg); err != nil {
+		return err
 	}
 	return nil
 }

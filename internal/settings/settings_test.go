@@ -8,6 +8,7 @@ import (
 
 	"github.com/vaultd/vaultd/harden"
 	"github.com/vaultd/vaultd/policy"
+	"github.com/vaultd/vaultd/vaultd/catalog"
 	"github.com/vaultd/vaultd/vaultd/config"
 	"github.com/vaultd/vaultd/vaultd/oauth"
 )
@@ -176,6 +177,9 @@ func FuzzSettings(f *testing.F) {
 	f.Add([]byte(settingsBase + "[harden]\nmlock = \"off\"\nseccomp = \"log\"\nextra_syscalls = [\"ioctl\"]\n"))
 	f.Add([]byte(settingsBase + "[[principals]]\nsubject_cn = \"x\"\nroles = [\"operator\"]\ntenant = \"acme\"\n"))
 	f.Add([]byte(settingsBase + settingsProvider + "auth_style = \"body\"\n"))
+	f.Add([]byte(settingsBase + "[providers.z]\ntemplate = \"zendesk\"\nclient_id = \"c\"\nclient_secret_file = \"s\"\n"))
+	f.Add([]byte(settingsBase + "[providers.s]\ntemplate = \"salesforce\"\nclient_id = \"c\"\nclient_secret_file = \"s\"\ngrant = \"client_credentials\"\n"))
+	f.Add([]byte(settingsBase + "[providers.s]\ntemplate = \"nope\"\nclient_id = \"c\"\nclient_secret_file = \"s\"\n"))
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		cfg, err := config.Parse(doc, t.TempDir(), config.ModeSyntax)
 		if err != nil {
@@ -197,6 +201,21 @@ func FuzzSettings(f *testing.F) {
 				wellFormed(err)
 			} else if style != oauth.AuthStyleBasic && style != oauth.AuthStyleBody {
 				t.Fatalf("provider %q with auth style %q", name, style)
+			}
+		}
+		if provs, err := Providers(cfg); err != nil {
+			wellFormed(err)
+		} else {
+			for name, p := range provs {
+				if p.TokenURL == "" || p.APIBaseURL == "" || p.ScopeSeparator != " " && p.ScopeSeparator != "," ||
+					p.Grant != catalog.GrantAuthorizationCode && p.Grant != catalog.GrantClientCredentials ||
+					p.Grant == catalog.GrantClientCredentials && p.AuthorizationURL != "" || p.AuthorizeParams == nil {
+					t.Fatalf("provider %q merged with bad values: %+v", name, p)
+				}
+				if p.Template == "" && (len(p.Params) != 0 || p.APIHostFromToken != nil ||
+					strings.ContainsAny(p.TokenURL+p.APIBaseURL+p.RevocationURL+p.AuthorizationURL, "{}")) {
+					t.Fatalf("provider %q without a template has template values: %+v", name, p)
+				}
 			}
 		}
 		ps, err := Principals(cfg)
