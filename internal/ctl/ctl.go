@@ -50,6 +50,8 @@ Offline:
                                      check the hash chain across NDJSON files in order (export pages,
                                      rotated mirror segments, .gz too) from seq 1, or after SEQ:HASH;
                                      with -pubkey also every signed checkpoint
+  providers catalog [-json]          list the built-in provider templates ([providers.NAME] template = ...);
+                                     -json prints the whole catalog
   dev-pki DIR                        write a throwaway dev PKI (CA, server, clients); not for production
   version
 `
@@ -72,6 +74,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "integration", "integrations":
 		return cmdIntegration(ctx, args[1:], stdout, stderr)
 	case "providers":
+		if len(args) > 1 && args[1] == "catalog" {
+			return cmdProvidersCatalog(args[2:], stdout, stderr)
+		}
 		c, _, err := apiClient(args[1:], stderr)
 		if err != nil {
 			return err
