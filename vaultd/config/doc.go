@@ -193,7 +193,8 @@
 //	                       in the authorization request.
 //	authorize_params       table of strings, default {}: extra static query parameters
 //	                       of the authorization request (e.g. { access_type = "offline" }),
-//	                       merged over the template's. At most 32; names 1-64 and values
+//	                       merged over the template's (a value "" removes the template's
+//	                       parameter of that name). At most 32; names 1-64 and values
 //	                       up to 256 printable ASCII characters; response_type, client_id,
 //	                       redirect_uri, scope, state, code_challenge and
 //	                       code_challenge_method are vaultd's own and refused.
