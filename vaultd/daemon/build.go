@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/quic-go/quic-go/http3"
@@ -19,6 +21,7 @@ import (
 	"github.com/vaultd/vaultd/policy"
 	"github.com/vaultd/vaultd/storage/bolt"
 	"github.com/vaultd/vaultd/vaultd/audit"
+	"github.com/vaultd/vaultd/vaultd/catalog"
 	"github.com/vaultd/vaultd/vaultd/config"
 	"github.com/vaultd/vaultd/vaultd/envelope"
 	"github.com/vaultd/vaultd/vaultd/oauth"
@@ -47,10 +50,12 @@ type servers struct {
 	tcpLn   net.Listener
 	udpConn net.PacketConn // nil without HTTP/3
 	opsLn   net.Listener   // nil without ops_listen
+	connLn  net.Listener   // nil without [connect]
 
 	api  *http.Server
 	h3   *http3.Server // nil without HTTP/3
 	opsS *http.Server  // nil without ops_listen
+	conn *http.Server  // nil without [connect]
 }
 
 // build opens everything vaultd runs on, in the order that makes failures
@@ -72,6 +77,11 @@ func (d *daemon) build(ctx context.Context, cfg *config.Config, hardening harden
 		return nil, configError(err)
 	}
 	d.apiTLS.Store(tlsConf)
+	connTLS, err := buildConnectTLS(cfg)
+	if err != nil {
+		return nil, configError(err)
+	}
+	d.connectTLS.Store(connTLS)
 	providers, fwd, err := buildProviders(cfg, log)
 	if err != nil {
 		return nil, configError(err)
@@ -94,6 +104,12 @@ func (d *daemon) build(ctx context.Context, cfg *config.Config, hardening harden
 			return nil, fmt.Errorf("ops listener %s: %w", cfg.Server.OpsListen, err)
 		}
 		cl.add(func() { _ = s.opsLn.Close() })
+	}
+	if s.connLn, err = listenConnect(cfg); err != nil {
+		return nil, err
+	}
+	if s.connLn != nil {
+		cl.add(func() { _ = s.connLn.Close() })
 	}
 
 	// A truncated database is a file problem too: say so before the HSM.
@@ -150,7 +166,7 @@ func (d *daemon) build(ctx context.Context, cfg *config.Config, hardening harden
 
 	d.svc, err = vault.New(vault.Options{
 		Store: d.store, Keys: d.keys, KEKVersion: d.kr.CurrentVersion, Audit: d.audit,
-		Providers: providers, Logger: log, Metrics: d.metrics,
+		Providers: providers, Logger: log, Metrics: d.metrics, Connect: connectSettings(cfg),
 	})
 	if err != nil {
 		return nil, err
@@ -206,6 +222,9 @@ func (d *daemon) httpServers(s *servers) {
 	}
 	if s.opsLn != nil {
 		s.opsS = &http.Server{Handler: opsHandler(d.srv.OpsHandler()), ReadHeaderTimeout: 5 * time.Second}
+	}
+	if s.connLn != nil {
+		s.conn = d.connectServer(d.srv.ConnectHandler(d.svc))
 	}
 }
 
@@ -264,14 +283,16 @@ func buildIdentity(cfg *config.Config) (server.Identity, error) {
 // vouch for another provider's hosts (it would receive that provider's
 // tokens and client secret), so no pool is shared or mutated.
 func buildProviders(cfg *config.Config, log *slog.Logger) (vault.Providers, map[string]*proxy.Forwarder, error) {
+	// The file merged with the catalog templates it names (keys written in
+	// the file win), each value read by its owner's parser.
+	merged, err := settings.Providers(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
 	ps := vault.Providers{}
 	fwds := map[string]*proxy.Forwarder{}
 	for _, name := range cfg.ProviderNames() {
-		p := cfg.Providers[name]
-		style, err := settings.AuthStyle(cfg, name)
-		if err != nil {
-			return nil, nil, err
-		}
+		p := merged[name]
 		pool := p.RootCAs
 		if pool == nil {
 			roots, err := x509.SystemCertPool() // a fresh copy per call
@@ -291,16 +312,37 @@ func buildProviders(cfg *config.Config, log *slog.Logger) (vault.Providers, map[
 			},
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
+		var base *url.URL
+		if !strings.Contains(p.APIBaseURL, "{") {
+			// A template's per-connection base ({subdomain}, a host from
+			// the token response) is fixed per integration instead.
+			if base, err = url.Parse(p.APIBaseURL); err != nil {
+				return nil, nil, fmt.Errorf("provider %s: api_base_url: %w", name, err)
+			}
+		}
+		var hostRule *catalog.HostRule
+		if p.APIHostFromToken != nil {
+			r := *p.APIHostFromToken
+			hostRule = &r
+		}
 		ps[name] = &vault.Provider{
 			Name: name,
 			Endpoint: oauth.Endpoint{
 				TokenURL: p.TokenURL, RevocationURL: p.RevocationURL, ClientID: p.ClientID,
-				ClientSecret: p.ClientSecret, AuthStyle: style, Timeout: p.Timeout.Duration(), HTTPClient: hc,
+				ClientSecret: p.ClientSecret, AuthStyle: p.AuthStyle, Timeout: p.Timeout.Duration(), HTTPClient: hc,
+				ScopeSeparator: p.ScopeSeparator, ResponseFields: p.ResponseFields,
 			},
-			APIBase:         p.APIBase,
-			Scopes:          p.Scopes,
-			RefreshMargin:   p.RefreshMargin.Duration(),
-			DefaultLifetime: p.DefaultTokenLifetime.Duration(),
+			APIBase:          base,
+			APIBaseURL:       p.APIBaseURL,
+			Scopes:           p.Scopes,
+			RefreshMargin:    p.RefreshMargin.Duration(),
+			DefaultLifetime:  p.DefaultTokenLifetime.Duration(),
+			AuthorizationURL: p.AuthorizationURL,
+			Grant:            p.Grant,
+			PKCE:             p.PKCE,
+			AuthorizeParams:  p.AuthorizeParams,
+			Params:           p.Params,
+			APIHostFromToken: hostRule,
 		}
 		fwds[name] = proxy.NewForwarder(proxy.ForwarderOptions{
 			Timeout:   cfg.Server.RequestTimeout.Duration(),

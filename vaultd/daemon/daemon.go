@@ -98,7 +98,10 @@ type daemon struct {
 	health  *health
 
 	apiTLS atomic.Pointer[tls.Config] // current API TLS config (reloadable)
-	cfg    atomic.Pointer[config.Config]
+	// connectTLS is the connect listener's (reloadable; nil without
+	// [connect]).
+	connectTLS atomic.Pointer[tls.Config]
+	cfg        atomic.Pointer[config.Config]
 }
 
 // run builds the daemon and runs its tasks until it stops: construction
@@ -171,6 +174,13 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	if (cfg.Connect == nil) != (old.Connect == nil) || (cfg.Connect != nil && cfg.Connect.Listen != old.Connect.Listen) {
+		d.log.Warn("adding, removing or moving the [connect] listener needs a restart; ignored on reload")
+	}
+	connTLS, err := buildConnectTLS(cfg)
+	if err != nil {
+		return err
+	}
 	ident, err := buildIdentity(cfg)
 	if err != nil {
 		return err
@@ -186,9 +196,17 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 		d.log.Warn("audit mirror reopen failed", "err", err)
 	}
 	d.apiTLS.Store(tlsConf)
+	if connTLS != nil && d.connectTLS.Load() != nil {
+		d.connectTLS.Store(connTLS)
+	}
 	d.srv.SetIdentity(ident)
 	d.srv.SetForwarders(fwd) // before the providers: a new provider is never without one
 	d.svc.SetProviders(providers)
+	if d.connectTLS.Load() != nil {
+		// The listener stays as started; its settings (public_url,
+		// return_to, session_ttl) follow the file.
+		d.svc.SetConnect(connectSettings(cfg))
+	}
 	d.cfg.Store(cfg)
 	return nil
 }

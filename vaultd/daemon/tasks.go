@@ -63,6 +63,9 @@ func (d *daemon) tasks(s *servers, sigs <-chan os.Signal) []task {
 	if s.opsS != nil {
 		ts = append(ts, d.serveTask("ops", func() error { return s.opsS.Serve(s.opsLn) }))
 	}
+	if s.conn != nil {
+		ts = append(ts, d.serveTask("connect", func() error { return s.conn.ServeTLS(s.connLn, "", "") }))
+	}
 	return append(ts, task{"signals", func(ctx context.Context) error { return d.signals(ctx, sigs) }})
 }
 
@@ -76,6 +79,7 @@ func (d *daemon) loops(healthInterval time.Duration) []task {
 		{"watchdog", func(ctx context.Context) error { d.watchdog(ctx); return nil }},
 		{"health", func(ctx context.Context) error { d.healthLoop(ctx, healthInterval); return nil }},
 		{"audit-retention", func(ctx context.Context) error { d.retentionLoop(ctx, retention); return nil }},
+		{"connect-sweep", func(ctx context.Context) error { d.connectSweep(ctx, time.Hour); return nil }},
 		{"audit-checkpoint", func(ctx context.Context) error {
 			d.cp.loop(ctx, func() time.Duration { return d.cfg.Load().Audit.CheckpointInterval.Duration() })
 			return nil
@@ -121,8 +125,12 @@ func (d *daemon) announceReady(s *servers) {
 	if s.opsLn != nil {
 		opsAddr = s.opsLn.Addr().String()
 	}
+	connAddr := ""
+	if s.connLn != nil {
+		connAddr = s.connLn.Addr().String()
+	}
 	d.log.Info("vaultd ready", "version", Version, "listen", s.tcpLn.Addr().String(), "http3", s.udpConn != nil,
-		"ops_listen", opsAddr, "kek_version", d.kr.CurrentVersion(), "providers", d.svc.ProviderNames())
+		"ops_listen", opsAddr, "connect_listen", connAddr, "kek_version", d.kr.CurrentVersion(), "providers", d.svc.ProviderNames())
 	notify(d.log, sddaemon.SdNotifyReady+"\nSTATUS=serving\nMAINPID="+strconv.Itoa(os.Getpid()))
 }
 
@@ -137,6 +145,11 @@ func (d *daemon) drain(s *servers, timeout time.Duration) {
 	defer cancel()
 	if err := s.api.Shutdown(shutCtx); err != nil {
 		d.log.Warn("api shutdown incomplete", "err", err)
+	}
+	if s.conn != nil {
+		if err := s.conn.Shutdown(shutCtx); err != nil {
+			d.log.Warn("connect shutdown incomplete", "err", err)
+		}
 	}
 	if s.h3 != nil {
 		if err := s.h3.Shutdown(shutCtx); err != nil {
