@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Benchmarks (not part of the test suite): vaultd's proxy over HTTP/2 and
-# HTTP/3 against a direct call and against nginx as an mTLS reverse proxy,
-# the refresh storm and store_token vs raw bbolt, all in one run on this
-# machine. Writes docs/benchmarks.md and leaves the binaries and the CPU
-# profile in $BENCH_OUT (default /tmp/vaultd-bench). Loopback only; a few minutes.
+# HTTP/3, with [audit] sync = "batch" and "always", against a direct call,
+# nginx as an mTLS reverse proxy and a minimal Go mTLS proxy (the floor),
+# plus an fdatasync floor, the refresh storm, store_token vs raw bbolt,
+# 1,000 vs 1 million integrations (memory, start-up) and the audit
+# retention file size, all in one run on this machine. Writes
+# docs/benchmarks.md and leaves the binaries and the CPU profile in
+# $BENCH_OUT (default /tmp/vaultd-bench). Loopback only; about 6 minutes
+# and ~1.5 GB of disk in $TMPDIR. Extra arguments go to vaultd-bench
+# (e.g. -scale-large 100/10000 -retention-n 5000 for a quick check).
 #   BENCH_DURATION  measured time per scenario (default 5s)
 set -euo pipefail
 cd "$(dirname "$0")/.."

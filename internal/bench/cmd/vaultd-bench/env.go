@@ -165,16 +165,20 @@ type vaultd struct {
 	config     string
 	db         string
 	softhsmEnv string
-	api, ops   string
-	cmd        *exec.Cmd
-	exited     chan struct{}
-	logFile    *os.File
+	// The SoftHSM token, for the scale fixture's offline sealing.
+	hsmModule, hsmLabel string
+	hsmPIN              secret.String
+	api, ops            string
+	cmd                 *exec.Cmd
+	exited              chan struct{}
+	logFile             *os.File
 }
 
 const refreshMargin = "60s"
 
-// setupVaultd makes a SoftHSM token, writes the config, runs vaultctl init.
-func setupVaultd(dir, binDir string, p *pki, up *upstream) (*vaultd, error) {
+// setupVaultd makes a SoftHSM token, writes the config ([audit] sync =
+// syncMode), runs vaultctl init.
+func setupVaultd(dir, binDir string, p *pki, up *upstream, syncMode string) (*vaultd, error) {
 	v := &vaultd{bin: filepath.Join(binDir, "vaultd"), ctl: filepath.Join(binDir, "vaultctl"), dir: dir}
 	module, err := softhsmtest.Module()
 	if err != nil {
@@ -194,6 +198,7 @@ func setupVaultd(dir, binDir string, p *pki, up *upstream) (*vaultd, error) {
 	}
 	v.softhsmEnv = "SOFTHSM2_CONF=" + conf
 	label, pin := "bench-"+randHex(4), randHex(12)
+	v.hsmModule, v.hsmLabel, v.hsmPIN = module, label, secret.NewString(pin)
 	cmd := exec.Command(util, "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", randHex(12))
 	cmd.Env = append(os.Environ(), v.softhsmEnv)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -233,6 +238,7 @@ path = %q
 
 [audit]
 file = %q
+sync = %q
 
 [harden]
 mlock   = "required"
@@ -258,7 +264,7 @@ scopes             = ["contacts.read", "contacts.write"]
 refresh_margin     = %q
 ca_file            = %q
 `, listenPort, p.path("server.crt"), p.path("server.key"), p.path("ca.crt"),
-		module, label, pinPath, v.db, filepath.Join(dir, "audit.jsonl"),
+		module, label, pinPath, v.db, filepath.Join(dir, "audit.jsonl"), syncMode,
 		base+"/token", base+"/revoke", base+"/api", up.prov.ClientID(), secretPath, refreshMargin, p.path("ca.crt"))
 	if err := os.WriteFile(v.config, []byte(cfg), 0o600); err != nil {
 		return nil, err
