@@ -115,6 +115,7 @@ type Log struct {
 	wal               *os.File          // chainMu exclusive, or shared + trimMu
 	walPath           string
 	walSize           int64 // as wal
+	walRotateAt       int64 // walRotate; lowered by tests
 	walBroken         error // chainMu: a torn line that could not be cut
 	walReplayed       int
 	walReplayedG      prometheus.Gauge

@@ -170,7 +170,7 @@ func (l *Log) trimWAL() {
 		l.walSize = 0
 		return
 	}
-	if l.walSize < walRotate {
+	if l.walSize < l.walRotateAt {
 		return
 	}
 	var buf []byte
@@ -291,7 +291,7 @@ func (l *Log) openWAL(ctx context.Context, path string) error {
 		_ = f.Close()
 		return fmt.Errorf("audit: head: %w", err)
 	}
-	l.wal, l.walPath, l.maxPending = f, path, walMaxPending
+	l.wal, l.walPath, l.maxPending, l.walRotateAt = f, path, walMaxPending, walRotate
 	return nil
 }
 
