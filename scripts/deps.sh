@@ -12,6 +12,14 @@ command -v openssl       >/dev/null 2>&1 || need+=(openssl)
 command -v curl          >/dev/null 2>&1 || need+=(curl)
 command -v git           >/dev/null 2>&1 || need+=(git)
 [ -e /usr/share/ca-certificates ] || need+=(ca-certificates)
+# Headless Chromium for the connect flow's browser test (vaultd/e2e/browser_test.go),
+# only for the test suite: scripts/test.sh sets VAULTD_REQUIRE_BROWSER before sourcing
+# this, and the test then fails rather than skips without it. Without recommends it
+# still runs headless; one font keeps its text rendering sane.
+if [ -n "${VAULTD_REQUIRE_BROWSER:-}" ]; then
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  [ -e /usr/share/fonts/truetype/liberation ] || need+=(fonts-liberation)
+fi
 if ((${#need[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/deps.sh: missing ${need[*]}; run as root or install them" >&2
