@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Brings vaultd up on embedded defaults in a local folder and walks the golden
-# path once: tenant created, token stored, proxied call answered, audit trail
-# shown. It leaves vaultd (and the dev-only example provider) running and
-# prints how to call them.
+# path once: tenant created, the integration connected through vaultd's own
+# OAuth flow (the connect listener, the example provider's consent page,
+# approved here by curl with a cookie jar), proxied call answered, audit trail
+# shown. It leaves vaultd (and the dev-only example provider) running, prints
+# how to call them and a fresh connect link to open in a browser.
 #
 #   scripts/dev-up.sh          start (or restart) the dev instance under ./.dev
 #   scripts/dev-up.sh stop     stop it
@@ -17,6 +19,11 @@ DEV=${VAULTD_DEV_DIR:-$ROOT/.dev}
 API_PORT=${VAULTD_DEV_PORT:-8443}
 OPS_PORT=${VAULTD_DEV_OPS_PORT:-9090}
 PROV_PORT=${VAULTD_DEV_PROVIDER_PORT:-8480}
+CONNECT_PORT=${VAULTD_DEV_CONNECT_PORT:-8444}
+# The connect flow's return_to: an application page. Nothing listens there in
+# the dev setup; a browser lands on an error page whose URL still shows
+# connect_session and status, and the session's status is readable over the API.
+RETURN_TO="http://127.0.0.1:${VAULTD_DEV_APP_PORT:-8445}/connected"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -86,6 +93,12 @@ path = "$DEV/vault.db"
 [audit]
 file = "$DEV/audit.jsonl"
 
+# The browser-facing connect listener (server certificate only).
+[connect]
+listen     = "127.0.0.1:$CONNECT_PORT"
+public_url = "https://127.0.0.1:$CONNECT_PORT"
+return_to  = ["${RETURN_TO%/*}/"]
+
 [harden]
 mlock   = "best-effort"
 seccomp = "enforce"
@@ -113,12 +126,14 @@ client_secret_file = "$DEV/provider-secret"
 auth_style         = "basic"
 scopes             = ["contacts.read", "contacts.write"]
 refresh_margin     = "60s"
+authorization_url  = "http://127.0.0.1:$PROV_PORT/authorize"
 EOF
 chmod 600 "$DEV/vaultd.toml"
 
 say "starting the dev-only example provider on 127.0.0.1:$PROV_PORT"
 nohup "$DEV/bin/vaultd-devprovider" -listen "127.0.0.1:$PROV_PORT" -client-id vaultd-dev \
-  -client-secret-file "$DEV/provider-secret" >"$DEV/devprovider.out" 2>"$DEV/devprovider.log" &
+  -client-secret-file "$DEV/provider-secret" -redirect-uri "https://127.0.0.1:$CONNECT_PORT/oauth/callback" -require-pkce \
+  >"$DEV/devprovider.out" 2>"$DEV/devprovider.log" &
 echo $! > "$DEV/devprovider.pid"
 
 say "vaultctl init (creates the KEK and the audit signing key inside the HSM if absent, and the database)"
@@ -142,9 +157,43 @@ CURL_APP=(curl -sS --cacert "$DEV/pki/ca.crt" --cert "$DEV/pki/app.crt" --key "$
 say "1. operator creates tenant 'demo' (fresh AES-256 DEK wrapped by the HSM KEK)"
 as operator tenant create demo 2>/dev/null || as operator tenant get demo
 
-say "2. app stores an OAuth token for integration 'crm' (piped from the example provider; never written to disk)"
-curl -fsS -X POST -d scope=contacts.read "http://127.0.0.1:$PROV_PORT/authorize-dev" \
-  | as app integration store crm -provider example -token-file -
+# new_session INTEGRATION: creates a connect session as the app; prints "id url".
+new_session() {
+  local out
+  out=$("${CURL_APP[@]}" -f -X POST -H 'Content-Type: application/json' \
+    -d "{\"integration_id\":\"$1\",\"provider\":\"example\",\"scopes\":[\"contacts.read\"],\"return_to\":\"$RETURN_TO\"}" \
+    "https://127.0.0.1:$API_PORT/v1/connect/sessions")
+  printf '%s %s\n' "$(printf '%s' "$out" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')" \
+    "$(printf '%s' "$out" | sed -n 's/.*"url":"\([^"]*\)".*/\1/p')"
+}
+session_status() {
+  "${CURL_APP[@]}" -f "https://127.0.0.1:$API_PORT/v1/connect/sessions/$1" | sed -n 's/.*"status":"\([^"]*\)".*/\1/p'
+}
+
+say "2. app connects integration 'crm': vaultd runs the OAuth flow (PKCE, state) itself"
+read -r SESSION LINK < <(new_session crm)
+[ -n "$SESSION" ] && [ -n "$LINK" ] || { echo "could not create a connect session"; exit 1; }
+echo "   connect session $SESSION; its one-time link goes to the user's browser"
+# Here curl plays the user's browser: a cookie jar (the flow is bound to the
+# browser that opened the link), each redirect looked at, never printed (the
+# provider's URLs carry the state and the code).
+JAR="$DEV/connect-cookies.txt"
+rm -f "$JAR"; (umask 077; : > "$JAR")
+CURL_BROWSER=(curl -sS --cacert "$DEV/pki/ca.crt" -b "$JAR" -c "$JAR" -o /dev/null -w '%{redirect_url}')
+auth_url=$("${CURL_BROWSER[@]}" "$LINK")
+[ -n "$auth_url" ] || { echo "the connect link did not redirect to the provider"; exit 1; }
+form_token=$(curl -fsS "$auth_url" | sed -n 's/.*name="form_token" value="\([^"]*\)".*/\1/p')
+[ -n "$form_token" ] || { echo "the example provider's consent page did not appear"; exit 1; }
+echo "   the example provider's consent page asked; answering Allow"
+callback=$(curl -sS -o /dev/null -w '%{redirect_url}' -d "form_token=$form_token" -d decision=allow \
+  "http://127.0.0.1:$PROV_PORT/authorize/decision")
+back=$("${CURL_BROWSER[@]}" "$callback")
+unset auth_url form_token callback
+rm -f "$JAR"
+echo "   the browser was sent back to: $back"
+status=$(session_status "$SESSION")
+echo "   session $SESSION: $status"
+[ "$status" = completed ] || { echo "the connect flow did not complete"; tail -5 "$DEV/vaultd.log"; exit 1; }
 
 say "3. app makes a proxied call: vaultd injects the token, the app never sees it"
 "${CURL_APP[@]}" "https://127.0.0.1:$API_PORT/v1/integrations/crm/proxy/contacts/1?fields=name"; echo
@@ -160,6 +209,8 @@ as app integration get crm
 say "5. audit trail (hash-chained NDJSON) and its verification"
 as auditor audit export
 "$VAULTCTL" audit verify "$DEV/audit.jsonl"
+
+read -r BROWSER_SESSION BROWSER_LINK < <(new_session crm-browser)
 
 cat <<EOF
 
@@ -178,6 +229,14 @@ vaultctl:
 curl (as the app):
   curl --cacert $DEV/pki/ca.crt --cert $DEV/pki/app.crt --key $DEV/pki/app.key \\
        https://127.0.0.1:$API_PORT/v1/integrations/crm/proxy/contacts/1
+
+connect in a browser on this machine (one-time link, valid for 10 minutes; the
+example provider's consent page, then a return to $RETURN_TO, where nothing
+listens: the address bar shows the outcome, as does the session):
+  $BROWSER_LINK
+  (it trusts the dev CA only: accept the certificate warning, or import $DEV/pki/ca.crt)
+  curl --cacert $DEV/pki/ca.crt --cert $DEV/pki/app.crt --key $DEV/pki/app.key \\
+       https://127.0.0.1:$API_PORT/v1/connect/sessions/$BROWSER_SESSION
 
 stop:  scripts/dev-up.sh stop
 EOF
