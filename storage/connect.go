@@ -33,12 +33,14 @@ type ConnectSession struct {
 	CreatedAt     time.Time         `json:"created_at"`
 	ExpiresAt     time.Time         `json:"expires_at"`
 	UpdatedAt     time.Time         `json:"updated_at"`
-	LinkHash      []byte            `json:"link_hash,omitempty"`    // SHA-256 of the link secret; nil once the link was used
-	StateHash     []byte            `json:"state_hash,omitempty"`   // SHA-256 of the OAuth state; set when the link is opened, nil once consumed
-	BrowserHash   []byte            `json:"browser_hash,omitempty"` // SHA-256 of the browser-binding cookie
-	Verifier      []byte            `json:"verifier_ct,omitempty"`  // sealed PKCE code_verifier
-	Client        []byte            `json:"client_ct,omitempty"`    // sealed per-integration OAuth client
-	Revision      uint64            `json:"revision"`
+	LinkHash      []byte            `json:"link_hash,omitempty"`  // SHA-256 of the link secret; nil once the link was used
+	StateHash     []byte            `json:"state_hash,omitempty"` // SHA-256 of the OAuth state; set when the link is opened, kept (indexed) after use so a replay names its session
+	// StateUsed: the provider's callback came back; the state is spent.
+	StateUsed   bool   `json:"state_used,omitempty"`
+	BrowserHash []byte `json:"browser_hash,omitempty"` // SHA-256 of the browser-binding cookie
+	Verifier    []byte `json:"verifier_ct,omitempty"`  // sealed PKCE code_verifier
+	Client      []byte `json:"client_ct,omitempty"`    // sealed per-integration OAuth client
+	Revision    uint64 `json:"revision"`
 }
 
 // Digests returns the session's non-empty LinkHash and StateHash, in that

@@ -274,6 +274,9 @@ type Provider struct {
 	// catalog) that supplies what the table leaves out; keys written here
 	// win. internal/settings merges the two.
 	Template string `toml:"template"`
+	// Issuer is the provider's RFC 9207 issuer identifier: when set, every
+	// authorization response must carry it as "iss" (mix-up defence).
+	Issuer string `toml:"issuer"`
 
 	// Parsed forms of the URLs as written (nil when not written: a
 	// template may supply them, see internal/settings.Providers).

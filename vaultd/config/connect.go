@@ -66,6 +66,13 @@ func (v *validator) providerEndpoints(key string, p *Provider) error {
 	if p.Grant == "" && v.ix.has(key+".grant") {
 		return v.fail(key+".grant", "must not be empty (omit the key for the default)")
 	}
+	if v.ix.has(key + ".issuer") {
+		u, err := url.Parse(p.Issuer)
+		if p.Issuer == "" || len(p.Issuer) > 2048 || err != nil || u.Scheme != "https" || u.Host == "" ||
+			u.User != nil || u.RawQuery != "" || u.Fragment != "" || strings.IndexFunc(p.Issuer, isSpaceOrControl) >= 0 {
+			return v.fail(key+".issuer", "must be an https URL without query or fragment (the provider's issuer identifier, RFC 9207)")
+		}
+	}
 	if v.ix.has(key+".scope_separator") && p.ScopeSeparator != " " && p.ScopeSeparator != "," {
 		return v.fail(key+".scope_separator", `must be " " or ","`)
 	}

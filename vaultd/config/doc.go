@@ -189,6 +189,10 @@
 //	                       authorization_url).
 //	pkce                   bool, default true (or the template's): send an S256 code
 //	                       challenge.
+//	issuer                 optional https URL: the provider's issuer identifier (RFC 9207).
+//	                       When set, every authorization response must carry it as
+//	                       "iss"; when not, an "iss" that is sent must have the
+//	                       authorization endpoint's origin.
 //	scope_separator        " " (default, or the template's) | ",": how scopes are joined
 //	                       in the authorization request.
 //	authorize_params       table of strings, default {}: extra static query parameters

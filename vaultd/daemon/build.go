@@ -343,6 +343,7 @@ func buildProviders(cfg *config.Config, log *slog.Logger) (vault.Providers, map[
 			AuthorizeParams:  p.AuthorizeParams,
 			Params:           p.Params,
 			APIHostFromToken: hostRule,
+			Issuer:           p.Issuer,
 		}
 		fwds[name] = proxy.NewForwarder(proxy.ForwarderOptions{
 			Timeout:   cfg.Server.RequestTimeout.Duration(),

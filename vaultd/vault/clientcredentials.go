@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/vaultd/vaultd/internal/secret"
@@ -50,11 +52,23 @@ func (s *Service) ObtainClientCredentials(ctx context.Context, c Caller, tenantI
 	if err != nil {
 		return Metadata{}, err
 	}
+	// The record as this caller found it: if another caller stores a token
+	// for the same request while this one waits for the lock, that token
+	// is the answer (one token call however many callers race).
+	seenRev := uint64(0)
+	if cur, err := s.store.GetIntegration(ctx, tenantID, id); err == nil {
+		seenRev = cur.Revision
+	}
 	unlock, err := s.lock(ctx, tenantID, id)
 	if err != nil {
 		return Metadata{}, err
 	}
 	defer unlock()
+	if cur, err := s.store.GetIntegration(ctx, tenantID, id); err == nil && cur.Revision != seenRev &&
+		sameClientCredentials(cur, p.Name, scopes, x) && cur.Status == storage.StatusActive &&
+		(cur.ExpiresAt.IsZero() || s.now().Before(cur.ExpiresAt)) {
+		return s.metadata(cur), nil
+	}
 	ep, err := expandEndpoint(p.Endpoint, x.Params)
 	if err != nil {
 		return Metadata{}, err
@@ -188,4 +202,17 @@ func (s *Service) renewClientCredentials(ctx context.Context, c Caller, tenantID
 		return Lease{}, err
 	}
 	return Lease{Token: tok.AccessToken, TokenType: out.TokenType, Provider: p, Integration: out, Revision: out.Revision}, nil
+}
+
+// sameClientCredentials: in is a client-credentials integration obtained
+// for the same provider, parameters and kind of client as x asks for, with
+// the scopes asked for (when the provider echoed them).
+func sameClientCredentials(in storage.Integration, provider string, scopes []string, x StoreExtras) bool {
+	if in.Grant != GrantClientCredentials || in.Provider != provider || (x.Client == nil) != (len(in.Client) == 0) {
+		return false
+	}
+	if !maps.Equal(in.Params, x.Params) && (len(in.Params) > 0 || len(x.Params) > 0) {
+		return false
+	}
+	return slices.Equal(in.Scopes, normScopes(scopes))
 }

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vaultd/vaultd/internal/secret"
 	"github.com/vaultd/vaultd/storage"
 	"github.com/vaultd/vaultd/vaultd/audit"
 	"github.com/vaultd/vaultd/vaultd/catalog"
+	"github.com/vaultd/vaultd/vaultd/envelope"
 	"github.com/vaultd/vaultd/vaultd/oauth"
 )
 
@@ -148,6 +150,10 @@ type CallbackResult struct {
 // connect.fail denied, and leave the session as it was; a provider error
 // or a failed exchange fails the session and sends the browser to
 // return_to.
+//
+// Everything that needs the HSM or the integration's lock is made ready
+// before the state is spent: once the code has been exchanged, the only
+// failures left are the commit's.
 func (s *Service) ConnectCallback(ctx context.Context, requestID, rawQuery string, cookie func(sessionID string) (string, bool)) (CallbackResult, error) {
 	cfg := s.connect.Load()
 	if cfg == nil {
@@ -156,13 +162,13 @@ func (s *Service) ConnectCallback(ctx context.Context, requestID, rawQuery strin
 	anon := Caller{Principal: BrowserActor, RequestID: requestID}
 	cb, err := oauth.ParseCallback(rawQuery)
 	if err != nil {
-		s.denyCallback(ctx, anon, "", "", "malformed callback")
+		s.denyAnonymous(ctx, anon, "malformed callback")
 		return CallbackResult{}, ErrConnectLinkInvalid
 	}
 	d := digest(cb.State.Reveal())
 	cs, err := s.store.FindConnectSession(ctx, d)
 	if errors.Is(err, storage.ErrNotFound) {
-		s.denyCallback(ctx, anon, "", "", "unknown or used state")
+		s.denyAnonymous(ctx, anon, "unknown state")
 		return CallbackResult{}, ErrConnectLinkInvalid
 	}
 	if err != nil {
@@ -171,15 +177,16 @@ func (s *Service) ConnectCallback(ctx context.Context, requestID, rawQuery strin
 	c := sessionCaller(cs, requestID)
 	if subtle.ConstantTimeCompare(cs.StateHash, d) != 1 {
 		// A link secret presented as a state.
-		s.denyCallback(ctx, anon, "", "", "unknown or used state")
+		s.denyAnonymous(ctx, anon, "unknown state")
 		return CallbackResult{}, ErrConnectLinkInvalid
 	}
 	switch {
-	case cs.Status != storage.ConnectPending:
-		s.denyCallback(ctx, c, cs.TenantID, cs.IntegrationID, "connect_session="+cs.ID+" already finished")
+	case cs.StateUsed || cs.Status != storage.ConnectPending:
+		// A replay (or a reload): the state was spent by the first callback.
+		s.denySession(ctx, c, cs, "state already used")
 		return CallbackResult{}, ErrConnectFinished
 	case !s.now().Before(cs.ExpiresAt):
-		s.denyCallback(ctx, c, cs.TenantID, cs.IntegrationID, "connect_session="+cs.ID+" expired")
+		s.denySession(ctx, c, cs, "expired")
 		return CallbackResult{}, ErrConnectExpired
 	}
 	v, ok := cookie(cs.ID)
@@ -187,7 +194,7 @@ func (s *Service) ConnectCallback(ctx context.Context, requestID, rawQuery strin
 		// Not the browser that opened the link (login CSRF, a leaked
 		// callback URL): refused, and the session stays open for the
 		// right browser.
-		s.denyCallback(ctx, c, cs.TenantID, cs.IntegrationID, "connect_session="+cs.ID+" callback from another browser")
+		s.denySession(ctx, c, cs, "callback from another browser")
 		return CallbackResult{}, ErrConnectDenied
 	}
 	p, ok := s.Provider(cs.Provider)
@@ -200,12 +207,19 @@ func (s *Service) ConnectCallback(ctx context.Context, requestID, rawQuery strin
 		return s.failSession(ctx, c, cs, "invalid_request", "issuer mismatch", audit.OutcomeDenied, "")
 	}
 	if cb.Error != "" {
-		return s.failSession(ctx, c, cs, cb.Error, "provider answered "+cb.Error, audit.OutcomeFailure, "")
+		code := oauthErrorCode(cb.Error)
+		return s.failSession(ctx, c, cs, code, "provider answered "+code, audit.OutcomeFailure, "")
 	}
-	// Consume the state before the code is used: a replay (or a second
-	// tab) now finds nothing, whatever happens next.
+	prep, err := s.prepareFinish(ctx, cs, p)
+	if err != nil {
+		// Nothing was spent: the browser may try the callback again.
+		return CallbackResult{}, err
+	}
+	defer prep.release()
+	// Spend the state before the code is used: a replay (or a second tab)
+	// is refused from now on, whatever happens next.
 	upd := cs
-	upd.StateHash = nil
+	upd.StateUsed = true
 	upd.UpdatedAt = s.now().UTC()
 	ev := c.event(audit.ActionConnectCallback, cs.TenantID, cs.IntegrationID, audit.OutcomeSuccess, "connect_session="+cs.ID)
 	_, err = s.audit.RecordWith(ctx, ev, func(build storage.AuditFunc) (storage.AuditRecord, error) {
@@ -215,17 +229,60 @@ func (s *Service) ConnectCallback(ctx context.Context, requestID, rawQuery strin
 		return rec, err
 	})
 	if errors.Is(err, storage.ErrConflict) || errors.Is(err, storage.ErrNotFound) {
-		s.denyCallback(ctx, c, cs.TenantID, cs.IntegrationID, "connect_session="+cs.ID+" state already used")
-		return CallbackResult{}, ErrConnectLinkInvalid
+		s.denySession(ctx, c, cs, "state already used")
+		return CallbackResult{}, ErrConnectFinished
 	}
 	if err != nil {
 		return CallbackResult{}, s.storeErr(err)
 	}
-	// The code is single use and the exchange may rotate nothing back: from
-	// here the flow runs to its end whatever the browser does, bounded.
+	// The code is single use: from here the flow runs to its end whatever
+	// the browser does, bounded.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.refreshBudget())
 	defer cancel()
-	return s.finishConnect(ctx, c, cfg, upd, p, cb.Code)
+	return s.finishConnect(ctx, c, cfg, upd, p, cb.Code, prep)
+}
+
+// finishPrep is what a callback holds before it spends the state: the
+// tenant, the opened verifier and client, the DEK the tokens will be
+// sealed with (no HSM call after the exchange) and the integration's lock.
+type finishPrep struct {
+	t        storage.Tenant
+	verifier secret.String
+	client   *OAuthClient
+	sealer   *envelope.Sealer
+	unlock   func()
+}
+
+func (f *finishPrep) release() {
+	f.sealer.Release()
+	f.unlock()
+}
+
+func (s *Service) prepareFinish(ctx context.Context, cs storage.ConnectSession, p *Provider) (*finishPrep, error) {
+	t, err := s.tenant(ctx, cs.TenantID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: tenant: %w", ErrUnavailable, err)
+	}
+	f := &finishPrep{t: t}
+	if len(cs.Verifier) > 0 {
+		b, err := s.keys.OpenField(ctx, t, cs.ID, fieldVerifier, cs.Verifier)
+		if err != nil {
+			return nil, fmt.Errorf("%w: open verifier: %w", ErrUnavailable, err)
+		}
+		f.verifier = secret.NewString(string(b.Reveal()))
+		b.Wipe()
+	}
+	if f.client, err = s.openClient(ctx, t, cs.ID, cs.Client); err != nil {
+		return nil, err
+	}
+	if f.sealer, err = s.keys.HoldCurrentDEK(ctx, t); err != nil {
+		return nil, fmt.Errorf("%w: data key: %w", ErrUnavailable, err)
+	}
+	if f.unlock, err = s.lock(ctx, cs.TenantID, cs.IntegrationID); err != nil {
+		f.sealer.Release()
+		return nil, err
+	}
+	return f, nil
 }
 
 // checkIssuer applies RFC 9207: when the provider sends iss it must be the
@@ -249,33 +306,18 @@ func checkIssuer(p *Provider, params map[string]string, cb oauth.Callback) error
 }
 
 // finishConnect exchanges the code and stores the token with the session's
-// completion, or fails the session.
-func (s *Service) finishConnect(ctx context.Context, c Caller, cfg *ConnectSettings, cs storage.ConnectSession, p *Provider, code secret.String) (CallbackResult, error) {
-	t, err := s.tenant(ctx, cs.TenantID)
-	if err != nil {
-		return s.failSession(ctx, c, cs, "server_error", "tenant unavailable", audit.OutcomeFailure, "")
-	}
-	var verifier secret.String
-	if len(cs.Verifier) > 0 {
-		b, err := s.keys.OpenField(ctx, t, cs.ID, fieldVerifier, cs.Verifier)
-		if err != nil {
-			return s.failSession(ctx, c, cs, "server_error", "verifier unavailable", audit.OutcomeFailure, "")
-		}
-		verifier = secret.NewString(string(b.Reveal()))
-		b.Wipe()
-	}
-	client, err := s.openClient(ctx, t, cs.ID, cs.Client)
-	if err != nil {
-		return s.failSession(ctx, c, cs, "server_error", "client unavailable", audit.OutcomeFailure, "")
-	}
+// completion, or fails the session. Tokens the provider issued but vaultd
+// cannot keep are revoked (best effort), so no live grant is left behind.
+func (s *Service) finishConnect(ctx context.Context, c Caller, cfg *ConnectSettings, cs storage.ConnectSession, p *Provider, code secret.String, prep *finishPrep) (CallbackResult, error) {
 	ep, err := expandEndpoint(p.Endpoint, cs.Params)
 	if err != nil {
 		return s.failSession(ctx, c, cs, "server_error", "token endpoint unavailable", audit.OutcomeFailure, "")
 	}
-	ep = withClient(ep, client)
+	ep = withClient(ep, prep.client)
 	tokenHost := hostOf(ep.TokenURL)
-	tok, err := s.exchange(ctx, ep, code, cfg.RedirectURI, verifier)
+	tok, err := s.exchange(ctx, ep, code, cfg.RedirectURI, prep.verifier)
 	if err == nil && (tok.AccessToken.Len() > MaxTokenBytes || tok.RefreshToken.Len() > MaxTokenBytes) {
+		s.revokeUnkept(ctx, ep, tok)
 		err = errTokenTooLarge
 	}
 	if err != nil {
@@ -294,6 +336,7 @@ func (s *Service) finishConnect(ctx context.Context, c Caller, cfg *ConnectSetti
 		// hosts is hostile or broken: the token is not kept.
 		s.log.WarnContext(ctx, "connect refused the token response's API host", "tenant_id", cs.TenantID,
 			"integration_id", cs.IntegrationID, "connect_session", cs.ID, "provider", p.Name)
+		s.revokeUnkept(ctx, ep, tok)
 		return s.failSession(ctx, c, cs, "server_error", "api host refused", audit.OutcomeDenied, tokenHost)
 	}
 	now := s.now().UTC()
@@ -307,18 +350,16 @@ func (s *Service) finishConnect(ctx context.Context, c Caller, cfg *ConnectSetti
 		ExpiresAt: expiry(now, tok.ExpiresIn, p.DefaultLifetime), CreatedAt: now, UpdatedAt: now,
 		APIBaseURL: base, Params: cloneParams(cs.Params), ConnectSession: cs.ID,
 	}
-	unlock, err := s.lock(ctx, cs.TenantID, cs.IntegrationID)
-	if err != nil {
-		return s.failSession(ctx, c, cs, "server_error", "integration busy", audit.OutcomeFailure, "")
-	}
-	defer unlock()
 	if old, err := s.store.GetIntegration(ctx, cs.TenantID, cs.IntegrationID); err == nil {
 		in.CreatedAt = old.CreatedAt
 	}
-	if err := s.sealTokens(ctx, t, &in, tok.AccessToken, tok.RefreshToken); err != nil {
-		return s.failSession(ctx, c, cs, "server_error", "seal failed", audit.OutcomeFailure, "")
+	seal := func(field string, pt []byte) ([]byte, error) { return prep.sealer.Seal(in.ID, field, pt) }
+	err = sealTokensWith(&in, tok.AccessToken, tok.RefreshToken, seal)
+	if err == nil && prep.client != nil {
+		in.Client, err = sealClientWith(prep.client, seal)
 	}
-	if in.Client, err = s.sealClient(ctx, t, in.ID, client); err != nil {
+	if err != nil {
+		s.revokeUnkept(ctx, ep, tok)
 		return s.failSession(ctx, c, cs, "server_error", "seal failed", audit.OutcomeFailure, "")
 	}
 	done := cs
@@ -337,10 +378,31 @@ func (s *Service) finishConnect(ctx context.Context, c Caller, cfg *ConnectSetti
 	if err != nil {
 		s.log.ErrorContext(ctx, "connect could not store the token", "tenant_id", cs.TenantID, "integration_id", cs.IntegrationID,
 			"connect_session", cs.ID, "err", errorKind(err))
+		s.revokeUnkept(ctx, ep, tok)
 		return s.failSession(ctx, c, cs, "server_error", "store failed", audit.OutcomeFailure, "")
 	}
 	s.usage.forget(cs.TenantID, cs.IntegrationID)
 	return CallbackResult{Location: returnLocation(cs, storage.ConnectCompleted, ""), SessionID: cs.ID, Status: storage.ConnectCompleted}, nil
+}
+
+// revokeUnkept revokes, best effort, tokens a provider issued that vaultd
+// will not store (refresh token first, RFC 7009): a grant nobody holds
+// must not stay live at the provider.
+func (s *Service) revokeUnkept(ctx context.Context, ep oauth.Endpoint, tok oauth.Token) {
+	if ep.RevocationURL == "" {
+		return
+	}
+	for _, t := range []struct {
+		v    secret.String
+		hint string
+	}{{tok.RefreshToken, "refresh_token"}, {tok.AccessToken, "access_token"}} {
+		if t.v.IsZero() {
+			continue
+		}
+		if err := s.revoke(ctx, ep, t.v, t.hint); err != nil {
+			s.log.WarnContext(ctx, "could not revoke a token vaultd did not keep", "hint", t.hint, "reason", safeReason(err))
+		}
+	}
 }
 
 // failSession ends cs as failed with an OAuth error code (shown to the
@@ -351,7 +413,8 @@ func (s *Service) failSession(ctx context.Context, c Caller, cs storage.ConnectS
 	upd := cs
 	upd.Status = storage.ConnectFailed
 	upd.Error = code
-	upd.StateHash, upd.BrowserHash, upd.Verifier, upd.Client = nil, nil, nil, nil
+	upd.StateUsed = true
+	upd.BrowserHash, upd.Verifier, upd.Client = nil, nil, nil
 	upd.UpdatedAt = s.now().UTC()
 	ev := c.event(audit.ActionConnectFail, cs.TenantID, cs.IntegrationID, outcome,
 		fmt.Sprintf("connect_session=%s error=%s: %s", cs.ID, code, reason))
@@ -371,15 +434,82 @@ func (s *Service) failSession(ctx context.Context, c Caller, cs storage.ConnectS
 	return CallbackResult{Location: returnLocation(cs, storage.ConnectFailed, code), SessionID: cs.ID, Status: storage.ConnectFailed}, nil
 }
 
-// denyCallback audits a refused callback (connect.fail, denied); the
-// answer does not wait on it failing: nothing was stored.
-func (s *Service) denyCallback(ctx context.Context, c Caller, tenantID, integrationID, detail string) {
-	ev := c.event(audit.ActionConnectFail, tenantID, integrationID, audit.OutcomeDenied, detail)
+// denySession audits a refused callback that names a session
+// (connect.fail, denied), at most maxSessionDenials times per session:
+// whoever holds a state can repeat it, and the trail must not become the
+// place that repetition fills.
+func (s *Service) denySession(ctx context.Context, c Caller, cs storage.ConnectSession, why string) {
+	if !s.denials.allowSession(cs.ID) {
+		return
+	}
+	s.recordDenial(ctx, c.event(audit.ActionConnectFail, cs.TenantID, cs.IntegrationID, audit.OutcomeDenied,
+		"connect_session="+cs.ID+": "+why))
+}
+
+// denyAnonymous audits a refused callback that names no session. Anyone
+// can send those, so at most anonDenialsPerSecond are written each second;
+// the next one written says how many were left out.
+func (s *Service) denyAnonymous(ctx context.Context, c Caller, why string) {
+	ok, suppressed := s.denials.allowAnonymous(s.now())
+	if !ok {
+		return
+	}
+	detail := why
+	if suppressed > 0 {
+		detail = fmt.Sprintf("%s (and %d more refused callbacks not recorded one by one)", why, suppressed)
+	}
+	s.recordDenial(ctx, c.event(audit.ActionConnectFail, "", "", audit.OutcomeDenied, detail))
+}
+
+func (s *Service) recordDenial(ctx context.Context, ev audit.Event) {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 	defer cancel()
 	if _, err := s.audit.Record(actx, ev); err != nil {
 		s.log.ErrorContext(ctx, "could not audit a refused connect callback", "err", errorKind(err))
 	}
+}
+
+// Bounds of the refused-callback audit.
+const (
+	maxSessionDenials    = 5
+	anonDenialsPerSecond = 10
+	maxTrackedSessions   = 10000
+)
+
+// denialLimiter bounds the audit events refused callbacks write.
+type denialLimiter struct {
+	mu         sync.Mutex
+	perSession map[string]int
+	second     int64
+	inSecond   int
+	suppressed int
+}
+
+func (d *denialLimiter) allowSession(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.perSession == nil || len(d.perSession) >= maxTrackedSessions {
+		// Bounded memory: forgetting the counts only allows a few more
+		// events per session.
+		d.perSession = map[string]int{}
+	}
+	d.perSession[id]++
+	return d.perSession[id] <= maxSessionDenials
+}
+
+func (d *denialLimiter) allowAnonymous(now time.Time) (ok bool, suppressed int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if sec := now.Unix(); sec != d.second {
+		d.second, d.inSecond = sec, 0
+	}
+	if d.inSecond >= anonDenialsPerSecond {
+		d.suppressed++
+		return false, 0
+	}
+	d.inSecond++
+	suppressed, d.suppressed = d.suppressed, 0
+	return true, suppressed
 }
 
 // oauthErrorCode keeps an RFC 6749 error code as the application may see

@@ -92,6 +92,20 @@ func (s *Service) sealClient(ctx context.Context, t storage.Tenant, id string, c
 	return ct, nil
 }
 
+// sealClientWith seals c with seal (a held DEK's Sealer).
+func sealClientWith(c *OAuthClient, seal func(field string, pt []byte) ([]byte, error)) ([]byte, error) {
+	pt, err := json.Marshal(sealedClient{ID: c.ClientID, Secret: c.ClientSecret.Reveal()})
+	if err != nil {
+		return nil, fmt.Errorf("%w: encode client: %w", ErrUnavailable, err)
+	}
+	defer secret.Zero(pt)
+	ct, err := seal(fieldClient, pt)
+	if err != nil {
+		return nil, fmt.Errorf("%w: seal client: %w", ErrUnavailable, err)
+	}
+	return ct, nil
+}
+
 // openClient opens a sealed client of the record named id.
 func (s *Service) openClient(ctx context.Context, t storage.Tenant, id string, ct []byte) (*OAuthClient, error) {
 	if len(ct) == 0 {

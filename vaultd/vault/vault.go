@@ -238,6 +238,7 @@ type Service struct {
 	ccGrant     Granter
 	exchange    Exchanger
 	connect     atomic.Pointer[ConnectSettings]
+	denials     denialLimiter
 	now         func() time.Time
 	lockTimeout time.Duration
 
