@@ -72,6 +72,9 @@ var (
 	pageUnavailable = page{http.StatusServiceUnavailable, "Something went wrong on our side",
 		"We could not finish this step right now. Nothing was connected.",
 		"Try again in a few minutes from the application. If it keeps happening, contact your administrator with the reference below.", ""}
+	pagePrefetch = page{http.StatusServiceUnavailable, "Open this link to continue",
+		"This link is opened only when you visit it yourself.",
+		"Open the link in your browser to continue connecting.", ""}
 	pageNotFound = page{http.StatusNotFound, "Page not found",
 		"There is nothing at this address.",
 		"Go back to the application you came from.", ""}
@@ -174,6 +177,12 @@ func (s *Server) openLink(w http.ResponseWriter, r *http.Request, c Connect, lin
 		writePage(w, pageLinkInvalid, "")
 		return "head"
 	}
+	if isPrefetch(r) {
+		// A browser's speculative prefetch or prerender must not spend the
+		// one-time link; the real navigation comes later.
+		writePage(w, pagePrefetch, "")
+		return "prefetch"
+	}
 	lo, err := c.OpenConnectLink(r.Context(), rid, link)
 	if err != nil {
 		pg := pageFor(err)
@@ -231,6 +240,18 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request, c Connect, rid
 	w.Header().Set("Location", res.Location)
 	w.WriteHeader(http.StatusSeeOther)
 	return res.Status
+}
+
+// isPrefetch: the request announces itself as speculative (Chromium's
+// Sec-Purpose, the older Purpose and X-Moz headers).
+func isPrefetch(r *http.Request) bool {
+	for _, h := range []string{"Sec-Purpose", "Purpose", "X-Purpose", "X-Moz"} {
+		v := strings.ToLower(r.Header.Get(h))
+		if strings.Contains(v, "prefetch") || strings.Contains(v, "prerender") || strings.Contains(v, "preview") {
+			return true
+		}
+	}
+	return false
 }
 
 func resultWord(err error) string {
