@@ -19,6 +19,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -369,10 +371,17 @@ func seedVaultd(ctx context.Context, v *vaultd, up *upstream, appTLS, opTLS *tls
 	return nil
 }
 
+// parseScale parses "tenants/integrations" (-scale-small, -scale-large).
 func parseScale(s string) ([2]int, error) {
-	var t, n int
-	if _, err := fmt.Sscanf(s, "%d/%d", &t, &n); err != nil || t < 1 || n < t {
-		return [2]int{}, fmt.Errorf("scale %q: want tenants/integrations, integrations >= tenants >= 1", s)
+	bad := fmt.Errorf("scale %q: want tenants/integrations, integrations >= tenants >= 1", s)
+	ts, ns, ok := strings.Cut(s, "/")
+	if !ok {
+		return [2]int{}, bad
+	}
+	t, err1 := strconv.Atoi(ts)
+	n, err2 := strconv.Atoi(ns)
+	if err1 != nil || err2 != nil || t < 1 || n < t {
+		return [2]int{}, bad
 	}
 	return [2]int{t, n}, nil
 }

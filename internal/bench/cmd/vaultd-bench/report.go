@@ -290,14 +290,15 @@ func (r *report) markdown(vs []verdict) []byte {
 	w("(absolute TTL, default 10 min), so a hot tenant costs one unwrap per TTL, not per request.\n\n")
 
 	w("## Refresh storm\n\n")
-	w("%d concurrent proxied calls, sent at once over a fresh client, on an integration whose token expires in\n", r.Storm.Callers)
+	w("%d concurrent proxied calls, sent at once by fresh clients of 100 callers each (one warmed HTTP/2\n", r.Storm.Callers)
+	w("connection per client), on an integration whose token expires in\n")
 	w("1 s (refresh margin %s), the provider answering refreshes in **%s**: **%d refresh(es)** reached the\n",
 		refreshMargin, ms(r.StormLatency), r.Storm.Refreshes)
 	w("token endpoint, %d errors; caller latency p50 %s, p99 %s, all done in %s. The same burst of %d calls\n",
 		r.Storm.Errors, ms(r.Storm.P50), ms(r.Storm.P99), r.Storm.Elapsed.Round(time.Millisecond), r.StormFloor.Callers)
 	w("through the minimal Go mTLS proxy (no refresh, no lookup) takes p50 %s, p99 %s: the cost of %d callers\n",
 		ms(r.StormFloor.P50), ms(r.StormFloor.P99), r.StormFloor.Callers)
-	w("arriving at once (new connections, handshakes, stream limits) on this machine.\n\n")
+	w("arriving at once on this machine, before any refresh.\n\n")
 
 	if len(r.Scale) > 0 {
 		w("## Many integrations\n\n")
