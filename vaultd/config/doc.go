@@ -220,7 +220,7 @@
 //	                 register at every provider is public_url + "/oauth/callback".
 //	tls_cert         optional, with tls_key (both or neither): certificate chain (PEM);
 //	tls_key          default [server] tls_cert and tls_key.
-//	session_ttl      duration 1m-24h, default "10m": how long a connect link and the flow
+//	session_ttl      duration 1s-24h, default "10m": how long a connect link and the flow
 //	                 started from it stay valid.
 //	return_to        required, non-empty array of URL prefixes a flow may send the browser
 //	                 back to: absolute https URLs (http only for 127.0.0.1, ::1 and
