@@ -17,6 +17,12 @@ const (
 	// wrapped DEKs only, useless without the HSM's KEK, so an operator
 	// action like the others that never see a token.
 	ActStoreBackup Action = "store.backup"
+	// Tenant lifecycle and the fleet's operations (none returns a token).
+	ActTenantDisable   Action = "tenant.disable" // disable and enable
+	ActTenantOffboard  Action = "tenant.offboard"
+	ActFleetRead       Action = "fleet.read"       // GET /v1/admin/integrations
+	ActRevocationList  Action = "revocation.list"  // GET /v1/admin/revocations
+	ActWebhookDelivery Action = "webhook.delivery" // list and redeliver notifications
 )
 
 // App actions (only within the subject's own tenant).
@@ -31,6 +37,8 @@ const (
 	// reads a session's status.
 	ActConnectCreate Action = "connect.create"
 	ActConnectRead   Action = "connect.read"
+	// ActIntegrationHealth reads an integration's health score.
+	ActIntegrationHealth Action = "integration.health"
 )
 
 // Auditor actions.
@@ -42,8 +50,9 @@ const (
 func Actions() []Action {
 	return []Action{
 		ActTenantCreate, ActTenantRead, ActTenantList, ActKeyRotate, ActProviderList, ActStoreBackup,
+		ActTenantDisable, ActTenantOffboard, ActFleetRead, ActRevocationList, ActWebhookDelivery,
 		ActIntegrationWrite, ActIntegrationRead, ActIntegrationList, ActIntegrationDelete, ActIntegrationUse,
-		ActConnectCreate, ActConnectRead, ActAuditRead,
+		ActConnectCreate, ActConnectRead, ActIntegrationHealth, ActAuditRead,
 	}
 }
 
@@ -91,14 +100,15 @@ func deny(reason string) Decision  { return Decision{Reason: reason} }
 //     bound one only r.Tenant == s.Tenant.
 func Decide(s Subject, a Action, r Resource) Decision {
 	switch a {
-	case ActTenantCreate, ActTenantRead, ActTenantList, ActKeyRotate, ActProviderList, ActStoreBackup:
+	case ActTenantCreate, ActTenantRead, ActTenantList, ActKeyRotate, ActProviderList, ActStoreBackup,
+		ActTenantDisable, ActTenantOffboard, ActFleetRead, ActRevocationList, ActWebhookDelivery:
 		if !s.HasRole(RoleOperator) {
 			return deny("operator role required")
 		}
 		return allow("operator")
 
 	case ActIntegrationWrite, ActIntegrationRead, ActIntegrationList, ActIntegrationDelete, ActIntegrationUse,
-		ActConnectCreate, ActConnectRead:
+		ActConnectCreate, ActConnectRead, ActIntegrationHealth:
 		switch {
 		case s.HasRole(RoleOperator):
 			return deny("operators never access tokens")

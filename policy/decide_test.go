@@ -32,7 +32,7 @@ func TestDecideTable(t *testing.T) {
 	tenants := []string{"", "acme", "globex"}
 
 	opActs := []Action{ActTenantCreate, ActTenantRead, ActTenantList, ActKeyRotate, ActProviderList, ActStoreBackup}
-	appActs := []Action{ActIntegrationWrite, ActIntegrationRead, ActIntegrationList, ActIntegrationDelete, ActIntegrationUse, ActConnectCreate, ActConnectRead}
+	appActs := []Action{ActIntegrationWrite, ActIntegrationRead, ActIntegrationList, ActIntegrationDelete, ActIntegrationUse, ActConnectCreate, ActConnectRead, ActIntegrationHealth}
 
 	// allowed lists, as "roles|action|subjectTenant|resourceTenant" with
 	// "*" for any tenant, every allowed combination.
@@ -139,7 +139,7 @@ func TestActionsDistinct(t *testing.T) {
 		}
 		seen[a] = true
 	}
-	if len(seen) != 14 {
+	if len(seen) != 20 {
 		t.Fatalf("%d actions", len(seen))
 	}
 }

@@ -20,6 +20,8 @@ const (
 	CodeUpstreamUnreachable     Code = "upstream_unreachable"
 	CodeIntegrationUnavailable  Code = "integration_unavailable"
 	CodeUpstreamTimeout         Code = "upstream_timeout"
+	// CodeTenantDisabled: the caller's tenant is disabled by an operator.
+	CodeTenantDisabled Code = "tenant_disabled"
 )
 
 var codeStatus = map[Code]int{
@@ -36,6 +38,7 @@ var codeStatus = map[Code]int{
 	CodeUpstreamUnreachable:     http.StatusBadGateway,
 	CodeIntegrationUnavailable:  http.StatusServiceUnavailable,
 	CodeUpstreamTimeout:         http.StatusGatewayTimeout,
+	CodeTenantDisabled:          http.StatusForbidden,
 }
 
 // Status is the HTTP status vaultd answers code with; 500 for a code it
@@ -53,6 +56,7 @@ func Codes() []Code {
 		CodeBadRequest, CodeUnauthenticated, CodeForbidden, CodeEgressDenied, CodeNotFound,
 		CodeMethodNotAllowed, CodeConflict, CodeReauthorizationRequired, CodePayloadTooLarge,
 		CodeInternal, CodeUpstreamUnreachable, CodeIntegrationUnavailable, CodeUpstreamTimeout,
+		CodeTenantDisabled,
 	}
 }
 

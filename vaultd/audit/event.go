@@ -68,6 +68,18 @@ const (
 	ActionConnectOpen     = "connect.open"
 	ActionConnectCallback = "connect.callback"
 	ActionConnectFail     = "connect.fail"
+
+	// Lifecycle: tenants disabled, enabled and offboarded, the sweeps,
+	// retried revocations, dead-lettered notifications, health flags, and
+	// key material created offline (vaultctl init, kek-rotate).
+	ActionTenantDisable      = "tenant.disable"
+	ActionTenantEnable       = "tenant.enable"
+	ActionTenantOffboard     = "tenant.offboard"
+	ActionIntegrationSweep   = "integration.sweep"
+	ActionRevocationRetry    = "revocation.retry"
+	ActionWebhookDeadLetter  = "webhook.dead_letter"
+	ActionIntegrationFlagged = "integration.flagged"
+	ActionKeyCreate          = "key.create"
 )
 
 // DetailExecute is the detail of a proxy.request event made through
