@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/vaultd/vaultd/internal/secret"
@@ -301,10 +302,15 @@ func (s *Service) refreshLocked(ctx context.Context, c Caller, tenantID string, 
 	}); err != nil {
 		return Lease{}, err
 	}
-	detail := ""
-	if len(drift) > 0 {
-		detail = "scope drift"
+	var notes []string
+	if in.Status == storage.StatusDegraded {
+		// Failing refreshes are over: notifications say "recovered".
+		notes = append(notes, "recovered")
 	}
+	if len(drift) > 0 {
+		notes = append(notes, "scope drift")
+	}
+	detail := strings.Join(notes, "; ")
 	evs := []audit.Event{tokenURLEvent(c, p, audit.ActionTokenRefresh, tenantID, in.ID, audit.OutcomeSuccess, detail)}
 	if len(drift) > 0 {
 		evs = append(evs, tokenURLEvent(c, p, audit.ActionScopeDrift, tenantID, in.ID, audit.OutcomeSuccess, "unexpected scopes: "+joinScopes(drift)))
