@@ -33,6 +33,9 @@ var (
 	// ErrAuditKeyInvalid: an object carrying the audit key label breaks
 	// its policy (extractable, not sensitive, not EC P-256, duplicate).
 	ErrAuditKeyInvalid = errors.New("hsm: audit signing key violates policy")
+	// ErrTenantKeyNotFound: the tenant has no wrapping key in the HSM
+	// (never created, or destroyed to crypto-shred the tenant).
+	ErrTenantKeyNotFound = errors.New("hsm: tenant key not found")
 )
 
 // Error is an hsm error: a short message, the sentinel it matches with

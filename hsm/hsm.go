@@ -3,7 +3,8 @@
 // data keys with a KEK that never leaves the HSM, the sentinel errors every
 // backend reports (errors.go), WrappedKey, and the optional capabilities
 // only some backends have (optional.go: KEKRotator, Reloader, KEKInspector,
-// one method each, and AuditSigner; found by type assertion).
+// one method each, AuditSigner and TenantKeyring; found by type assertion),
+// and the blob format of TenantKeyring (tenant.go).
 //
 // It has no cgo and no backend. The PKCS#11 backend is hsm/pkcs11 (cgo);
 // hsm/hsmtest has a software fake and the suite every Keyring passes.

@@ -7,7 +7,8 @@ import (
 
 // Optional capabilities. A backend implements those its HSM offers; callers
 // find them by type assertion on a Keyring and say so when one is missing.
-// Each is one method, so a backend can take them one at a time.
+// Each is one method, so a backend can take them one at a time, except
+// AuditSigner and TenantKeyring, whose methods belong together.
 
 // KEKRotator adds KEK versions ('vaultctl kek-rotate').
 type KEKRotator interface {
@@ -62,4 +63,30 @@ type AuditSigner interface {
 	// AuditPublicKey is the public half (*ecdsa.PublicKey for P-256).
 	// Without the key it fails with ErrAuditKeyNotFound.
 	AuditPublicKey(ctx context.Context) (crypto.PublicKey, error)
+}
+
+// TenantKeyring holds one non-extractable AES-256 wrapping key per tenant, so that destroying it
+// crypto-shreds every DEK wrapped under it (and so every copy of the tenant's records).
+//
+// Unlike the other capabilities it has several methods: a tenant key is
+// created, used and destroyed together. Blobs have the format of
+// AppendTenantWrapped and are bound to their tenant (TenantWrapAAD): one
+// tenant's blob does not open under another's key. A tenant id must be
+// ids-valid (storage.ValidID); another fails with ErrTenantKeyNotFound.
+type TenantKeyring interface {
+	// CreateTenantKey creates the tenant's key unless it exists (idempotent).
+	CreateTenantKey(ctx context.Context, tenantID string) error
+	// WrapForTenant encrypts plaintext (a DEK) under the tenant's key.
+	// Without the key it fails with ErrTenantKeyNotFound.
+	WrapForTenant(ctx context.Context, tenantID string, plaintext []byte) ([]byte, error)
+	// UnwrapForTenant decrypts a WrapForTenant blob; the plaintext is in
+	// caller-owned memory, which the caller wipes. A blob that fails
+	// authentication (tampered, other tenant, other key) fails with
+	// ErrUnwrap; without the key (destroyed) with ErrTenantKeyNotFound.
+	UnwrapForTenant(ctx context.Context, tenantID string, wrapped []byte) ([]byte, error)
+	// DestroyTenantKey destroys the tenant's key in the HSM
+	// (C_DestroyObject); an absent key is not an error.
+	DestroyTenantKey(ctx context.Context, tenantID string) error
+	// HasTenantKey reports whether the tenant's key exists.
+	HasTenantKey(ctx context.Context, tenantID string) (bool, error)
 }

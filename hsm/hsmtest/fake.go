@@ -20,8 +20,9 @@ import (
 	"github.com/vaultd/vaultd/internal/secret"
 )
 
-// Fake is an in-memory Keyring: AES-256-GCM in Go with random KEKs, the same
-// blob shape and errors as the PKCS#11 backend. Safe for concurrent use.
+// Fake is an in-memory Keyring: AES-256-GCM in Go with random KEKs and
+// tenant keys (hsm.TenantKeyring, tenant.go), the same blob shape and errors
+// as the PKCS#11 backend. Safe for concurrent use.
 type Fake struct {
 	// Fail, while set, makes every call that takes a context fail with
 	// hsm.ErrUnavailable (an HSM outage).
@@ -35,6 +36,9 @@ type Fake struct {
 	failNext []error
 	closed   bool
 	auditKey *ecdsa.PrivateKey // nil after DropAuditKey
+
+	tenantKeys                    map[string]cipher.AEAD // tenant.go
+	tenantCreates, tenantDestroys int
 }
 
 var (
@@ -137,8 +141,9 @@ func (f *Fake) FailNext(err error) {
 	f.failNext = append(f.failNext, err)
 }
 
-// Wraps, Unwraps and Pings count calls (including failed ones), so tests can
-// assert that a path makes no HSM call.
+// Wraps, Unwraps and Pings count calls (including failed ones, and the
+// tenant-key wraps and unwraps), so tests can assert that a path makes no
+// HSM call.
 func (f *Fake) Wraps() int64   { return f.wraps.Load() }
 func (f *Fake) Unwraps() int64 { return f.unwraps.Load() }
 func (f *Fake) Pings() int64   { return f.pings.Load() }

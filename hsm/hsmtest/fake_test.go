@@ -74,3 +74,41 @@ func TestFakeRotate(t *testing.T) {
 		t.Fatalf("relabelled blob: %v", err)
 	}
 }
+
+func TestFakeTenantKeys(t *testing.T) {
+	ctx := t.Context()
+	f := NewFake()
+	if err := f.CreateTenantKey(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.CreateTenantKey(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := f.WrapForTenant(ctx, "acme", []byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.FailNext(hsm.ErrUnavailable)
+	if _, err := f.UnwrapForTenant(ctx, "acme", b); !errors.Is(err, hsm.ErrUnavailable) {
+		t.Fatalf("injected failure: %v", err)
+	}
+	f.Fail.Store(true)
+	if err := f.DestroyTenantKey(ctx, "acme"); !errors.Is(err, hsm.ErrUnavailable) {
+		t.Fatalf("Fail: DestroyTenantKey err = %v", err)
+	}
+	f.Fail.Store(false)
+	if c, d, p := f.TenantKeyStats(); c != 1 || d != 0 || p != 1 {
+		t.Fatalf("stats before destroy: %d %d %d", c, d, p)
+	}
+	for range 2 {
+		if err := f.DestroyTenantKey(ctx, "acme"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c, d, p := f.TenantKeyStats(); c != 1 || d != 1 || p != 0 {
+		t.Fatalf("stats after destroy: %d %d %d", c, d, p)
+	}
+	if f.Wraps() != 1 || f.Unwraps() != 1 {
+		t.Fatalf("counters: wraps=%d unwraps=%d", f.Wraps(), f.Unwraps())
+	}
+}

@@ -23,6 +23,7 @@ func runOptionalSuites(t *testing.T, newKeyring func(t *testing.T) hsm.Keyring, 
 	_, reloader := probe.(hsm.Reloader)
 	_, inspector := probe.(hsm.KEKInspector)
 	_, signer := probe.(hsm.AuditSigner)
+	_, tenants := probe.(hsm.TenantKeyring)
 	if err := probe.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -37,6 +38,9 @@ func runOptionalSuites(t *testing.T, newKeyring func(t *testing.T) hsm.Keyring, 
 	}
 	if signer {
 		t.Run("AuditSigner", func(t *testing.T) { auditSignerSuite(t, open) })
+	}
+	if tenants {
+		t.Run("TenantKeyring", func(t *testing.T) { tenantKeyringSuite(t, open) })
 	}
 }
 
