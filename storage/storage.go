@@ -59,6 +59,10 @@ type WrappedDEK struct {
 	Nonce      []byte    `json:"nonce"`
 	Ciphertext []byte    `json:"ciphertext"`
 	CreatedAt  time.Time `json:"created_at"`
+	// TenantWrapped: Ciphertext is KEK(tenant key(DEK)), the DEK wrapped
+	// first under the tenant's own HSM key and that under the KEK, so
+	// destroying the tenant key shreds every copy (vaultd/envelope).
+	TenantWrapped bool `json:"tenant_wrapped,omitempty"`
 }
 
 // Tenant is a tenant record. DEKs holds every DEK version still needed to
@@ -179,8 +183,8 @@ type AuditFunc func(head AuditHead) (AuditRecord, error)
 // Every write takes an AuditFunc and commits the state change and its audit
 // event in one transaction, with one fsync: a record never exists without
 // its event. Consumers declare the subset they use (vault.Store,
-// audit.Store); optional capabilities are the extra interfaces Backuper and
-// AuditPruner, checked by type assertion.
+// audit.Store); optional capabilities are the extra interfaces Backuper,
+// AuditPruner, RevocationStore and DeliveryStore, checked by type assertion.
 type Store interface {
 	// CreateTenant stores a new tenant with Revision 1; ErrExists if the
 	// id is taken.
@@ -244,6 +248,19 @@ type Store interface {
 	// ListConnectSessions lists a tenant's sessions, sorted by id
 	// (ErrTenantNotFound never: an unknown tenant lists nothing).
 	ListConnectSessions(ctx context.Context, tenantID string) ([]ConnectSession, error)
+
+	// OffboardTenant deletes the tenant, all its integrations and connect
+	// sessions (and their digest index entries) in one transaction with
+	// its audit event, and records the id as offboarded: CreateTenant of
+	// it is ErrExists forever, GetTenant ErrTenantNotFound.
+	// ErrTenantNotFound for an unknown (or already offboarded) id.
+	// Revocations and deliveries naming the tenant are kept: they outlive
+	// it on purpose (a pending revocation, the tenant.offboarded
+	// notification).
+	OffboardTenant(ctx context.Context, id string, audit AuditFunc) (AuditRecord, error)
+	// ListOffboarded lists offboarded tenant ids, sorted (for finishing a
+	// crypto-shred an HSM outage interrupted).
+	ListOffboarded(ctx context.Context) ([]string, error)
 
 	// AppendAudit appends one event (and its More) atomically at the end
 	// of the chain, with no state change. audit must not be nil.

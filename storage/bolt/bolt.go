@@ -63,9 +63,11 @@ type Store struct {
 }
 
 var (
-	_ storage.Store       = (*Store)(nil)
-	_ storage.AuditPruner = (*Store)(nil)
-	_ storage.Backuper    = (*Store)(nil)
+	_ storage.Store           = (*Store)(nil)
+	_ storage.AuditPruner     = (*Store)(nil)
+	_ storage.Backuper        = (*Store)(nil)
+	_ storage.RevocationStore = (*Store)(nil)
+	_ storage.DeliveryStore   = (*Store)(nil)
 )
 
 // LockedError is the error Open returns when another process holds the

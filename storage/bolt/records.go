@@ -61,6 +61,9 @@ func (s *Store) CreateTenant(ctx context.Context, t storage.Tenant, build storag
 		if tx.Bucket(name) != nil {
 			return reject(fmt.Errorf("%w: tenant %q", storage.ErrExists, t.ID))
 		}
+		if isOffboarded(tx, t.ID) {
+			return reject(fmt.Errorf("%w: tenant %q was offboarded; its id is not reused", storage.ErrExists, t.ID))
+		}
 		tb, err := tx.CreateBucket(name)
 		if err != nil {
 			return err

@@ -59,21 +59,33 @@ type Store struct {
 	audit  []storage.AuditRecord
 	head   storage.AuditHead
 	anchor storage.AuditHead
+	// offboarded holds the tombstones of offboarded tenants (lifecycle.go).
+	offboarded map[string]struct{}
+	// revocations and deliveries are platform level, keyed by id; cursor
+	// is the webhook dispatcher's audit cursor.
+	revocations map[string]storage.Revocation
+	deliveries  map[string]storage.Delivery
+	cursor      uint64
 }
 
 var (
-	_ storage.Store       = (*Store)(nil)
-	_ storage.AuditPruner = (*Store)(nil)
-	_ storage.Backuper    = (*Store)(nil)
+	_ storage.Store           = (*Store)(nil)
+	_ storage.AuditPruner     = (*Store)(nil)
+	_ storage.Backuper        = (*Store)(nil)
+	_ storage.RevocationStore = (*Store)(nil)
+	_ storage.DeliveryStore   = (*Store)(nil)
 )
 
 // New returns an empty, open store.
 func New() *Store {
 	return &Store{
-		tenants: map[string]*tenantState{},
-		digests: map[string]sessionRef{},
-		head:    storage.AuditHead{Seq: 0, Hash: storage.GenesisHash},
-		anchor:  storage.AuditHead{Seq: 0, Hash: storage.GenesisHash},
+		tenants:     map[string]*tenantState{},
+		digests:     map[string]sessionRef{},
+		offboarded:  map[string]struct{}{},
+		revocations: map[string]storage.Revocation{},
+		deliveries:  map[string]storage.Delivery{},
+		head:        storage.AuditHead{Seq: 0, Hash: storage.GenesisHash},
+		anchor:      storage.AuditHead{Seq: 0, Hash: storage.GenesisHash},
 	}
 }
 
@@ -84,6 +96,7 @@ func (s *Store) Close() error {
 	defer s.mu.Unlock()
 	s.closed = true
 	s.tenants, s.digests, s.audit = nil, nil, nil
+	s.offboarded, s.revocations, s.deliveries = nil, nil, nil
 	return nil
 }
 
@@ -157,6 +170,9 @@ func (s *Store) CreateTenant(ctx context.Context, t storage.Tenant, build storag
 	defer unlock()
 	if _, ok := s.tenants[t.ID]; ok {
 		return storage.Tenant{}, storage.AuditRecord{}, fmt.Errorf("%w: tenant %q", storage.ErrExists, t.ID)
+	}
+	if _, ok := s.offboarded[t.ID]; ok {
+		return storage.Tenant{}, storage.AuditRecord{}, fmt.Errorf("%w: tenant %q was offboarded; its id is not reused", storage.ErrExists, t.ID)
 	}
 	pending, rec, err := s.prepareAudit(build)
 	if err != nil {
@@ -440,6 +456,10 @@ func cloneTenant(t storage.Tenant) storage.Tenant {
 //	{"kind":"tenant","tenant":{...storage.Tenant...}}            per tenant, by id
 //	{"kind":"integration","integration":{...storage.Integration...}} per record, by tenant then id
 //	{"kind":"connect_session","connect_session":{...storage.ConnectSession...}} per session, by tenant then id
+//	{"kind":"offboarded","tenant_id":"..."}                       per offboarded tenant, by id
+//	{"kind":"revocation","revocation":{...storage.Revocation...}} per pending revocation, by id
+//	{"kind":"delivery","delivery":{...storage.Delivery...}}       per webhook delivery, by id
+//	{"kind":"webhook_cursor","seq":N}
 //	{"kind":"audit_anchor","seq":N,"hash":"..."}
 //	{"kind":"audit","seq":N,"hash":"...","data":{...the event...}} per remaining event, by seq
 //	{"kind":"audit_head","seq":N,"hash":"..."}
@@ -509,6 +529,9 @@ func (s *Store) Backup(ctx context.Context, w io.Writer) (int64, error) {
 					return err
 				}
 			}
+		}
+		if err := s.backupLifecycle(emit); err != nil {
+			return err
 		}
 		if err := emit(head{"audit_anchor", s.anchor.Seq, s.anchor.Hash}); err != nil {
 			return err

@@ -33,6 +33,18 @@ func TestBackupFormat(t *testing.T) {
 	if _, err := storagetest.NoEvent(s).CreateConnectSession(ctx, storagetest.NewConnectSession("acme", "cs-1")); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := storagetest.NoEvent(s).CreateTenant(ctx, storagetest.NewTenant("gone")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.OffboardTenant(ctx, "gone", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.PutRevocation(ctx, storagetest.NewRevocation("rv-1", "gone", "crm"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnqueueDeliveries(ctx, 7, []storage.Delivery{storagetest.NewDelivery("msg_1", storagetest.T0)}); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 3 {
 		if _, err := s.AppendAudit(ctx, storagetest.ChainBuilder(fmt.Sprintf(`"action":"a","detail":"%d"`, i))); err != nil {
 			t.Fatal(err)
@@ -72,7 +84,9 @@ func TestBackupFormat(t *testing.T) {
 			t.Fatalf("audit line %d carries %s", l.Seq, l.Data)
 		}
 	}
-	want := []string{"vaultd-inmem-backup0", "tenant0", "integration0", "connect_session0", "audit_anchor1", "audit2", "audit3", "audit_head3"}
+	want := []string{"vaultd-inmem-backup0", "tenant0", "integration0", "connect_session0",
+		"offboarded0", "revocation0", "delivery0", "webhook_cursor7",
+		"audit_anchor1", "audit2", "audit3", "audit_head3"}
 	if !reflect.DeepEqual(kinds, want) {
 		t.Fatalf("backup lines %v, want %v", kinds, want)
 	}
