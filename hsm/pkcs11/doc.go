@@ -12,12 +12,20 @@
 // bytes big-endian); the highest is current, older ones stay for Unwrap.
 // InitKEK creates version 1 ('vaultctl init'); Open refuses to start
 // without a KEK or with one that is extractable or not sensitive. Besides
-// hsm.Keyring, PKCS11 implements hsm.KEKRotator, hsm.Reloader and
-// hsm.KEKInspector.
+// hsm.Keyring, PKCS11 implements hsm.KEKRotator, hsm.Reloader,
+// hsm.KEKInspector, hsm.AuditSigner and hsm.TenantKeyring.
+//
+// Tenant keys (hsm.TenantKeyring, crypto-shredding) are AES-256 token
+// objects labelled "<kek_label>-tenant-<tenant id>" (CKA_ID the tenant id)
+// with the KEK's protection attributes, created by vaultd when a tenant is
+// created and destroyed with C_DestroyObject when it is offboarded. They
+// wrap DEKs with the same raw C_Encrypt/C_Decrypt CKM_AES_GCM code as the
+// KEK, in the blob format of hsm.AppendTenantWrapped.
 //
 // Files: pkcs11.go (the type, Open, InitKEK, Close, errors), session.go
 // (module, login, session pool), kek.go (finding, checking, creating and
-// reporting KEK versions), wrap.go (Wrap, Unwrap), health.go (Ping).
+// reporting KEK versions), wrap.go (Wrap, Unwrap), tenant.go (tenant keys),
+// health.go (Ping).
 //
 // # Design
 //

@@ -35,6 +35,13 @@ type PKCS11 struct {
 	mu      sync.RWMutex // guards keks and current
 	keks    map[uint32]kekObject
 	current uint32
+
+	// Tenant keys (tenant.go). tenantOpMu serialises creates and destroys;
+	// tmu guards the handle cache and its epoch (bumped by each eviction).
+	tenantOpMu  sync.Mutex
+	tmu         sync.Mutex
+	tenantCache map[string][]pkcs11.ObjectHandle
+	tenantEpoch uint64
 }
 
 type kekObject struct {

@@ -16,7 +16,10 @@ import (
 // hsm.Keyring builds either way.
 type PKCS11 struct{}
 
-var _ hsm.Keyring = (*PKCS11)(nil)
+var (
+	_ hsm.Keyring       = (*PKCS11)(nil)
+	_ hsm.TenantKeyring = (*PKCS11)(nil)
+)
 
 // Open fails with ErrNoCgo: this build cannot load a PKCS#11 module.
 func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*PKCS11, error) {
@@ -57,3 +60,18 @@ func (*PKCS11) SignAudit(context.Context, []byte) ([]byte, error) { return nil, 
 
 // AuditPublicKey fails with ErrNoCgo.
 func (*PKCS11) AuditPublicKey(context.Context) (crypto.PublicKey, error) { return nil, ErrNoCgo }
+
+// CreateTenantKey fails with ErrNoCgo.
+func (*PKCS11) CreateTenantKey(context.Context, string) error { return ErrNoCgo }
+
+// WrapForTenant fails with ErrNoCgo.
+func (*PKCS11) WrapForTenant(context.Context, string, []byte) ([]byte, error) { return nil, ErrNoCgo }
+
+// UnwrapForTenant fails with ErrNoCgo.
+func (*PKCS11) UnwrapForTenant(context.Context, string, []byte) ([]byte, error) { return nil, ErrNoCgo }
+
+// DestroyTenantKey fails with ErrNoCgo.
+func (*PKCS11) DestroyTenantKey(context.Context, string) error { return ErrNoCgo }
+
+// HasTenantKey fails with ErrNoCgo.
+func (*PKCS11) HasTenantKey(context.Context, string) (bool, error) { return false, ErrNoCgo }

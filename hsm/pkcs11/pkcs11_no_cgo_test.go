@@ -23,4 +23,23 @@ func TestWithoutCgo(t *testing.T) {
 	if v, created, err := hsmpkcs11.InitKEK(t.Context(), cfg, nil); v != 0 || created || !errors.Is(err, hsmpkcs11.ErrNoCgo) {
 		t.Fatalf("InitKEK = %d, %v, %v; want ErrNoCgo", v, created, err)
 	}
+	// The stub's tenant-key methods fail the same way.
+	var k0 *hsmpkcs11.PKCS11
+	for name, err := range map[string]error{
+		"CreateTenantKey":  k0.CreateTenantKey(t.Context(), "acme"),
+		"DestroyTenantKey": k0.DestroyTenantKey(t.Context(), "acme"),
+	} {
+		if !errors.Is(err, hsmpkcs11.ErrNoCgo) {
+			t.Errorf("%s = %v, want ErrNoCgo", name, err)
+		}
+	}
+	if _, err := k0.WrapForTenant(t.Context(), "acme", []byte("k")); !errors.Is(err, hsmpkcs11.ErrNoCgo) {
+		t.Errorf("WrapForTenant = %v, want ErrNoCgo", err)
+	}
+	if _, err := k0.UnwrapForTenant(t.Context(), "acme", []byte("k")); !errors.Is(err, hsmpkcs11.ErrNoCgo) {
+		t.Errorf("UnwrapForTenant = %v, want ErrNoCgo", err)
+	}
+	if ok, err := k0.HasTenantKey(t.Context(), "acme"); ok || !errors.Is(err, hsmpkcs11.ErrNoCgo) {
+		t.Errorf("HasTenantKey = %v, %v; want ErrNoCgo", ok, err)
+	}
 }

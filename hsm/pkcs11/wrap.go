@@ -3,6 +3,8 @@
 package pkcs11
 
 // Wrap and Unwrap: C_Encrypt/C_Decrypt with CKM_AES_GCM under a KEK version.
+// gcmEncrypt and gcmDecrypt are the raw calls in a pooled session, shared
+// with the tenant keys (tenant.go).
 
 import (
 	"bytes"
@@ -34,28 +36,38 @@ func (p *PKCS11) Wrap(ctx context.Context, plaintext, aad []byte) (hsm.WrappedKe
 	}
 	defer p.life.RUnlock()
 	version, kek := p.currentKEK()
-	nonce := make([]byte, gcmNonceSize)
+	nonce, ct, err := p.gcmEncrypt(ctx, "wrap", kek, plaintext, aad)
+	if err != nil {
+		return hsm.WrappedKey{}, err
+	}
+	return hsm.WrappedKey{KEKVersion: version, Nonce: nonce, Ciphertext: ct}, nil
+}
+
+// gcmEncrypt encrypts plaintext under key with CKM_AES_GCM (random 12-byte
+// IV, 128-bit tag, aad) in a pooled session. It returns the IV actually used
+// and ciphertext||tag.
+func (p *PKCS11) gcmEncrypt(ctx context.Context, op string, key pkcs11.ObjectHandle, plaintext, aad []byte) (nonce, ct []byte, err error) {
+	nonce = make([]byte, gcmNonceSize)
 	_, _ = rand.Read(nonce) // crypto/rand does not fail; it crashes the program instead
-	var ct []byte
-	err := p.withSession(ctx, "wrap", func(s pkcs11.SessionHandle) (bool, error) {
+	err = p.withSession(ctx, op, func(s pkcs11.SessionHandle) (bool, error) {
 		params := pkcs11.NewGCMParams(nonce, aad, gcmTagBits)
 		defer params.Free()
 		mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}
-		if err := p.mod.EncryptInit(s, mech, kek); err != nil {
-			return false, p.p11Error("wrap: C_EncryptInit", err)
+		if err := p.mod.EncryptInit(s, mech, key); err != nil {
+			return false, p.p11Error(op+": C_EncryptInit", err)
 		}
 		out, err := p.mod.Encrypt(s, plaintext)
 		if err != nil {
-			return false, p.p11Error("wrap: C_Encrypt", err)
+			return false, p.p11Error(op+": C_Encrypt", err)
 		}
 		if len(out) != len(plaintext)+gcmTagSize {
-			return false, p.errorf(hsm.ErrUnavailable, nil, "token %q: wrap: HSM returned %d bytes for %d", p.tokenLabel, len(out), len(plaintext))
+			return false, p.errorf(hsm.ErrUnavailable, nil, "token %q: %s: HSM returned %d bytes for %d", p.tokenLabel, op, len(out), len(plaintext))
 		}
 		// Some HSMs (CloudHSM, FIPS-mode firmware) replace the caller's IV
 		// with their own and write it back; store the one actually used.
 		if iv := params.IV(); !bytes.Equal(iv, nonce) {
 			if len(iv) != gcmNonceSize {
-				return false, p.errorf(hsm.ErrUnavailable, nil, "token %q: wrap: HSM used a %d-byte IV", p.tokenLabel, len(iv))
+				return false, p.errorf(hsm.ErrUnavailable, nil, "token %q: %s: HSM used a %d-byte IV", p.tokenLabel, op, len(iv))
 			}
 			nonce = iv
 		}
@@ -63,9 +75,9 @@ func (p *PKCS11) Wrap(ctx context.Context, plaintext, aad []byte) (hsm.WrappedKe
 		return true, nil
 	})
 	if err != nil {
-		return hsm.WrappedKey{}, err
+		return nil, nil, err
 	}
-	return hsm.WrappedKey{KEKVersion: version, Nonce: nonce, Ciphertext: ct}, nil
+	return nonce, ct, nil
 }
 
 // Unwrap implements hsm.Keyring. A blob that fails authentication (tampered,
@@ -83,15 +95,29 @@ func (p *PKCS11) Unwrap(ctx context.Context, w hsm.WrappedKey, aad []byte) (secr
 	if !ok {
 		return secret.Bytes{}, p.errorf(hsm.ErrUnwrap, nil, "unwrap: unknown KEK version %d", w.KEKVersion)
 	}
+	pt, err := p.gcmDecrypt(ctx, "unwrap", kek, w.Nonce, w.Ciphertext, aad)
+	if err != nil {
+		if errors.Is(err, hsm.ErrUnwrap) {
+			return secret.Bytes{}, p.errorf(hsm.ErrUnwrap, nil, "unwrap: authentication failed (KEK version %d)", w.KEKVersion)
+		}
+		return secret.Bytes{}, err
+	}
+	return secret.NewBytes(pt), nil
+}
+
+// gcmDecrypt decrypts ct (ciphertext||tag) under key with CKM_AES_GCM in a
+// pooled session. A tag mismatch fails with hsm.ErrUnwrap; any other
+// failure with hsm.ErrUnavailable (its pkcs11.Error reachable by errors.As).
+func (p *PKCS11) gcmDecrypt(ctx context.Context, op string, key pkcs11.ObjectHandle, nonce, ct, aad []byte) ([]byte, error) {
 	var pt []byte
-	err := p.withSession(ctx, "unwrap", func(s pkcs11.SessionHandle) (bool, error) {
-		params := pkcs11.NewGCMParams(w.Nonce, aad, gcmTagBits)
+	err := p.withSession(ctx, op, func(s pkcs11.SessionHandle) (bool, error) {
+		params := pkcs11.NewGCMParams(nonce, aad, gcmTagBits)
 		defer params.Free()
 		mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}
-		if err := p.mod.DecryptInit(s, mech, kek); err != nil {
-			return false, p.p11Error("unwrap: C_DecryptInit", err)
+		if err := p.mod.DecryptInit(s, mech, key); err != nil {
+			return false, p.p11Error(op+": C_DecryptInit", err)
 		}
-		out, err := p.mod.Decrypt(s, w.Ciphertext)
+		out, err := p.mod.Decrypt(s, ct)
 		if err == nil {
 			pt = out
 			return true, nil
@@ -101,19 +127,22 @@ func (p *PKCS11) Unwrap(ctx context.Context, w hsm.WrappedKey, aad []byte) (secr
 		switch code {
 		case pkcs11.CKR_ENCRYPTED_DATA_INVALID, pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE,
 			pkcs11.CKR_SIGNATURE_INVALID, ckrAEADDecryptFailed:
-			return true, p.errorf(hsm.ErrUnwrap, nil, "unwrap: authentication failed (KEK version %d)", w.KEKVersion)
+			return true, p.errorf(hsm.ErrUnwrap, nil, "%s: authentication failed", op)
 		case pkcs11.CKR_GENERAL_ERROR:
 			// SoftHSMv2 reports a GCM tag mismatch as CKR_GENERAL_ERROR.
 			// Tell it from a sick device by asking the same session
 			// whether it is still logged in.
 			if p.sessionLoggedIn(s) {
-				return true, p.errorf(hsm.ErrUnwrap, nil, "unwrap: authentication failed (KEK version %d)", w.KEKVersion)
+				return true, p.errorf(hsm.ErrUnwrap, nil, "%s: authentication failed", op)
 			}
 		}
-		return false, p.p11Error("unwrap: C_Decrypt", err)
+		return false, p.p11Error(op+": C_Decrypt", err)
 	})
 	if err != nil {
-		return secret.Bytes{}, err
+		return nil, err
 	}
-	return secret.NewBytes(pt), nil
+	if pt == nil {
+		pt = []byte{}
+	}
+	return pt, nil
 }
