@@ -101,7 +101,9 @@ type Config struct {
 	TenantContext *TenantContextConfig `toml:"tenant_context"` // nil when the table is absent
 	Principals    []Principal          `toml:"principals"`
 	Providers     map[string]*Provider `toml:"providers"`
-	Connect       *ConnectConfig       `toml:"connect"` // nil when the table is absent: no connect flow
+	Connect       *ConnectConfig       `toml:"connect"`   // nil when the table is absent: no connect flow
+	Lifecycle     LifecycleConfig      `toml:"lifecycle"` // always present, defaults applied
+	Webhooks      []*Webhook           `toml:"webhooks"`
 
 	ix keyIndex // where each key was written, for KeyError
 }
@@ -278,6 +280,14 @@ type Provider struct {
 	// authorization response must carry it as "iss" (mix-up defence).
 	Issuer string `toml:"issuer"`
 
+	// RefreshAhead: refresh the tokens of recently used integrations
+	// before they expire, in the background, so callers never wait on a
+	// refresh.
+	RefreshAhead bool `toml:"refresh_ahead"`
+	// RefreshTokenMaxIdle: refresh at least this often, for providers whose
+	// refresh tokens die when unused (0 = off).
+	RefreshTokenMaxIdle Duration `toml:"refresh_token_max_idle" zero:"off"`
+
 	// Parsed forms of the URLs as written (nil when not written: a
 	// template may supply them, see internal/settings.Providers).
 	TokenEndpoint         *url.URL `toml:"-"`
@@ -396,6 +406,7 @@ func defaults() *Config {
 		Storage: StorageConfig{LockTimeout: NewDuration(DefaultLockTimeout)},
 		Audit: AuditConfig{VerifyOnStart: true, CheckpointInterval: NewDuration(DefaultCheckpointInterval),
 			Sync: SyncBatch, SyncInterval: NewDuration(DefaultSyncInterval)},
-		Harden: HardenConfig{NoNewPrivs: true},
+		Harden:    HardenConfig{NoNewPrivs: true},
+		Lifecycle: defaultLifecycle(),
 	}
 }

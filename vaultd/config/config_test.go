@@ -430,9 +430,14 @@ func TestFullExample(t *testing.T) {
 			{SubjectCN: "ops-admin", Roles: []string{"operator"}},
 			{SubjectCN: "siem-reader", Roles: []string{"auditor"}},
 		},
+		Lifecycle: LifecycleConfig{
+			IdleDisconnectAfter: NewDuration(90 * 24 * time.Hour), ReauthPurgeAfter: NewDuration(30 * 24 * time.Hour),
+			RevocationRetryFor: NewDuration(7 * 24 * time.Hour), RevocationRetryInitial: NewDuration(30 * time.Second),
+			ScoreThreshold: 60, SweepInterval: NewDuration(time.Hour),
+		},
 	}
 	got := *cfg
-	got.File, got.Dir, got.Providers, got.Connect, got.ix = "", "", nil, nil, nil
+	got.File, got.Dir, got.Providers, got.Connect, got.Webhooks, got.ix = "", "", nil, nil, nil, nil
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
 	}
@@ -448,8 +453,20 @@ func TestFullExample(t *testing.T) {
 		p.ClientID != "abc" || p.ClientSecretFile != "/etc/vaultd/secrets/example" || p.AuthStyle != "basic" ||
 		!reflect.DeepEqual(p.Scopes, []string{"contacts.read", "contacts.write"}) ||
 		p.RefreshMargin.Duration() != time.Minute || p.DefaultTokenLifetime.Duration() != time.Hour ||
-		p.Timeout.Duration() != 30*time.Second || p.CAFile != "/etc/vaultd/tls/example-ca.crt" {
+		p.Timeout.Duration() != 30*time.Second || p.CAFile != "/etc/vaultd/tls/example-ca.crt" ||
+		!p.RefreshAhead || p.RefreshTokenMaxIdle.Duration() != 60*24*time.Hour {
 		t.Errorf("provider = %+v", *p)
+	}
+	if len(cfg.Webhooks) != 1 {
+		t.Fatalf("webhooks = %v", cfg.Webhooks)
+	}
+	w := cfg.Webhooks[0]
+	if w.URL != "https://app.example.com/hooks/vaultd" || w.Endpoint.Host != "app.example.com" ||
+		w.SecretFile != "/etc/vaultd/secrets/webhook" || !reflect.DeepEqual(w.Tenants, []string{"acme"}) ||
+		!reflect.DeepEqual(w.Events, []string{"integration.*", "tenant.offboarded"}) ||
+		!reflect.DeepEqual(w.RetrySchedule, DefaultRetrySchedule()) || w.CAFile != "/etc/vaultd/tls/hooks-ca.crt" ||
+		w.Key != WebhookKey(w.URL) || len(w.Key) != 12 || w.Secret.Len() != 0 || w.RootCAs != nil {
+		t.Errorf("webhook = %+v", *w)
 	}
 	if p.TokenEndpoint.Host != "oauth.example.com" || p.APIBase.Path != "/v2" || p.RevocationEndpoint.Path != "/revoke" {
 		t.Errorf("parsed URLs: %v %v %v", p.TokenEndpoint, p.APIBase, p.RevocationEndpoint)
@@ -516,6 +533,8 @@ func TestFullExampleCoversSchema(t *testing.T) {
 				walk(path+".", ft)
 			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
 				walk(path+"[0].", ft.Elem())
+			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Pointer:
+				walk(path+"[0].", ft.Elem().Elem())
 			case ft.Kind() == reflect.Map && ft.Elem().Kind() == reflect.Pointer:
 				walk(path+".example.", ft.Elem().Elem())
 			default:
@@ -726,7 +745,17 @@ func TestDuration(t *testing.T) {
 			t.Errorf("MarshalText %q", b)
 		}
 	}
-	for _, in := range []string{"", "0", "0s", "-1s", "5", "1x", "forever"} {
+	// Whole days; zero decodes (the validator refuses it where a key does not say 0 = off).
+	for in, want := range map[string]time.Duration{"90d": 90 * 24 * time.Hour, "1d": 24 * time.Hour, "0": 0, "0s": 0, "0d": 0} {
+		var d Duration
+		if err := d.UnmarshalText([]byte(in)); err != nil || d.Duration() != want {
+			t.Errorf("%q: %v %v", in, d, err)
+		}
+	}
+	if b, _ := NewDuration(90 * 24 * time.Hour).MarshalText(); string(b) != "90d" {
+		t.Errorf("MarshalText 90d = %q", b)
+	}
+	for _, in := range []string{"", "-1s", "5", "1x", "forever", "d", "-1d", "+1d", "1.5d", " 1d", "1d12h", "100001d", "99999999999d"} {
 		var d Duration
 		if err := d.UnmarshalText([]byte(in)); err == nil {
 			t.Errorf("%q: accepted as %v", in, d)

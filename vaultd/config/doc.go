@@ -25,9 +25,10 @@
 // file) and reports a refusal the same way, at the key's line
 // (Config.KeyError).
 //
-// Durations are Go duration strings ("30s", "5m", "1h") and must be
-// positive; a bare number is an error. testdata/full.toml is a commented
-// example with every key.
+// Durations are Go duration strings ("30s", "5m", "1h") or whole days
+// ("90d"), and must be positive, except where a key says "0" turns it off
+// ("0", "0s" and "0d" all mean off there); a bare number is an error.
+// testdata/full.toml is a commented example with every key.
 //
 // # Key reference
 //
@@ -202,6 +203,12 @@
 //	                       up to 256 printable ASCII characters; response_type, client_id,
 //	                       redirect_uri, scope, state, code_challenge and
 //	                       code_challenge_method are vaultd's own and refused.
+//	refresh_ahead          bool, default false: refresh the tokens of recently used
+//	                       integrations before they expire, in the background, so
+//	                       callers never wait on a refresh.
+//	refresh_token_max_idle duration, default "0" (off), else 1s-3650d: refresh at least
+//	                       this often, for providers whose refresh tokens die when
+//	                       unused (e.g. "60d").
 //
 // With a template, scopes (when written) replace the template's default scopes
 // rather than add to them: keep a refresh token's scope (offline_access, ...)
@@ -228,6 +235,48 @@
 //	                 listed once. A return_to URL is allowed when its scheme, host and
 //	                 port equal a prefix's and its path starts with the prefix's path
 //	                 ("/" when the prefix has none).
+//
+// [lifecycle] (optional; every key has a default)
+//
+//	idle_disconnect_after    duration, default "0" (off), else 1s-3650d: disconnect (revoke
+//	                         at the provider and delete) integrations unused this long.
+//	reauth_purge_after       duration, default "30d"; "0" = off, else 1s-3650d: delete
+//	                         integrations that have been in reauthorization_required this long.
+//	revocation_retry_for     duration 1s-365d, default "7d": a revocation the provider did not
+//	                         confirm is retried (its token kept sealed for that only) this
+//	                         long, then dropped and audited.
+//	revocation_retry_initial duration 1s-1h, default "30s", at most revocation_retry_for: the
+//	                         first retry delay of a failed revocation, doubling up to 1h.
+//	score_threshold          integer 0-100, default 60: an integration whose health score is
+//	                         below it is flagged.
+//	sweep_interval           duration 1s-24h, default "1h": how often the lifecycle sweep runs.
+//
+// [[webhooks]] (zero to 16; notifications of state changes, Standard Webhooks)
+//
+// Endpoints come only from this file, never from the API.
+//
+//	url              required. https URL (http only for 127.0.0.1, ::1 and localhost: a
+//	                 local relay), no user info or fragment; a query is allowed. Two
+//	                 entries with the same url are an error. The entry's key (the
+//	                 "webhook" of its deliveries) is the first 12 hex digits of
+//	                 SHA-256(url), so it stays the same across reloads.
+//	secret_file      required. File holding "whsec_" + standard base64 (padded or not) of
+//	                 a 24-64 byte HMAC-SHA256 key; one trailing newline is stripped.
+//	                 Read by vaultd (daemon mode) only; never printed.
+//	tenants          array of tenant ids, default [] = every tenant. Events of no tenant
+//	                 (key.rotated) go to every entry whose events match.
+//	events           array of patterns, default ["*"]: a type, "<prefix>.*" (a prefix of
+//	                 at least one type, e.g. "integration.*") or "*". The types:
+//	                 integration.connected, integration.degraded,
+//	                 integration.reauthorization_required, integration.recovered,
+//	                 integration.disconnected, integration.scope_drift,
+//	                 integration.flagged, tenant.disabled, tenant.offboarded,
+//	                 key.rotated. An unknown one is an error listing them; [] is an error.
+//	retry_schedule   array of 1-20 durations, each 1s-24h, default
+//	                 ["5s", "5m", "30m", "2h", "5h", "10h"]: the delays before each retry;
+//	                 after the last retry fails, the delivery is dead-lettered.
+//	ca_file          optional. PEM certificates trusted for this endpoint instead of the
+//	                 system roots, as for providers.
 //
 // Provider URLs must be absolute https URLs without user info or fragment;
 // http is accepted only for the loopback hosts 127.0.0.1, ::1 and localhost

@@ -121,12 +121,16 @@ func friendlyType(t string) string {
 		return "a boolean (true or false)"
 	case "config.Duration":
 		return "a duration string such as 30s"
+	case "[]config.Duration":
+		return "an array of duration strings"
 	case "[]string":
 		return "an array of strings"
 	case "map[string]string":
 		return "a table of strings"
 	case "[]config.Principal":
 		return "an array of tables ([[principals]])"
+	case "[]*config.Webhook":
+		return "an array of tables ([[webhooks]])"
 	}
 	return "a table"
 }

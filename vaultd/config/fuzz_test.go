@@ -30,6 +30,9 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(base + "[connect]\nlisten = \":1\"\npublic_url = \"https://a:1/\"\nreturn_to = [\"https://b\", \"https://b/\"]\n"))
 	f.Add([]byte(base + "[providers.z]\ntemplate = \"zendesk\"\nclient_id = \"c\"\nclient_secret_file = \"s\"\n" +
 		"authorize_params = { State = \"x\" }\n[providers.z.authorize_params]\nprompt = \"consent\"\n"))
+	f.Add([]byte(base + "[lifecycle]\nidle_disconnect_after = \"0\"\nreauth_purge_after = \"0d\"\nsweep_interval = \"1s\"\n"))
+	f.Add([]byte(base + "[[webhooks]]\nurl = \"http://127.0.0.1:1/h\"\nsecret_file = \"s\"\nevents = [\"integration.*\"]\nretry_schedule = [\"1s\", 2]\n"))
+	f.Add([]byte("webhooks = [{ url = \"https://a\", secret_file = \"s\", tenants = [\"t\"] }]\n" + base))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse(data, "/fuzz", ModeSyntax)
 		if err != nil {
@@ -90,6 +93,86 @@ func FuzzParse(f *testing.F) {
 		}
 		if tc := cfg.TenantContext; tc != nil && (tc.TenantClaim == "" || tc.MaxLifetime.Duration() <= 0 || tc.ClockSkew.Duration() <= 0) {
 			t.Fatalf("tenant_context accepted with bad values: %+v", tc)
+		}
+		l := cfg.Lifecycle
+		if l.ScoreThreshold < 0 || l.ScoreThreshold > 100 || l.SweepInterval.Duration() < time.Second ||
+			l.RevocationRetryInitial.Duration() < time.Second || l.RevocationRetryInitial.Duration() > l.RevocationRetryFor.Duration() ||
+			l.IdleDisconnectAfter.Duration() < 0 || l.ReauthPurgeAfter.Duration() < 0 {
+			t.Fatalf("lifecycle accepted with bad values: %+v", l)
+		}
+		if len(cfg.Webhooks) > MaxWebhooks {
+			t.Fatalf("%d webhooks accepted", len(cfg.Webhooks))
+		}
+		keys := map[string]bool{}
+		for _, w := range cfg.Webhooks {
+			if w == nil || w.Endpoint == nil || w.Endpoint.User != nil || w.Endpoint.Fragment != "" || w.SecretFile == "" ||
+				len(w.Key) != 12 || keys[w.Key] || len(w.Events) == 0 || len(w.RetrySchedule) == 0 || len(w.RetrySchedule) > 20 {
+				t.Fatalf("webhook accepted with bad values: %+v", w)
+			}
+			keys[w.Key] = true
+			for _, tn := range w.Tenants {
+				if !ids.Valid(tn) {
+					t.Fatalf("webhook accepted with tenant %q", tn)
+				}
+			}
+			for _, d := range w.RetrySchedule {
+				if d.Duration() < time.Second || d.Duration() > 24*time.Hour {
+					t.Fatalf("webhook accepted with retry delay %v", d)
+				}
+			}
+			for _, p := range w.Events {
+				if !validEventPattern(p, EventTypes()) {
+					t.Fatalf("webhook accepted with event pattern %q", p)
+				}
+			}
+		}
+	})
+}
+
+// FuzzDuration: a duration either decodes to a non-negative span that
+// reads back as the same span, or is refused without echoing its input.
+func FuzzDuration(f *testing.F) {
+	for _, s := range []string{"30s", "1h30m", "90d", "0", "0d", "-1d", "1.5d", "100000d", "100001d", "d", "+1d", "1d12h", "9223372036s"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var d Duration
+		if err := d.UnmarshalText([]byte(s)); err != nil {
+			if !errors.Is(err, errBadDuration) {
+				t.Fatalf("%q: unexpected error %v", s, err)
+			}
+			return
+		}
+		if d.Duration() < 0 {
+			t.Fatalf("%q: negative %v", s, d.Duration())
+		}
+		b, err := d.MarshalText()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Duration
+		if err := back.UnmarshalText(b); err != nil || back != d {
+			t.Fatalf("%q -> %q -> %v, %v", s, b, back, err)
+		}
+	})
+}
+
+// FuzzWebhookSecret: a secret either decodes to 24-64 bytes or is refused
+// with one of the fixed errors (which never carry the input).
+func FuzzWebhookSecret(f *testing.F) {
+	for _, s := range []string{"whsec_" + strings.Repeat("AAAA", 8), "whsec_" + strings.Repeat("A", 43), "whsec_", "whsec_====", "x", "whsec_" + strings.Repeat("A", 88)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		k, err := ParseWebhookSecret(s)
+		if err != nil {
+			if err != ErrWebhookSecretPrefix && err != ErrWebhookSecretBase64 && err != ErrWebhookSecretLength {
+				t.Fatalf("unexpected error %v", err)
+			}
+			return
+		}
+		if k.Len() < 24 || k.Len() > 64 || !strings.HasPrefix(s, "whsec_") {
+			t.Fatalf("%q accepted as %d bytes", s, k.Len())
 		}
 	})
 }

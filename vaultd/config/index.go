@@ -93,9 +93,29 @@ func buildIndex(file string, data []byte) (keyIndex, *Error) {
 				Msg: "expected " + friendlyType("config.Duration") + ", not " + kindName(value.Kind)}
 			return
 		}
-		if path == "principals" && value.Kind == unstable.InlineTable {
-			walkErr = &Error{File: file, Line: line, Key: "principals",
-				Msg: "write [[principals]] or an array of inline tables, not a single table"}
+		if isDurationListKey(parts) {
+			if value.Kind != unstable.Array {
+				walkErr = &Error{File: file, Line: line, Key: "key " + quote(path),
+					Msg: "expected " + friendlyType("[]config.Duration") + ", not " + kindName(value.Kind)}
+				return
+			}
+			j := 0
+			for it := value.Children(); it.Next(); {
+				el := it.Node()
+				if el.Kind == unstable.Comment {
+					continue
+				}
+				if el.Kind != unstable.String {
+					walkErr = &Error{File: file, Line: line, Key: "key " + quote(path+"["+strconv.Itoa(j)+"]"),
+						Msg: "expected " + friendlyType("config.Duration") + ", not " + kindName(el.Kind)}
+					return
+				}
+				j++
+			}
+		}
+		if (path == "principals" || path == "webhooks") && value.Kind == unstable.InlineTable {
+			walkErr = &Error{File: file, Line: line, Key: path,
+				Msg: "write [[" + path + "]] or an array of inline tables, not a single table"}
 			return
 		}
 		switch value.Kind {
@@ -127,11 +147,11 @@ func buildIndex(file string, data []byte) (keyIndex, *Error) {
 		case unstable.Table:
 			parts := keyParts(e)
 			prefix = strings.Join(parts, ".")
-			if prefix == "principals" {
+			if prefix == "principals" || prefix == "webhooks" {
 				// The decoder would take a single [principals] as a one-element
 				// array; a second one would then fail with a baffling message.
-				walkErr = &Error{File: file, Line: lineOf(firstKey(e)), Key: "principals",
-					Msg: "write [[principals]] (an array of tables), not [principals]"}
+				walkErr = &Error{File: file, Line: lineOf(firstKey(e)), Key: prefix,
+					Msg: "write [[" + prefix + "]] (an array of tables), not [" + prefix + "]"}
 				continue
 			}
 			record(prefix, parts, lineOf(firstKey(e)), nil)
@@ -175,6 +195,7 @@ func buildIndex(file string, data []byte) (keyIndex, *Error) {
 var topLevel = map[string]bool{
 	"config_version": true, "server": true, "hsm": true, "storage": true, "audit": true,
 	"harden": true, "tenant_context": true, "principals": true, "providers": true, "connect": true,
+	"lifecycle": true, "webhooks": true,
 }
 
 func looksLikeConfig(ix keyIndex) bool {
@@ -258,19 +279,32 @@ func isDurationKey(parts []string) bool {
 	case 2:
 		switch parts[0] + "." + parts[1] {
 		case "server.request_timeout", "server.shutdown_timeout", "storage.lock_timeout", "hsm.health_interval",
-			"audit.checkpoint_interval",
-			"tenant_context.max_lifetime", "tenant_context.clock_skew", "connect.session_ttl":
+			"audit.checkpoint_interval", "audit.sync_interval",
+			"tenant_context.max_lifetime", "tenant_context.clock_skew", "connect.session_ttl",
+			"lifecycle.idle_disconnect_after", "lifecycle.reauth_purge_after", "lifecycle.revocation_retry_for",
+			"lifecycle.revocation_retry_initial", "lifecycle.sweep_interval":
 			return true
 		}
 	case 3:
 		if parts[0] == "providers" {
 			switch parts[2] {
-			case "refresh_margin", "default_token_lifetime", "timeout":
+			case "refresh_margin", "default_token_lifetime", "timeout", "refresh_token_max_idle":
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// isDurationListKey reports whether parts is the path of a []Duration
+// field: [[webhooks]] retry_schedule (the first part is "webhooks" or,
+// under an array table, "webhooks[N]").
+func isDurationListKey(parts []string) bool {
+	if len(parts) != 2 || parts[1] != "retry_schedule" {
+		return false
+	}
+	top, _, _ := strings.Cut(parts[0], "[")
+	return top == "webhooks"
 }
 
 func kindName(k unstable.Kind) string {

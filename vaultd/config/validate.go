@@ -51,8 +51,12 @@ func (v *validator) run() error {
 		return v.fail("config_version", "unsupported version (this vaultd reads version %d)", CurrentConfigVersion)
 	}
 	c.ConfigVersion = CurrentConfigVersion
+	if err := v.zeroDurations(); err != nil {
+		return err
+	}
 	for _, step := range []func() error{
 		v.server, v.hsm, v.storage, v.audit, v.harden, v.tenantContext, v.principals, v.providers, v.connect,
+		v.lifecycle, v.webhooks,
 	} {
 		if err := step(); err != nil {
 			return err
@@ -356,6 +360,9 @@ func (v *validator) providers() error {
 		}
 		if p.Timeout.IsZero() {
 			p.Timeout = NewDuration(DefaultProviderTimeout)
+		}
+		if d := p.RefreshTokenMaxIdle.Duration(); d != 0 && (d < time.Second || d > maxLifecycleAge) {
+			return v.fail(key+".refresh_token_max_idle", "must be \"0\" (off) or between 1s and 3650d")
 		}
 		if err := v.path(key+".client_secret_file", &p.ClientSecretFile, true); err != nil {
 			return err
