@@ -61,6 +61,15 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 			tc.fn(t, s)
 		})
 	}
+	t.Run("Lifecycle", func(t *testing.T) {
+		for _, tc := range lifecycleTests {
+			t.Run(tc.name, func(t *testing.T) {
+				s := newStore(t)
+				t.Cleanup(func() { _ = s.Close() })
+				tc.fn(t, s)
+			})
+		}
+	})
 	t.Run("Connect", func(t *testing.T) {
 		for _, tc := range connectTests {
 			t.Run(tc.name, func(t *testing.T) {
@@ -904,6 +913,7 @@ func testContext(t *testing.T, s storage.Store) {
 	_, checks["ListIntegrations"] = s.ListIntegrations(ctx, "acme")
 	checks["DeleteIntegration"] = NoEvent(s).DeleteIntegration(ctx, "acme", "crm")
 	connectChecks(ctx, s, checks)
+	lifecycleChecks(ctx, s, checks)
 	_, checks["AppendAudit"] = s.AppendAudit(ctx, ChainBuilder(`"action":"x"`))
 	_, checks["AuditHead"] = s.AuditHead(ctx)
 	if b, ok := s.(storage.Backuper); ok {
@@ -931,6 +941,7 @@ func testContext(t *testing.T, s storage.Store) {
 	if h, err := s.AuditHead(bg); err != nil || h.Seq != 0 {
 		t.Errorf("a cancelled AppendAudit moved the head: %+v %v", h, err)
 	}
+	lifecycleUntouched(t, s)
 }
 
 func testClose(t *testing.T, s storage.Store) {
@@ -956,6 +967,7 @@ func testClose(t *testing.T, s storage.Store) {
 	_, checks["CompareAndSwapIntegration"] = NoEvent(s).CompareAndSwapIntegration(ctx, "acme", NewIntegration("acme", "crm", 16))
 	checks["DeleteIntegration"] = NoEvent(s).DeleteIntegration(ctx, "acme", "crm")
 	connectChecks(ctx, s, checks)
+	lifecycleChecks(ctx, s, checks)
 	_, checks["AppendAudit"] = s.AppendAudit(ctx, ChainBuilder(`"action":"x"`))
 	checks["ScanAudit"] = s.ScanAudit(ctx, 0, func(storage.AuditRecord) (bool, error) { return true, nil })
 	_, checks["AuditHead"] = s.AuditHead(ctx)
