@@ -1,11 +1,13 @@
 // Package storage persists tenants, integrations, connect sessions and the
 // audit trail. Every integration or session read or write takes a tenant
 // id: the bbolt backend keeps one top-level bucket per tenant, so a lookup
-// cannot cross tenants by construction. Only ListTenants (operator level),
-// the audit trail (platform level, filtered by tenant in the audit
-// package) and FindConnectSession (a browser holding a one-time link or an
-// OAuth state knows no tenant; it finds the session by the secret's
-// SHA-256 digest) span tenants.
+// cannot cross tenants by construction. Only ListTenants and
+// ListOffboarded (operator level), the audit trail (platform level,
+// filtered by tenant in the audit package), FindConnectSession (a browser
+// holding a one-time link or an OAuth state knows no tenant; it finds the
+// session by the secret's SHA-256 digest), and the lifecycle's pending
+// revocations and webhook deliveries (platform level: they outlive an
+// offboarded tenant, lifecycle.go) span tenants.
 package storage
 
 import (

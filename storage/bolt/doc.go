@@ -14,6 +14,11 @@
 //	                         <integration_id> -> {"v":1, ...storage.Integration}
 //	t/<tenant_id>/connect    <session_id> -> {"v":1, ...storage.ConnectSession}
 //	connect_digests          SHA-256 digest (32 bytes) -> <tenant_id>/<session_id>
+//	offboarded               <tenant_id> -> {"v":1}   tombstone: the id is never reused
+//	revocations              <revocation_id> -> {"v":1, ...storage.Revocation}
+//	webhook_deliveries       <delivery_id> -> {"v":1, ...storage.Delivery}
+//	webhook_due              status 0x00 next_attempt(12 bytes) <delivery_id> -> empty
+//	sys                      webhook_cursor  uint64 big-endian (absent: 0)
 //
 // connect_digests indexes every session's LinkHash and StateHash
 // platform-wide (the browser side of a connect flow knows no tenant) and
@@ -22,6 +27,28 @@
 // when absent; being additive, they need no schema version of their own,
 // so files written before them open unchanged (read-only too), and a
 // build that predates them ignores them.
+//
+// The lifecycle's buckets follow the same rule, for the same reason: the
+// offboarding tombstones, pending revocations, webhook deliveries with
+// their due index, and sys/webhook_cursor are created by the first write
+// that needs them and read as empty (cursor 0) when absent, so schema
+// version 1 still describes the file and no migration runs; a read-only
+// open of an older file works. The cost, accepted: a build that predates
+// them ignores them (it would not enforce a tombstone nor retry a
+// revocation), which is what running an older binary on a newer file
+// means anyway. OffboardTenant deletes the tenant's bucket (its record,
+// integrations and sessions) and the sessions' digest entries in the
+// transaction that writes the tombstone and the audit event. bbolt then
+// keeps the freed pages' old bytes until it reuses them, and backups hold
+// the tenant as it was: the per-tenant HSM key, destroyed at offboarding,
+// is what makes that ciphertext unreadable (crypto-shred).
+//
+// webhook_due orders deliveries by status, then next attempt time (Unix
+// seconds with the sign bit flipped, then nanoseconds, both big-endian:
+// byte order is time order, the zero time included), then id, so the
+// dispatcher's "pending, due first, at most n" reads n records, not the
+// queue. Each entry is written and removed with its record; one that
+// disagrees with its record is ErrCorrupt.
 //
 // Why a top-level bucket per tenant: every integration operation first
 // resolves the tenant's bucket and only then the id inside it, so a lookup

@@ -1,6 +1,7 @@
 // Package inmem is a storage.Store held in process memory: tenants,
-// integrations, connect sessions (with their platform-wide digest index)
-// and the audit chain behind one RWMutex. It passes the shared
+// integrations, connect sessions (with their platform-wide digest index),
+// offboarding tombstones, pending revocations, webhook deliveries with
+// their cursor, and the audit chain behind one RWMutex. It passes the shared
 // suite (storage/storagetest) next to storage/bolt, so it serves as the
 // reference for the Store contract without a file, and as a fast store for
 // tests of the layers above. Nothing survives Close or the process.
