@@ -4,12 +4,15 @@ package pkcs11_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"testing"
 
 	"github.com/miekg/pkcs11"
 
 	"github.com/vaultd/vaultd/hsm"
+	"github.com/vaultd/vaultd/storage"
+	"github.com/vaultd/vaultd/vaultd/envelope"
 )
 
 func tenantKeyHandles(t *testing.T, mod *pkcs11.Ctx, s pkcs11.SessionHandle, tenantID string) []pkcs11.ObjectHandle {
@@ -234,5 +237,56 @@ func TestTenantKeyPolicy(t *testing.T) {
 	}
 	if ok, err := k.HasTenantKey(ctx, "weak"); err != nil || ok {
 		t.Fatalf("HasTenantKey(weak) after destroy = %v, %v; want false", ok, err)
+	}
+}
+
+// Crypto-shredding end to end on the real backend: a field sealed under a
+// tenant-wrapped DEK opens, and after envelope's Shred neither the record
+// nor a backup copy of it opens, through a keyring reopened on the same
+// token (same KEK).
+func TestEnvelopeShredOnSoftHSM(t *testing.T) {
+	tok := initToken(t)
+	ctx := t.Context()
+	k := openKeyring(t, config(tok))
+	keys, err := envelope.NewKeys(k, envelope.Options{JanitorInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = keys.Close() }()
+	w, err := keys.NewDEK(ctx, "acme", 1)
+	if err != nil || !w.TenantWrapped {
+		t.Fatalf("NewDEK: %+v, %v", w, err)
+	}
+	tn := storage.Tenant{ID: "acme", KEKVersion: w.KEKVersion, DEKVersion: 1, DEKs: []storage.WrappedDEK{w}}
+	sealed, err := keys.SealField(ctx, tn, "crm", "refresh_token", []byte("rt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved, err := json.Marshal(tn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := keys.Shred(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.OpenField(ctx, tn, "crm", "refresh_token", sealed); !errors.Is(err, envelope.ErrShredded) {
+		t.Fatalf("after Shred: %v, want ErrShredded", err)
+	}
+	_ = keys.Close()
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+	k2 := openKeyring(t, config(tok))
+	keys2, err := envelope.NewKeys(k2, envelope.Options{JanitorInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = keys2.Close() }()
+	var restored storage.Tenant
+	if err := json.Unmarshal(saved, &restored); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys2.OpenField(ctx, restored, "crm", "refresh_token", sealed); !errors.Is(err, envelope.ErrShredded) {
+		t.Fatalf("backup copy after Shred, reopened token: %v, want ErrShredded", err)
 	}
 }

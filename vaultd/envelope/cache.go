@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/vaultd/vaultd/hsm"
 	"github.com/vaultd/vaultd/storage"
 )
 
@@ -16,7 +15,12 @@ import (
 
 // wrappedIdentity names the exact wrapped bytes a cached plaintext came from.
 func wrappedIdentity(w storage.WrappedDEK) string {
-	b := make([]byte, 0, 8+len(w.Nonce)+len(w.Ciphertext))
+	b := make([]byte, 0, 9+len(w.Nonce)+len(w.Ciphertext))
+	if w.TenantWrapped {
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
+	}
 	b = binary.BigEndian.AppendUint32(b, w.KEKVersion)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(w.Nonce)))
 	b = append(b, w.Nonce...)
@@ -130,21 +134,17 @@ func isContextErr(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// load unwraps w into a fresh locked buffer.
+// load unwraps w (both layers when tenant-wrapped) into a fresh locked
+// buffer.
 func (k *Keys) load(ctx context.Context, tenantID string, w storage.WrappedDEK, identity string) (*entry, error) {
-	pt, err := k.kr.Unwrap(ctx, hsm.WrappedKey{KEKVersion: w.KEKVersion, Nonce: w.Nonce, Ciphertext: w.Ciphertext}, dekAAD(tenantID, w.Version))
-	if err != nil {
-		return nil, fmt.Errorf("envelope: unwrap DEK for tenant %q version %d: %w", tenantID, w.Version, err)
-	}
-	defer pt.Wipe()
-	if pt.Len() != KeySize {
-		return nil, fmt.Errorf("envelope: unwrapped DEK for tenant %q version %d: %w (got %d)", tenantID, w.Version, ErrKeySize, pt.Len())
-	}
 	buf, err := k.allocBuf()
 	if err != nil {
 		return nil, err
 	}
-	copy(buf.Bytes(), pt.Reveal())
+	if err := k.unwrapDEK(ctx, tenantID, w, buf.Bytes()); err != nil {
+		_ = buf.Free()
+		return nil, err
+	}
 	if err := buf.Freeze(); err != nil {
 		_ = buf.Free()
 		return nil, fmt.Errorf("envelope: DEK buffer: %w", err)

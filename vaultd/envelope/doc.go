@@ -34,6 +34,26 @@
 // (errors.Is(err, hsm.ErrUnavailable) holds) and nothing is served from a
 // fallback: fail closed.
 //
+// # Tenant keys and crypto-shredding
+//
+// When the keyring is an hsm.TenantKeyring (the PKCS#11 backend is), each
+// tenant has its own non-extractable AES-256 key in the HSM and a DEK is
+// wrapped twice (tenant.go): inner = the tenant key's AES-GCM wrap of the
+// DEK (the blob of hsm.AppendTenantWrapped, bound to the tenant), outer =
+// the KEK's wrap of that blob with additional data "vaultd/dek-tenant/v1"
+// 0x00 | u32be len(tenant) tenant | u32be version (its own label, so the
+// record's storage.WrappedDEK.TenantWrapped flag cannot be flipped). NewDEK
+// creates the tenant key on first use. KEK rotation (RewrapDEK) re-wraps
+// only the outer layer, without the tenant key. UpgradeDEK gives an older,
+// single-wrapped DEK the tenant layer (same key). Shred evicts the
+// tenant's cached DEKs and destroys its tenant key: from then on every copy
+// of its tenant-wrapped DEKs, in the database or a backup, fails with
+// ErrShredded, even with the same HSM and KEK. Limit: a backup taken
+// before a tenant's DEKs were upgraded holds them under the KEK alone and
+// stays readable while that KEK version exists. A keyring without tenant
+// keys keeps the single KEK wrap; Shred then only evicts, and
+// CryptoShredding reports false.
+//
 // # Cache
 //
 // Unwrapped DEKs are cached per (tenant, DEK version) so the hot path makes

@@ -110,6 +110,7 @@ type flight struct {
 // plaintext DEKs in locked memory. Safe for concurrent use.
 type Keys struct {
 	kr          hsm.Keyring
+	tk          hsm.TenantKeyring // kr's tenant keys, or nil (tenant.go)
 	ttl         time.Duration
 	max         int
 	requireLock bool
@@ -150,6 +151,9 @@ func newKeysAlloc(kr hsm.Keyring, opts Options, alloc func(int, lockedmem.Policy
 		lru:     list.New(),
 		flights: make(map[flightKey]*flight),
 		stop:    make(chan struct{}),
+	}
+	if tk, ok := kr.(hsm.TenantKeyring); ok {
+		k.tk = tk
 	}
 	if k.ttl <= 0 {
 		k.ttl = DefaultTTL
@@ -226,9 +230,11 @@ func dekAAD(tenantID string, version uint32) []byte {
 }
 
 // NewDEK generates a fresh 256-bit DEK for tenantID and returns it wrapped by
-// the keyring's current KEK. The plaintext is generated in locked memory
-// and wiped before returning; it is not cached (the tenant record is not
-// stored yet).
+// the keyring's current KEK; when the keyring has tenant keys
+// (hsm.TenantKeyring) it first creates the tenant's key if needed and wraps
+// the DEK under it, and the KEK wraps that (TenantWrapped, tenant.go). The
+// plaintext is generated in locked memory and wiped before returning; it
+// is not cached (the tenant record is not stored yet).
 func (k *Keys) NewDEK(ctx context.Context, tenantID string, version uint32) (storage.WrappedDEK, error) {
 	if !storage.ValidID(tenantID) {
 		return storage.WrappedDEK{}, fmt.Errorf("%w: tenant id", ErrAAD)
@@ -247,24 +253,22 @@ func (k *Keys) NewDEK(ctx context.Context, tenantID string, version uint32) (sto
 	if _, err := rand.Read(buf.Bytes()); err != nil {
 		return storage.WrappedDEK{}, fmt.Errorf("envelope: random DEK: %w", err)
 	}
-	w, err := k.kr.Wrap(ctx, buf.Bytes(), dekAAD(tenantID, version))
+	w, err := k.wrapDEK(ctx, tenantID, version, buf.Bytes())
 	if err != nil {
-		return storage.WrappedDEK{}, fmt.Errorf("envelope: wrap DEK for tenant %q version %d: %w", tenantID, version, err)
+		return storage.WrappedDEK{}, err
 	}
-	return storage.WrappedDEK{
-		Version:    version,
-		KEKVersion: w.KEKVersion,
-		Nonce:      w.Nonce,
-		Ciphertext: w.Ciphertext,
-		CreatedAt:  k.now().UTC(),
-	}, nil
+	w.CreatedAt = k.now().UTC()
+	return w, nil
 }
 
 // RewrapDEK re-wraps one of tenantID's DEKs under the keyring's current
 // KEK (after a KEK rotation, so that the old KEK can be retired): the same
-// key, the same version and AAD binding, a new wrapping. The plaintext
-// passes through locked memory only and is wiped before returning. A DEK
-// already under the current KEK is returned unchanged, with changed false.
+// key, the same version and AAD binding, a new wrapping. Only the KEK
+// layer changes: a tenant-wrapped DEK's inner blob (ciphertext under the
+// tenant key) is re-wrapped as it is, without the tenant key. A plaintext
+// DEK passes through locked memory only and is wiped before returning. A
+// DEK already under the current KEK is returned unchanged, with changed
+// false.
 func (k *Keys) RewrapDEK(ctx context.Context, tenantID string, w storage.WrappedDEK, current uint32) (out storage.WrappedDEK, changed bool, err error) {
 	if w.KEKVersion == current {
 		return w, false, nil
@@ -272,22 +276,23 @@ func (k *Keys) RewrapDEK(ctx context.Context, tenantID string, w storage.Wrapped
 	if err := k.checkOpen(); err != nil {
 		return w, false, err
 	}
-	pt, err := k.kr.Unwrap(ctx, hsm.WrappedKey{KEKVersion: w.KEKVersion, Nonce: w.Nonce, Ciphertext: w.Ciphertext}, dekAAD(tenantID, w.Version))
-	if err != nil {
-		return w, false, fmt.Errorf("envelope: unwrap DEK for tenant %q version %d: %w", tenantID, w.Version, err)
-	}
-	defer pt.Wipe()
-	if pt.Len() != KeySize {
-		return w, false, fmt.Errorf("envelope: unwrapped DEK for tenant %q version %d: %w (got %d)", tenantID, w.Version, ErrKeySize, pt.Len())
-	}
-	buf, err := k.allocBuf()
+	pt, err := k.unwrapOuter(ctx, tenantID, w)
 	if err != nil {
 		return w, false, err
 	}
-	defer func() { _ = buf.Free() }()
-	copy(buf.Bytes(), pt.Reveal())
-	pt.Wipe()
-	nw, err := k.kr.Wrap(ctx, buf.Bytes(), dekAAD(tenantID, w.Version))
+	defer pt.Wipe()
+	inner := pt.Reveal() // the tenant-wrapped blob: ciphertext, not a key
+	if !w.TenantWrapped {
+		buf, err := k.allocBuf()
+		if err != nil {
+			return w, false, err
+		}
+		defer func() { _ = buf.Free() }()
+		copy(buf.Bytes(), pt.Reveal())
+		pt.Wipe()
+		inner = buf.Bytes()
+	}
+	nw, err := k.kr.Wrap(ctx, inner, outerAAD(tenantID, w))
 	if err != nil {
 		return w, false, fmt.Errorf("envelope: rewrap DEK for tenant %q version %d: %w", tenantID, w.Version, err)
 	}
