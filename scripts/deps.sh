@@ -20,6 +20,12 @@ if [ -n "${VAULTD_REQUIRE_BROWSER:-}" ]; then
   [ -x /usr/bin/chromium ] || need+=(chromium)
   [ -e /usr/share/fonts/truetype/liberation ] || need+=(fonts-liberation)
 fi
+# promtool checks the shipped alert rules (packaging/prometheus,
+# vaultd/e2e/alertrules_test.go); scripts/test.sh sets VAULTD_REQUIRE_PROMTOOL so the
+# test fails rather than skips without it. Debian's prometheus package provides it.
+if [ -n "${VAULTD_REQUIRE_PROMTOOL:-}" ]; then
+  command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+fi
 if ((${#need[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/deps.sh: missing ${need[*]}; run as root or install them" >&2

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # The browser test of the connect flow must run, never skip: deps.sh installs
 # Chromium for it, and the test fails if it is still missing.
 export VAULTD_REQUIRE_BROWSER=1
+# Likewise promtool for the alert rules' check (vaultd/e2e/alertrules_test.go).
+export VAULTD_REQUIRE_PROMTOOL=1
 source scripts/deps.sh
 export PATH="$PATH:/usr/local/go/bin" CGO_ENABLED=1
 
