@@ -52,7 +52,7 @@ var layers = []layer{
 		may: []string{"api", "service", "core", "logic", "contracts", "leaf"}},
 	{name: "api", pkgs: []string{"vaultd/api"},
 		may: []string{"logic", "contracts", "leaf"}},
-	{name: "service", pkgs: []string{"vaultd/vault"},
+	{name: "service", pkgs: []string{"vaultd/vault", "vaultd/notify"},
 		may: []string{"core", "logic", "contracts", "leaf"}},
 	{name: "core", pkgs: []string{"vaultd/envelope", "vaultd/audit"},
 		may: []string{"contracts", "leaf"}},

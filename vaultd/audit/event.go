@@ -78,6 +78,7 @@ const (
 	ActionIntegrationSweep   = "integration.sweep"
 	ActionRevocationRetry    = "revocation.retry"
 	ActionWebhookDeadLetter  = "webhook.dead_letter"
+	ActionWebhookRedeliver   = "webhook.redeliver" // an operator sent a delivery again
 	ActionIntegrationFlagged = "integration.flagged"
 	ActionKeyCreate          = "key.create"
 )
