@@ -63,6 +63,8 @@ var routes = []route{
 	{http.MethodGet, "/v1/connect/sessions/{id}", "connect.session", policy.ActConnectRead, tenantScoped, ownTenant, http.StatusOK, (*Server).getConnectSession},
 	{http.MethodGet, "/v1/audit", "audit", policy.ActAuditRead, tenantScoped, auditFilter, http.StatusOK, (*Server).queryAudit},
 	{http.MethodGet, "/v1/admin/backup", "backup", policy.ActStoreBackup, platform, noResource, http.StatusOK, (*Server).backup},
+	{http.MethodGet, "/v1/admin/webhooks/deliveries", "webhooks.deliveries", policy.ActWebhookDelivery, platform, noResource, http.StatusOK, (*Server).listDeliveries},
+	{http.MethodPost, "/v1/admin/webhooks/deliveries/{id}/redeliver", "webhooks.redeliver", policy.ActWebhookDelivery, platform, noResource, http.StatusOK, (*Server).redeliver},
 	{http.MethodGet, "/v1/providers", "providers", policy.ActProviderList, platform, noResource, http.StatusOK, (*Server).listProviders},
 }
 

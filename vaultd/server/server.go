@@ -52,6 +52,8 @@ type Options struct {
 	AltSvc string
 	// Backup serves GET /v1/admin/backup; nil answers 503.
 	Backup BackupFunc
+	// Webhooks serves the webhook delivery routes; nil answers 503.
+	Webhooks Webhooks
 }
 
 // Server serves the API and ops handlers.
@@ -67,6 +69,7 @@ type Server struct {
 	maxBody  int64
 	altSvc   string
 	backupFn BackupFunc
+	webhooks Webhooks
 	inflight atomic.Int64
 	draining atomic.Bool
 }
@@ -77,6 +80,7 @@ func New(o Options) *Server {
 		log: o.Logger, vault: o.Vault, audit: o.Audit, metrics: o.Metrics,
 		ready: o.Ready, maxBody: o.MaxBodyBytes, altSvc: o.AltSvc, backupFn: o.Backup,
 	}
+	s.webhooks = o.Webhooks
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
