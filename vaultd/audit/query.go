@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/vaultd/vaultd/storage"
 )
@@ -24,6 +26,11 @@ type Filter struct {
 	TenantID      string
 	IntegrationID string
 	Action        string
+	// Actor, Outcome and RequestID match those fields exactly: who did
+	// it, how it ended, and every event of one request.
+	Actor     string
+	Outcome   string
+	RequestID string
 	// Since is inclusive, Until exclusive; zero means unbounded.
 	Since, Until time.Time
 	// AfterSeq skips events with seq <= AfterSeq: page through a large
@@ -36,12 +43,13 @@ type Filter struct {
 // filterKeys are the query parameters ParseFilter understands.
 var filterKeys = map[string]bool{
 	"tenant_id": true, "integration_id": true, "action": true,
+	"actor": true, "outcome": true, "request_id": true,
 	"since": true, "until": true, "limit": true, "after_seq": true,
 }
 
 // ParseFilter parses GET /v1/audit query parameters: tenant_id,
-// integration_id, action, since and until (RFC 3339), limit (1..MaxLimit),
-// after_seq. Unknown or repeated parameters are refused rather than ignored,
+// integration_id, action, actor, outcome, request_id, since and until
+// (RFC 3339), limit (1..MaxLimit), after_seq. Unknown or repeated parameters are refused rather than ignored,
 // so a typo cannot silently widen a query. Errors wrap ErrBadFilter.
 func ParseFilter(q url.Values) (Filter, error) {
 	var f Filter
@@ -56,6 +64,9 @@ func ParseFilter(q url.Values) (Filter, error) {
 	f.TenantID = q.Get("tenant_id")
 	f.IntegrationID = q.Get("integration_id")
 	f.Action = q.Get("action")
+	f.Actor = q.Get("actor")
+	f.Outcome = q.Get("outcome")
+	f.RequestID = q.Get("request_id")
 	var err error
 	if s := q.Get("since"); s != "" {
 		if f.Since, err = time.Parse(time.RFC3339Nano, s); err != nil {
@@ -95,6 +106,15 @@ func (f Filter) validate() error {
 	if f.Action != "" && !ValidAction(f.Action) {
 		return fmt.Errorf("%w: invalid action", ErrBadFilter)
 	}
+	if f.Actor != "" && !validActorFilter(f.Actor) {
+		return fmt.Errorf("%w: invalid actor (1 to %d bytes of printable UTF-8)", ErrBadFilter, maxActor)
+	}
+	if f.Outcome != "" && !ValidOutcome(f.Outcome) {
+		return fmt.Errorf("%w: outcome must be %s, %s or %s", ErrBadFilter, OutcomeSuccess, OutcomeFailure, OutcomeDenied)
+	}
+	if f.RequestID != "" && !validRequestIDFilter(f.RequestID) {
+		return fmt.Errorf("%w: invalid request_id (1 to %d of A-Z a-z 0-9 . _ -)", ErrBadFilter, maxID)
+	}
 	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
 		return fmt.Errorf("%w: since must be before until", ErrBadFilter)
 	}
@@ -102,6 +122,29 @@ func (f Filter) validate() error {
 		return fmt.Errorf("%w: limit must be from 1 to %d", ErrBadFilter, MaxLimit)
 	}
 	return nil
+}
+
+// validActorFilter: an actor as Record stores it (a certificate URI SAN
+// or CN, "vaultd"): printable UTF-8 within maxActor. A longer one could
+// never match, since Record cuts actors at maxActor.
+func validActorFilter(a string) bool {
+	return len(a) <= maxActor && utf8.ValidString(a) &&
+		strings.IndexFunc(a, func(r rune) bool { return r < 0x20 || r == 0x7f }) < 0
+}
+
+// validRequestIDFilter: vaultd's request ids are hex; the filter accepts
+// the id alphabet so ids from other sources stay searchable.
+func validRequestIDFilter(id string) bool {
+	if len(id) > maxID {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // queryChunk bounds the matched lines held between store reads, and
@@ -173,13 +216,17 @@ func (l *Log) Query(ctx context.Context, f Filter, fn func(line []byte) error) e
 
 // match decodes only the filtered fields.
 func (f Filter) match(data []byte) (bool, error) {
-	if f.TenantID == "" && f.IntegrationID == "" && f.Action == "" && f.Since.IsZero() && f.Until.IsZero() {
+	if f.TenantID == "" && f.IntegrationID == "" && f.Action == "" && f.Actor == "" && f.Outcome == "" &&
+		f.RequestID == "" && f.Since.IsZero() && f.Until.IsZero() {
 		return true, nil
 	}
 	var h struct {
 		TenantID      string    `json:"tenant_id"`
 		IntegrationID string    `json:"integration_id"`
 		Action        string    `json:"action"`
+		Actor         string    `json:"actor"`
+		Outcome       string    `json:"outcome"`
+		RequestID     string    `json:"request_id"`
 		Time          Timestamp `json:"time"`
 	}
 	if err := json.Unmarshal(data, &h); err != nil {
@@ -189,6 +236,9 @@ func (f Filter) match(data []byte) (bool, error) {
 	case f.TenantID != "" && h.TenantID != f.TenantID,
 		f.IntegrationID != "" && h.IntegrationID != f.IntegrationID,
 		f.Action != "" && h.Action != f.Action,
+		f.Actor != "" && h.Actor != f.Actor,
+		f.Outcome != "" && h.Outcome != f.Outcome,
+		f.RequestID != "" && h.RequestID != f.RequestID,
 		!f.Since.IsZero() && h.Time.Before(f.Since),
 		!f.Until.IsZero() && !h.Time.Before(f.Until):
 		return false, nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 )
@@ -66,6 +67,13 @@ func TestQueryFilters(t *testing.T) {
 		{"window+tenant", Filter{TenantID: "initech", Since: at(100), Until: at(200)}, func(i int) bool { return i%3 == 2 && i >= 100 && i < 200 }},
 		{"after_seq", Filter{AfterSeq: 690}, func(i int) bool { return i >= 690 }},
 		{"no match", Filter{TenantID: "nobody"}, func(int) bool { return false }},
+		{"actor", Filter{Actor: "spiffe://example.internal/app/crm-sync"}, func(int) bool { return true }},
+		{"outcome", Filter{Outcome: OutcomeFailure}, func(i int) bool { return i%3 == 1 }},
+		{"request_id", Filter{RequestID: "req-0042"}, func(i int) bool { return i == 42 }},
+		{"actor+outcome+action", Filter{Actor: "spiffe://example.internal/app/crm-sync", Outcome: OutcomeDenied, Action: ActionAuthDenied},
+			func(i int) bool { return i%3 == 2 && i%4 == 3 }},
+		{"other actor", Filter{Actor: "ops-admin"}, func(int) bool { return false }},
+		{"actor no match", Filter{Actor: "spiffe://example.internal/app"}, func(int) bool { return false }}, // exact, not a prefix
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -126,7 +134,8 @@ func TestQueryFilters(t *testing.T) {
 		}
 	})
 	t.Run("invalid filter", func(t *testing.T) {
-		for _, f := range []Filter{{Limit: MaxLimit + 1}, {Limit: -1}, {TenantID: "../x"}, {Since: at(5), Until: at(5)}} {
+		for _, f := range []Filter{{Limit: MaxLimit + 1}, {Limit: -1}, {TenantID: "../x"}, {Since: at(5), Until: at(5)},
+			{Outcome: "ok"}, {Actor: "a\nb"}, {RequestID: "a b"}} {
 			if err := l.Query(t.Context(), f, func([]byte) error { return nil }); !errors.Is(err, ErrBadFilter) {
 				t.Fatalf("%+v: %v", f, err)
 			}
@@ -137,6 +146,7 @@ func TestQueryFilters(t *testing.T) {
 func TestParseFilter(t *testing.T) {
 	f, err := ParseFilter(url.Values{
 		"tenant_id": {"acme"}, "integration_id": {"crm"}, "action": {"token.refresh"},
+		"actor": {"spiffe://example.internal/app/crm-sync"}, "outcome": {"denied"}, "request_id": {"6f1c0e1a2b3c4d5e6f708192"},
 		"since": {"2026-03-01T00:00:00Z"}, "until": {"2026-03-02T00:00:00.5+01:00"},
 		"limit": {"50"}, "after_seq": {"7"},
 	})
@@ -145,6 +155,7 @@ func TestParseFilter(t *testing.T) {
 	}
 	want := Filter{
 		TenantID: "acme", IntegrationID: "crm", Action: "token.refresh",
+		Actor: "spiffe://example.internal/app/crm-sync", Outcome: "denied", RequestID: "6f1c0e1a2b3c4d5e6f708192",
 		Since: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC), Limit: 50, AfterSeq: 7,
 	}
 	if !f.Until.Equal(time.Date(2026, 3, 1, 23, 0, 0, 5e8, time.UTC)) {
@@ -162,17 +173,24 @@ func TestParseFilter(t *testing.T) {
 		t.Fatalf("empty: %+v, %v", f, err)
 	}
 	for name, q := range map[string]url.Values{
-		"bad since":      {"since": {"yesterday"}},
-		"bad until":      {"until": {"2026-03-01"}},
-		"limit zero":     {"limit": {"0"}},
-		"limit too big":  {"limit": {"10001"}},
-		"limit not int":  {"limit": {"ten"}},
-		"negative after": {"after_seq": {"-1"}},
-		"unknown key":    {"tenant": {"acme"}},
-		"repeated key":   {"tenant_id": {"acme", "globex"}},
-		"bad tenant":     {"tenant_id": {"a/b"}},
-		"bad action":     {"action": {"DROP TABLE"}},
-		"empty window":   {"since": {"2026-03-02T00:00:00Z"}, "until": {"2026-03-01T00:00:00Z"}},
+		"bad since":       {"since": {"yesterday"}},
+		"bad until":       {"until": {"2026-03-01"}},
+		"limit zero":      {"limit": {"0"}},
+		"limit too big":   {"limit": {"10001"}},
+		"limit not int":   {"limit": {"ten"}},
+		"negative after":  {"after_seq": {"-1"}},
+		"unknown key":     {"tenant": {"acme"}},
+		"repeated key":    {"tenant_id": {"acme", "globex"}},
+		"bad tenant":      {"tenant_id": {"a/b"}},
+		"bad action":      {"action": {"DROP TABLE"}},
+		"empty window":    {"since": {"2026-03-02T00:00:00Z"}, "until": {"2026-03-01T00:00:00Z"}},
+		"bad outcome":     {"outcome": {"Success"}},
+		"actor control":   {"actor": {"ops\x00admin"}},
+		"actor too long":  {"actor": {strings.Repeat("a", 513)}},
+		"actor bad utf8":  {"actor": {"\xff"}},
+		"request_id bad":  {"request_id": {"6f1c/../x"}},
+		"request_id long": {"request_id": {strings.Repeat("a", 129)}},
+		"repeated actor":  {"actor": {"a", "b"}},
 	} {
 		if _, err := ParseFilter(q); !errors.Is(err, ErrBadFilter) {
 			t.Errorf("%s: err %v, want ErrBadFilter", name, err)
