@@ -96,6 +96,8 @@ type daemon struct {
 	srv     *server.Server
 	metrics *server.Metrics
 	health  *health
+	// webhooks is the notification dispatcher (webhooks.go).
+	webhooks *webhooks
 
 	apiTLS atomic.Pointer[tls.Config] // current API TLS config (reloadable)
 	// connectTLS is the connect listener's (reloadable; nil without
@@ -127,26 +129,44 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hardening harden.O
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 
+	// Key events vaultctl left while an earlier vaultd held the database
+	// happened before this start: they go first. A start that cannot be
+	// audited does not serve.
+	d.recordPending(ctx, cfg.Storage.Path)
+	if err := d.record(ctx, audit.ActionServiceStart, audit.OutcomeSuccess, d.startDetail()); err != nil {
+		return fmt.Errorf("audit service.start: %w", err)
+	}
+
 	err = runTasks(ctx, d.tasks(s, sigs), d.loops(cfg.HSM.HealthInterval.Duration()),
 		func() { d.announceReady(s) },
 		func() { d.drain(s, cfg.Server.ShutdownTimeout.Duration()) })
+	// After the drain, before the closers: the service's last events and
+	// the shutdown checkpoint follow, and the checkpoint signs this one.
+	if err != nil {
+		_ = d.record(ctx, audit.ActionServiceStop, audit.OutcomeFailure, "stopped by a failure")
+	} else {
+		_ = d.record(ctx, audit.ActionServiceStop, audit.OutcomeSuccess, "drained")
+	}
 	d.log.Info("vaultd stopped")
 	return err
 }
 
 // reload re-reads the config and swaps TLS material, principals,
 // tenant-context keys and providers. A bad config is refused whole and
-// the running one kept.
+// the running one kept. Both are audited as config.reload; key events
+// vaultctl left meanwhile (kek-rotate says to reload) are recorded first.
 func (d *daemon) reload(ctx context.Context) {
 	log := d.log
 	notify(log, fmt.Sprintf("%s\nMONOTONIC_USEC=%d", sddaemon.SdNotifyReloading, monotonicUsec()))
 	defer notify(log, sddaemon.SdNotifyReady)
+	d.recordPending(ctx, d.cfg.Load().Storage.Path)
 	cfg, err := config.Load(d.cfgPath, config.ModeDaemon)
 	if err == nil {
 		err = d.apply(ctx, cfg)
 	}
 	if err != nil {
 		d.metrics.Reload(false)
+		_ = d.record(ctx, audit.ActionConfigReload, audit.OutcomeFailure, reloadRefusedDetail(err))
 		log.Error("reload refused; keeping the running configuration", "err", err)
 		return
 	}
@@ -194,6 +214,11 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 	}
 	if err := d.audit.Reopen(ctx); err != nil {
 		d.log.Warn("audit mirror reopen failed", "err", err)
+	}
+	// Everything is built; only the swaps remain, which cannot fail. A
+	// change that cannot be audited is not made.
+	if err := d.record(ctx, audit.ActionConfigReload, audit.OutcomeSuccess, reloadDiff(old, cfg)); err != nil {
+		return fmt.Errorf("%w: %w", errReloadUnaudited, err)
 	}
 	d.apiTLS.Store(tlsConf)
 	if connTLS != nil && d.connectTLS.Load() != nil {
