@@ -5,6 +5,7 @@ package ctl
 
 import (
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -17,8 +18,11 @@ import (
 
 	"github.com/vaultd/vaultd/hsm"
 	"github.com/vaultd/vaultd/internal/devpki"
+	"github.com/vaultd/vaultd/internal/secret"
 	"github.com/vaultd/vaultd/internal/settings"
+	"github.com/vaultd/vaultd/storage"
 	"github.com/vaultd/vaultd/storage/bolt"
+	"github.com/vaultd/vaultd/vaultd/audit"
 	"github.com/vaultd/vaultd/vaultd/client"
 	"github.com/vaultd/vaultd/vaultd/config"
 )
@@ -132,7 +136,10 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	var keyEvents []audit.KeyCreated
 	if created {
+		keyEvents = append(keyEvents, audit.KeyCreated{Time: time.Now(), Actor: audit.ActorVaultctl, Kind: audit.KeyKindKEK,
+			Label: cfg.HSM.KEKLabel, Version: version})
 		fmt.Fprintf(stdout, "KEK %q version %d created in token %q (AES-256, sensitive, non-extractable)\n", cfg.HSM.KEKLabel, version, cfg.HSM.TokenLabel)
 	} else {
 		fmt.Fprintf(stdout, "KEK %q present (current version %d); unchanged\n", cfg.HSM.KEKLabel, version)
@@ -145,24 +152,53 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	if created {
+		keyEvents = append(keyEvents, audit.KeyCreated{Time: time.Now(), Actor: audit.ActorVaultctl, Kind: audit.KeyKindAuditSigning,
+			Label: auditLabel})
 		fmt.Fprintf(stdout, "audit signing key %q created in token %q (ECDSA P-256, sensitive, non-extractable); print it with `vaultctl audit pubkey`\n", auditLabel, cfg.HSM.TokenLabel)
 	} else {
 		fmt.Fprintf(stdout, "audit signing key %q present; unchanged\n", auditLabel)
 	}
 	_, statErr := os.Stat(cfg.Storage.Path)
 	st, err := bolt.Open(ctx, cfg.Storage.Path, bolt.Options{LockTimeout: cfg.Storage.LockTimeout.Duration(), Logger: log})
+	switch {
+	case errors.Is(err, storage.ErrLocked):
+		// A running vaultd has it: it exists. The key events wait beside it.
+		fmt.Fprintf(stdout, "database %s in use by a running vaultd; unchanged\n", cfg.Storage.Path)
+	case err != nil:
+		return err
+	default:
+		if err := st.Close(); err != nil {
+			return err
+		}
+		if statErr != nil {
+			fmt.Fprintf(stdout, "database %s created\n", cfg.Storage.Path)
+		} else {
+			fmt.Fprintf(stdout, "database %s present; unchanged\n", cfg.Storage.Path)
+		}
+	}
+	msg, err := recordKeyEvents(ctx, cfg, keyEvents, initAuditPub(ctx, cfg, pin, log), log)
 	if err != nil {
 		return err
 	}
-	if err := st.Close(); err != nil {
-		return err
-	}
-	if statErr != nil {
-		fmt.Fprintf(stdout, "database %s created\n", cfg.Storage.Path)
-	} else {
-		fmt.Fprintf(stdout, "database %s present; unchanged\n", cfg.Storage.Path)
+	if msg != "" {
+		fmt.Fprintln(stdout, msg)
 	}
 	return nil
+}
+
+// initAuditPub is the audit checkpoint key for checking the trail before
+// init appends to it; nil (chain only) when it cannot be read.
+func initAuditPub(ctx context.Context, cfg *config.Config, pin secret.String, log *slog.Logger) crypto.PublicKey {
+	kr, err := openKeyring(ctx, &cfg.HSM, pin, log)
+	if err != nil {
+		return nil
+	}
+	defer kr.Close()
+	pub, err := auditPublicKey(ctx, kr)
+	if err != nil {
+		return nil
+	}
+	return pub
 }
 
 // loadConfig loads the config file as the local commands need it, and
@@ -221,6 +257,15 @@ func cmdKEKRotate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	fmt.Fprintf(stdout, "KEK %q version %d created in token %q (AES-256, sensitive, non-extractable)\n", cfg.HSM.KEKLabel, v, cfg.HSM.TokenLabel)
+	pub, _ := auditPublicKey(ctx, kr)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	msg, err := recordKeyEvents(ctx, cfg, []audit.KeyCreated{{Time: time.Now(), Actor: audit.ActorVaultctl, Kind: audit.KeyKindKEK,
+		Label: cfg.HSM.KEKLabel, Version: v}}, pub, log)
+	if err != nil {
+		// The key exists: say so, and that its event is missing.
+		return fmt.Errorf("KEK version %d created, but its key.create event was not recorded: %w", v, err)
+	}
+	fmt.Fprintln(stdout, msg)
 	fmt.Fprintln(stdout, "next: reload vaultd (systemctl reload vaultd), then run `vaultctl tenant rewrap ID` for every tenant")
 	return nil
 }
