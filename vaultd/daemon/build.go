@@ -167,12 +167,14 @@ func (d *daemon) build(ctx context.Context, cfg *config.Config, hardening harden
 	d.svc, err = vault.New(vault.Options{
 		Store: d.store, Keys: d.keys, KEKVersion: d.kr.CurrentVersion, Audit: d.audit,
 		Providers: providers, Logger: log, Metrics: d.metrics, Connect: connectSettings(cfg),
-		Sweeps: func() vault.SweepSettings { return sweepSettings(d.cfg.Load()) },
 	})
 	if err != nil {
 		return nil, err
 	}
 	cl.add(func() { _ = d.svc.Close() })
+	if d.webhooks, err = d.newWebhooks(ctx); err != nil {
+		return nil, err
+	}
 
 	port := s.tcpLn.Addr().(*net.TCPAddr).Port
 	altSvc := ""
@@ -183,6 +185,7 @@ func (d *daemon) build(ctx context.Context, cfg *config.Config, hardening harden
 		Logger: log, Vault: d.svc, Audit: d.audit, Forwarders: fwd, Metrics: d.metrics,
 		Identity: ident, MaxBodyBytes: cfg.Server.MaxBodyBytes, AltSvc: altSvc,
 		Ready: d.ready, Backup: d.backup,
+		Webhooks: d.webhooks.d,
 	})
 	d.httpServers(s)
 	return s, nil
@@ -345,9 +348,6 @@ func buildProviders(cfg *config.Config, log *slog.Logger) (vault.Providers, map[
 			Params:           p.Params,
 			APIHostFromToken: hostRule,
 			Issuer:           p.Issuer,
-
-			RefreshAhead:        p.RefreshAhead,
-			RefreshTokenMaxIdle: p.RefreshTokenMaxIdle.Duration(),
 		}
 		fwds[name] = proxy.NewForwarder(proxy.ForwarderOptions{
 			Timeout:   cfg.Server.RequestTimeout.Duration(),

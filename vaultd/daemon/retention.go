@@ -71,7 +71,11 @@ func (d *daemon) retentionLoop(ctx context.Context, m *retentionMetrics) {
 			continue
 		}
 		wait = retentionInterval(r)
-		res, err := d.audit.Prune(ctx, audit.PruneOptions{Before: time.Now().Add(-r), ArchiveDir: ac.ArchiveDir})
+		before, ok := d.capRetention(ctx, time.Now().Add(-r))
+		if !ok {
+			continue
+		}
+		res, err := d.audit.Prune(ctx, audit.PruneOptions{Before: before, ArchiveDir: ac.ArchiveDir})
 		m.pruned.Add(float64(res.Pruned))
 		switch {
 		case err == nil:

@@ -112,10 +112,6 @@ type Provider struct {
 	// Issuer is the expected RFC 9207 "iss" of authorization responses; ""
 	// = the authorization endpoint's origin.
 	Issuer string
-	// RefreshAhead and RefreshTokenMaxIdle drive background refreshes
-	// (refreshahead.go).
-	RefreshAhead        bool
-	RefreshTokenMaxIdle time.Duration
 }
 
 // grant is p's grant, GrantAuthorizationCode by default.
@@ -225,28 +221,32 @@ type Options struct {
 	LockTimeout time.Duration
 	// UsageFlushInterval is how often last_used_at is written (default 5s).
 	UsageFlushInterval time.Duration
-	// Sweeps reads [lifecycle]'s live sweep and score values (health.go; nil = defaults).
-	Sweeps func() SweepSettings
 }
 
 // Service is safe for concurrent use.
 type Service struct {
-	store       Store
-	keys        *envelope.Keys
-	kekVersion  func() uint32
-	audit       Auditor
-	locks       Locker
-	providers   atomic.Pointer[Providers]
-	log         *slog.Logger
-	metrics     Metrics
-	refresh     Refresher
-	revoke      Revoker
-	ccGrant     Granter
-	exchange    Exchanger
-	connect     atomic.Pointer[ConnectSettings]
-	denials     denialLimiter
-	now         func() time.Time
-	lockTimeout time.Duration
+	store      Store
+	keys       *envelope.Keys
+	kekVersion func() uint32
+	audit      Auditor
+	locks      Locker
+	providers  atomic.Pointer[Providers]
+	log        *slog.Logger
+	metrics    Metrics
+	refresh    Refresher
+	revoke     Revoker
+	ccGrant    Granter
+	exchange   Exchanger
+	connect    atomic.Pointer[ConnectSettings]
+	denials    denialLimiter
+	// flights are the refreshes in progress that callers share
+	// (sharedRefresh).
+	flightMu sync.Mutex
+	flights  map[string]*refreshFlight
+	// onFlightJoin, when set (tests), runs as a caller joins a flight.
+	onFlightJoin func()
+	now          func() time.Time
+	lockTimeout  time.Duration
 
 	usage *usageTracker
 	done  chan struct{}
@@ -257,9 +257,6 @@ type Service struct {
 	bg     sync.WaitGroup
 	bgMu   sync.Mutex
 	closed bool
-
-	// sweeps: the lifecycle sweep's flags and refresh-ahead's buckets.
-	sweeps sweepState
 }
 
 // goBackground runs fn in a goroutine Close waits for; false (fn not run)
@@ -315,7 +312,6 @@ func New(o Options) (*Service, error) {
 		s.exchange = oauth.Exchange
 	}
 	s.connect.Store(o.Connect)
-	s.sweeps.settings = o.Sweeps
 	if s.now == nil {
 		s.now = time.Now
 	}
