@@ -167,6 +167,7 @@ func (d *daemon) build(ctx context.Context, cfg *config.Config, hardening harden
 	d.svc, err = vault.New(vault.Options{
 		Store: d.store, Keys: d.keys, KEKVersion: d.kr.CurrentVersion, Audit: d.audit,
 		Providers: providers, Logger: log, Metrics: d.metrics, Connect: connectSettings(cfg),
+		Sweeps: func() vault.SweepSettings { return sweepSettings(d.cfg.Load()) },
 	})
 	if err != nil {
 		return nil, err
@@ -348,6 +349,9 @@ func buildProviders(cfg *config.Config, log *slog.Logger) (vault.Providers, map[
 			Params:           p.Params,
 			APIHostFromToken: hostRule,
 			Issuer:           p.Issuer,
+
+			RefreshAhead:        p.RefreshAhead,
+			RefreshTokenMaxIdle: p.RefreshTokenMaxIdle.Duration(),
 		}
 		fwds[name] = proxy.NewForwarder(proxy.ForwarderOptions{
 			Timeout:   cfg.Server.RequestTimeout.Duration(),

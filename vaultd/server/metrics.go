@@ -33,6 +33,9 @@ type Metrics struct {
 	// connect counts browser-side connect steps by step and result
 	// (fixed words: never a session id or provider text).
 	connect *prometheus.CounterVec
+	// lifecycle: integrations by status and flagged, sweep actions,
+	// background refreshes (lifecyclemetrics.go).
+	lifecycle *lifecycleMetrics
 }
 
 // NewMetrics registers the metrics on reg (a new registry if nil).
@@ -77,6 +80,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	}
 	reg.MustRegister(m.requests, m.duration, m.refresh, m.scopeDrift, m.lockWait, m.authDenied, m.forcedRefresh, m.forcedRefreshThrottled, m.reloads, m.connect,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.lifecycle = newLifecycleMetrics(reg)
 	return m
 }
 

@@ -57,6 +57,7 @@ var routes = []route{
 	{http.MethodGet, "/v1/integrations/{id}", "integration", policy.ActIntegrationRead, tenantScoped, ownTenant, http.StatusOK, (*Server).getIntegration},
 	{http.MethodPut, "/v1/integrations/{id}", "integration", policy.ActIntegrationWrite, tenantScoped, ownTenant, http.StatusOK, (*Server).storeToken},
 	{http.MethodDelete, "/v1/integrations/{id}", "integration", policy.ActIntegrationDelete, tenantScoped, ownTenant, http.StatusOK, (*Server).deleteIntegration},
+	{http.MethodGet, "/v1/integrations/{id}/health", "integration.health", policy.ActIntegrationHealth, tenantScoped, ownTenant, http.StatusOK, (*Server).integrationHealth},
 	{http.MethodPost, "/v1/integrations/{id}/execute", "execute", policy.ActIntegrationUse, tenantScoped, ownTenant, http.StatusOK, (*Server).execute},
 	{"", "/v1/integrations/{id}/proxy/{path...}", "proxy", policy.ActIntegrationUse, tenantScoped, ownTenant, 0, (*Server).proxy},
 	{http.MethodPost, "/v1/connect/sessions", "connect.sessions", policy.ActConnectCreate, tenantScoped, ownTenant, http.StatusCreated, (*Server).createConnectSession},
@@ -65,6 +66,7 @@ var routes = []route{
 	{http.MethodGet, "/v1/admin/backup", "backup", policy.ActStoreBackup, platform, noResource, http.StatusOK, (*Server).backup},
 	{http.MethodGet, "/v1/admin/webhooks/deliveries", "webhooks.deliveries", policy.ActWebhookDelivery, platform, noResource, http.StatusOK, (*Server).listDeliveries},
 	{http.MethodPost, "/v1/admin/webhooks/deliveries/{id}/redeliver", "webhooks.redeliver", policy.ActWebhookDelivery, platform, noResource, http.StatusOK, (*Server).redeliver},
+	{http.MethodGet, "/v1/admin/integrations", "admin.integrations", policy.ActFleetRead, platform, noResource, http.StatusOK, (*Server).fleet},
 	{http.MethodGet, "/v1/providers", "providers", policy.ActProviderList, platform, noResource, http.StatusOK, (*Server).listProviders},
 }
 

@@ -310,7 +310,7 @@ func (s *Service) refreshLocked(ctx context.Context, c Caller, tenantID string, 
 	if len(drift) > 0 {
 		notes = append(notes, "scope drift")
 	}
-	detail := strings.Join(notes, "; ")
+	detail := backgroundDetail(ctx, strings.Join(notes, "; "))
 	evs := []audit.Event{tokenURLEvent(c, p, audit.ActionTokenRefresh, tenantID, in.ID, audit.OutcomeSuccess, detail)}
 	if len(drift) > 0 {
 		evs = append(evs, tokenURLEvent(c, p, audit.ActionScopeDrift, tenantID, in.ID, audit.OutcomeSuccess, "unexpected scopes: "+joinScopes(drift)))
@@ -345,7 +345,7 @@ func (s *Service) markReauth(ctx context.Context, c Caller, tenantID string, in 
 	upd.LastError = reason
 	upd.UpdatedAt = s.now().UTC()
 	if _, err := s.casAudited(ctx, tenantID, upd,
-		tokenURLEvent(c, p, audit.ActionTokenRefresh, tenantID, in.ID, audit.OutcomeFailure, "reauthorization_required: "+reason)); err != nil {
+		tokenURLEvent(c, p, audit.ActionTokenRefresh, tenantID, in.ID, audit.OutcomeFailure, backgroundDetail(ctx, "reauthorization_required: "+reason))); err != nil {
 		return err
 	}
 	s.log.WarnContext(ctx, "integration needs reauthorization", "tenant_id", tenantID, "integration_id", in.ID, "provider", p.Name, "reason", reason)
@@ -371,7 +371,7 @@ func (s *Service) markDegraded(ctx context.Context, c Caller, tenantID string, i
 	upd.UpdatedAt = now
 	upd.NextRefreshAt = now.Add(backoff(upd.ConsecutiveFailures))
 	out, err := s.casAudited(ctx, tenantID, upd,
-		tokenURLEvent(c, p, audit.ActionTokenRefresh, tenantID, in.ID, audit.OutcomeFailure, "degraded: "+reason))
+		tokenURLEvent(c, p, audit.ActionTokenRefresh, tenantID, in.ID, audit.OutcomeFailure, backgroundDetail(ctx, "degraded: "+reason)))
 	if err != nil {
 		return Lease{}, err
 	}

@@ -112,6 +112,10 @@ type Provider struct {
 	// Issuer is the expected RFC 9207 "iss" of authorization responses; ""
 	// = the authorization endpoint's origin.
 	Issuer string
+	// RefreshAhead and RefreshTokenMaxIdle drive background refreshes
+	// (refreshahead.go).
+	RefreshAhead        bool
+	RefreshTokenMaxIdle time.Duration
 }
 
 // grant is p's grant, GrantAuthorizationCode by default.
@@ -221,6 +225,8 @@ type Options struct {
 	LockTimeout time.Duration
 	// UsageFlushInterval is how often last_used_at is written (default 5s).
 	UsageFlushInterval time.Duration
+	// Sweeps reads [lifecycle]'s live sweep and score values (health.go; nil = defaults).
+	Sweeps func() SweepSettings
 }
 
 // Service is safe for concurrent use.
@@ -257,6 +263,9 @@ type Service struct {
 	bg     sync.WaitGroup
 	bgMu   sync.Mutex
 	closed bool
+
+	// sweeps: the lifecycle sweep's flags and refresh-ahead's buckets.
+	sweeps sweepState
 }
 
 // goBackground runs fn in a goroutine Close waits for; false (fn not run)
@@ -312,6 +321,7 @@ func New(o Options) (*Service, error) {
 		s.exchange = oauth.Exchange
 	}
 	s.connect.Store(o.Connect)
+	s.sweeps.settings = o.Sweeps
 	if s.now == nil {
 		s.now = time.Now
 	}
