@@ -99,7 +99,6 @@ func (s *Service) AccessTokenFrom(ctx context.Context, c Caller, ref Ref) (Lease
 
 // accessTokenFrom continues accessToken from the record in.
 func (s *Service) accessTokenFrom(ctx context.Context, c Caller, tenantID string, in storage.Integration, rejected *secret.String) (Lease, error) {
-	id := in.ID
 	p, ok := s.Provider(in.Provider)
 	if !ok {
 		// The provider was removed from the config: the integration cannot
@@ -113,6 +112,70 @@ func (s *Service) accessTokenFrom(ctx context.Context, c Caller, tenantID string
 	if rejected == nil && !s.needsRefresh(in, p, now) {
 		return s.lease(ctx, tenantID, in, p)
 	}
+	if rejected == nil {
+		return s.sharedRefresh(ctx, c, tenantID, in, p)
+	}
+	return s.lockedAccess(ctx, c, tenantID, in, p, rejected)
+}
+
+// refreshFlight is one caller's pass through the locked path of an
+// integration whose token is due, shared with the callers that arrive
+// while it runs.
+type refreshFlight struct {
+	done  chan struct{}
+	lease Lease
+	err   error
+	// gaveUp: the leading caller stopped waiting (its context ended);
+	// its error is its own, not the followers'.
+	gaveUp bool
+}
+
+// sharedRefresh runs the locked path once for every caller that finds the
+// same integration due at the same time: the first leads, the others wait
+// for its result instead of queueing on the lock and re-reading the record
+// one by one (a storm of 1,000 callers then costs one refresh and one
+// re-read, not 1,000 sequential re-reads). Exactly-one holds as before:
+// only the leader takes the lock.
+func (s *Service) sharedRefresh(ctx context.Context, c Caller, tenantID string, in storage.Integration, p *Provider) (Lease, error) {
+	key := tenantID + "\x00" + in.ID
+	s.flightMu.Lock()
+	if f, ok := s.flights[key]; ok {
+		s.flightMu.Unlock()
+		if s.onFlightJoin != nil {
+			s.onFlightJoin()
+		}
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return Lease{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		}
+		if f.gaveUp {
+			// The leader's hang-up is not ours: take the locked path
+			// (which finds the refresh the leader started, committed).
+			return s.lockedAccess(ctx, c, tenantID, in, p, nil)
+		}
+		return f.lease, f.err
+	}
+	f := &refreshFlight{done: make(chan struct{})}
+	if s.flights == nil {
+		s.flights = map[string]*refreshFlight{}
+	}
+	s.flights[key] = f
+	s.flightMu.Unlock()
+	f.lease, f.err = s.lockedAccess(ctx, c, tenantID, in, p, nil)
+	f.gaveUp = f.err != nil && ctx.Err() != nil
+	s.flightMu.Lock()
+	delete(s.flights, key)
+	s.flightMu.Unlock()
+	close(f.done)
+	return f.lease, f.err
+}
+
+// lockedAccess is accessTokenFrom's slow path: under the integration's
+// lock, re-read, decide again, and refresh when still due (or when the
+// upstream rejected the token).
+func (s *Service) lockedAccess(ctx context.Context, c Caller, tenantID string, in storage.Integration, p *Provider, rejected *secret.String) (Lease, error) {
+	id := in.ID
 	seenToken := in.AccessToken
 
 	unlock, err := s.lock(ctx, tenantID, id)
@@ -133,7 +196,7 @@ func (s *Service) accessTokenFrom(ctx context.Context, c Caller, tenantID string
 	if in.Status == storage.StatusReauthorizationRequired {
 		return Lease{}, ErrReauthorizationRequired
 	}
-	now = s.now()
+	now := s.now()
 	if rejected != nil {
 		cur, err := s.lease(ctx, tenantID, in, p)
 		if err != nil {

@@ -54,6 +54,7 @@ func TestMarginBeyondLifetimeOneRefresh(t *testing.T) {
 	t.Parallel()
 	locks := &countingLocker{reached: make(chan struct{})}
 	f := newFixture(t, func(o *Options) { locks.Locker = NewKeyedMutex(); o.Locker = locks })
+	f.svc.onFlightJoin = locks.hit
 	ctx := t.Context()
 	p, _ := f.svc.Provider("example")
 	q := *p
@@ -102,10 +103,16 @@ type countingLocker struct {
 }
 
 func (c *countingLocker) Lock(ctx context.Context, key string) (func(), error) {
+	c.hit()
+	return c.Locker.Lock(ctx, key)
+}
+
+// hit counts a caller that waits for the refresh: on the lock, or (the
+// service's onFlightJoin hook) on the refresh another caller leads.
+func (c *countingLocker) hit() {
 	if n := c.calls.Add(1); n == c.want.Load() {
 		close(c.reached)
 	}
-	return c.Locker.Lock(ctx, key)
 }
 
 // countingStore counts integration reads.
