@@ -132,10 +132,13 @@ type Dispatcher struct {
 	conc    int
 	perHook int
 
-	tailMu      sync.Mutex // one Tail at a time
-	cursor      uint64     // events up to here are handled (in memory)
-	persisted   uint64     // the stored cursor
-	persistedAt time.Time
+	tailMu sync.Mutex // one Tail at a time
+	cursor uint64     // events up to here are handled (in memory)
+	// sweepReasons: a sweep's reason, read from its integration.sweep
+	// event, waiting for the integration.delete that follows it.
+	sweepReasons reasons
+	persisted    uint64 // the stored cursor
+	persistedAt  time.Time
 
 	mu       sync.Mutex
 	inflight map[string]bool // delivery ids being attempted
@@ -311,9 +314,18 @@ func (d *Dispatcher) Tail(ctx context.Context) (queued int, more bool, err error
 			d.log.Warn("webhooks: unreadable audit event skipped", "seq", rec.Seq)
 			return true, nil
 		}
+		if r := SweepReason(ev); r != "" {
+			d.sweepReasons.remember(ev.TenantID+"/"+ev.IntegrationID, r)
+			return true, nil
+		}
 		body, ok := Map(ev)
 		if !ok {
 			return true, nil
+		}
+		if body.Type == TypeIntegrationDisconnected {
+			if r, ok := d.sweepReasons.take(ev.TenantID + "/" + ev.IntegrationID); ok {
+				body.Data.Reason = r
+			}
 		}
 		var targets []Webhook
 		for _, h := range hooks {
@@ -374,6 +386,38 @@ func (d *Dispatcher) fillProvider(ctx context.Context, b *Body) {
 	if err == nil && safeProvider.MatchString(in.Provider) {
 		b.Data.Provider = in.Provider
 	}
+}
+
+// reasons is a small bounded map (under tailMu): a reason whose delete
+// never comes (the disconnect failed) is forgotten, oldest first.
+type reasons struct {
+	m     map[string]string
+	order []string
+}
+
+const maxReasons = 256
+
+func (r *reasons) remember(k, v string) {
+	if r.m == nil {
+		r.m = map[string]string{}
+	}
+	if _, ok := r.m[k]; !ok {
+		if len(r.order) == maxReasons {
+			delete(r.m, r.order[0])
+			r.order = r.order[1:]
+		}
+		r.order = append(r.order, k)
+	}
+	r.m[k] = v
+}
+
+func (r *reasons) take(k string) (string, bool) {
+	v, ok := r.m[k]
+	if ok {
+		delete(r.m, k)
+		r.order = slices.DeleteFunc(r.order, func(o string) bool { return o == k })
+	}
+	return v, ok
 }
 
 // NewID is a webhook-id: "msg_" and 26 random base32 characters.

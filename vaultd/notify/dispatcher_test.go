@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -485,6 +486,41 @@ func TestFilters(t *testing.T) {
 	}
 	if len(got["acme-int"]) == 1 && got["acme-int"][0] != "acme/integration.connected" {
 		t.Errorf("acme-int got %v", got["acme-int"])
+	}
+}
+
+// A sweep's disconnect says why: the reason of its integration.sweep
+// event carries over to the integration.delete that follows.
+func TestSweepReasonCarriesOver(t *testing.T) {
+	rcv := newReceiver(t)
+	k, _ := newKey(t)
+	e := newEnv(t, inmem.New(), hookFor(t, rcv, k))
+	sweep := func(id, detail string) {
+		e.record(audit.Event{Actor: "vaultd", TenantID: "acme", IntegrationID: id, Action: audit.ActionIntegrationSweep, Outcome: audit.OutcomeSuccess, Detail: detail})
+	}
+	del := func(id string) {
+		e.record(audit.Event{Actor: "vaultd", TenantID: "acme", IntegrationID: id, Action: audit.ActionIntegrationDelete, Outcome: audit.OutcomeSuccess, Detail: "revoked_at_provider=true"})
+	}
+	sweep("idle", "idle_disconnect last_used: 91d ago, idle_disconnect_after 90d")
+	e.tail() // the delete comes in a later round
+	del("idle")
+	sweep("stuck", "reauth_purge: reauthorization_required for 31d, reauth_purge_after 30d")
+	del("stuck")
+	del("manual")
+	if n := e.tail(); n != 3 {
+		t.Fatalf("queued %d", n)
+	}
+	got := map[string]string{}
+	for _, d := range e.deliveries("") {
+		var b Body
+		if err := json.Unmarshal(d.Body, &b); err != nil {
+			t.Fatal(err)
+		}
+		got[b.Data.IntegrationID] = b.Data.Reason
+	}
+	want := map[string]string{"idle": ReasonIdle, "stuck": ReasonReauth, "manual": "deleted; revoked at the provider"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("reasons %v, want %v", got, want)
 	}
 }
 

@@ -133,9 +133,17 @@ func Map(ev audit.Event) (Body, bool) {
 		if !success {
 			return Body{}, false
 		}
-		typ, d.Reason = TypeKeyRotated, "data key rotated"
-		if strings.HasPrefix(ev.Detail, "rewrap") {
+		typ = TypeKeyRotated
+		switch {
+		case strings.HasPrefix(ev.Detail, "rewrap"):
+			if strings.HasPrefix(ev.Detail, "rewrap deks=0 ") && !strings.Contains(ev.Detail, "tenant key deks=") {
+				return Body{}, false // a check that changed nothing
+			}
 			d.Reason = "data keys rewrapped under the current key encryption key"
+		case strings.HasPrefix(ev.Detail, "tenant key"):
+			d.Reason = "data keys wrapped under the tenant key"
+		default:
+			d.Reason = "data key rotated"
 		}
 	default:
 		return Body{}, false
@@ -184,16 +192,33 @@ func hasWord(detail, w string) bool {
 	return false
 }
 
-// disconnectReason says why an integration went, from the words the
-// vault and the lifecycle sweep write.
+// Why the lifecycle sweep disconnected an integration: its
+// integration.sweep event (detail starting with the reason word) comes
+// right before the integration.delete (SweepReason).
+const (
+	ReasonIdle   = "idle too long"
+	ReasonReauth = "reauthorization not completed in time"
+)
+
+// SweepReason reads an integration.sweep event: the reason phrase of the
+// disconnect that follows it, "" if it is none of the sweep's.
+func SweepReason(ev audit.Event) string {
+	if ev.Action != audit.ActionIntegrationSweep || ev.Outcome != audit.OutcomeSuccess {
+		return ""
+	}
+	switch {
+	case strings.HasPrefix(ev.Detail, "idle_disconnect"):
+		return ReasonIdle
+	case strings.HasPrefix(ev.Detail, "reauth_purge"):
+		return ReasonReauth
+	}
+	return ""
+}
+
+// disconnectReason says how an integration went, from the words of its
+// integration.delete event.
 func disconnectReason(detail string) string {
 	switch {
-	case strings.Contains(detail, "idle"):
-		return "idle too long"
-	case strings.Contains(detail, "reauth"):
-		return "reauthorization not completed in time"
-	case strings.Contains(detail, "offboard"):
-		return "tenant offboarded"
 	case strings.Contains(detail, "revoked_at_provider=true"):
 		return "deleted; revoked at the provider"
 	case strings.Contains(detail, "revoked_at_provider=false"):

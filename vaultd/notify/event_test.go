@@ -33,6 +33,10 @@ func TestMapTypes(t *testing.T) {
 		{"disable", ev(audit.ActionTenantDisable, audit.OutcomeSuccess, ""), TypeTenantDisabled, "disabled", "", "disabled by an operator"},
 		{"offboard", ev(audit.ActionTenantOffboard, audit.OutcomeSuccess, "integrations=3"), TypeTenantOffboarded, "offboarded", "", "tenant offboarded"},
 		{"rotate", ev(audit.ActionKeyRotate, audit.OutcomeSuccess, "dek_version=2 kek_version=1"), TypeKeyRotated, "", "", "data key rotated"},
+		{"rewrap", ev(audit.ActionKeyRotate, audit.OutcomeSuccess, "rewrap deks=2 kek_version=3"), TypeKeyRotated, "", "", "data keys rewrapped under the current key encryption key"},
+		{"rewrap upgrade", ev(audit.ActionKeyRotate, audit.OutcomeSuccess, "rewrap deks=0 kek_version=3 tenant key deks=1"), TypeKeyRotated, "", "", "data keys rewrapped under the current key encryption key"},
+		{"tenant key", ev(audit.ActionKeyRotate, audit.OutcomeSuccess, "tenant key deks=2 kek_version=3"), TypeKeyRotated, "", "", "data keys wrapped under the tenant key"},
+		{"delete pending", ev(audit.ActionIntegrationDelete, audit.OutcomeSuccess, "revoked_at_provider=false"), TypeIntegrationDisconnected, "disconnected", "", "deleted; revocation pending"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			b, ok := Map(c.ev)
@@ -76,6 +80,8 @@ func TestMapIgnores(t *testing.T) {
 		{Action: audit.ActionTenantDisable, Outcome: audit.OutcomeDenied},
 		{Action: audit.ActionTenantEnable, Outcome: audit.OutcomeSuccess},
 		{Action: audit.ActionKeyRotate, Outcome: audit.OutcomeFailure},
+		{Action: audit.ActionKeyRotate, Outcome: audit.OutcomeSuccess, Detail: "rewrap deks=0 kek_version=2"},
+		{Action: audit.ActionIntegrationSweep, Outcome: audit.OutcomeSuccess, Detail: "idle_disconnect last_used: 91d ago"},
 		{Action: audit.ActionProxyRequest, Outcome: audit.OutcomeSuccess},
 		{Action: audit.ActionWebhookDeadLetter, Outcome: audit.OutcomeFailure},
 		{Action: audit.ActionWebhookRedeliver, Outcome: audit.OutcomeSuccess},
