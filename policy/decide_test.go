@@ -31,7 +31,8 @@ func TestDecideTable(t *testing.T) {
 	actions := append(Actions(), "", "tenant.delete", "TENANT.CREATE", "integration.use ", "*")
 	tenants := []string{"", "acme", "globex"}
 
-	opActs := []Action{ActTenantCreate, ActTenantRead, ActTenantList, ActKeyRotate, ActProviderList, ActStoreBackup}
+	opActs := []Action{ActTenantCreate, ActTenantRead, ActTenantList, ActKeyRotate, ActProviderList, ActStoreBackup,
+		ActTenantDisable, ActTenantOffboard, ActFleetRead, ActRevocationList, ActWebhookDelivery}
 	appActs := []Action{ActIntegrationWrite, ActIntegrationRead, ActIntegrationList, ActIntegrationDelete, ActIntegrationUse, ActConnectCreate, ActConnectRead, ActIntegrationHealth}
 
 	// allowed lists, as "roles|action|subjectTenant|resourceTenant" with

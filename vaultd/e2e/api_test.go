@@ -123,7 +123,8 @@ func wantKeys(t *testing.T, m map[string]any, want ...string) {
 }
 
 var metadataKeys = []string{"id", "tenant_id", "provider", "scopes", "status", "expires_at", "created_at",
-	"updated_at", "last_refresh_at", "last_used_at", "refresh_count", "consecutive_failures", "last_error"}
+	"updated_at", "last_refresh_at", "last_used_at", "refresh_count", "consecutive_failures", "last_error",
+	"api_base_url", "grant"}
 
 // storeBody is a store_token request for tok.
 func storeBody(provider string, tokJSON []byte) []byte {

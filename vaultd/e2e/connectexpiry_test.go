@@ -26,15 +26,17 @@ func TestConnectExpiry(t *testing.T) {
 	// Wait (bounded; nothing about the timing is asserted) until vaultd
 	// says the sessions expired.
 	deadline := time.Now().Add(30 * time.Second)
-	for {
-		st, _ := c.sessionStatus(t, unopened)
-		if st == "expired" {
-			break
+	for _, id := range []string{unopened, opened} {
+		for {
+			st, _ := c.sessionStatus(t, id)
+			if st == "expired" {
+				break
+			}
+			if st != "pending" || time.Now().After(deadline) {
+				t.Fatalf("session status %q, want pending then expired", st)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		if st != "pending" || time.Now().After(deadline) {
-			t.Fatalf("session status %q, want pending then expired", st)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 	r := c.visit(t, c.browser(t), link)
 	wantStatus(t, r, http.StatusGone)
