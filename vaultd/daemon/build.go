@@ -139,7 +139,7 @@ func (d *daemon) build(ctx context.Context, cfg *config.Config, hardening harden
 
 	d.metrics = server.NewMetrics(nil)
 	d.health = newHealth(d.metrics.Registry)
-	d.keys, err = envelope.NewKeys(newCountingKeyring(d.kr, d.metrics.Registry), envelope.Options{Logger: log, RequireLock: hardening.Mlock == harden.MlockRequired})
+	d.keys, err = envelope.NewKeys(withTenantKeys(newCountingKeyring(d.kr, d.metrics.Registry), d.kr), envelope.Options{Logger: log, RequireLock: hardening.Mlock == harden.MlockRequired})
 	if err != nil {
 		return nil, fmt.Errorf("data key cache: %w", err)
 	}
@@ -167,6 +167,7 @@ func (d *daemon) build(ctx context.Context, cfg *config.Config, hardening harden
 	d.svc, err = vault.New(vault.Options{
 		Store: d.store, Keys: d.keys, KEKVersion: d.kr.CurrentVersion, Audit: d.audit,
 		Providers: providers, Logger: log, Metrics: d.metrics, Connect: connectSettings(cfg),
+		Keyring: d.kr, Lifecycle: lifecycleSettings(cfg),
 		Sweeps: func() vault.SweepSettings { return sweepSettings(d.cfg.Load()) },
 	})
 	if err != nil {

@@ -82,6 +82,7 @@ func (d *daemon) loops(healthInterval time.Duration) []task {
 		{"connect-sweep", func(ctx context.Context) error { d.connectSweep(ctx, time.Hour); return nil }},
 		{"lifecycle-sweep", func(ctx context.Context) error { d.lifecycleSweep(ctx); return nil }},
 		{"refresh-ahead", func(ctx context.Context) error { d.refreshAhead(ctx); return nil }},
+		{"revocations", func(ctx context.Context) error { d.revocationLoop(ctx, time.Now); return nil }},
 		{"webhooks", func(ctx context.Context) error { d.webhooks.run(ctx); return nil }},
 		{"audit-checkpoint", func(ctx context.Context) error {
 			d.cp.loop(ctx, func() time.Duration { return d.cfg.Load().Audit.CheckpointInterval.Duration() })

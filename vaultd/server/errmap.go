@@ -37,6 +37,7 @@ var errTable = []errRow{
 	{target: proxy.ErrBufferBudget, code: api.CodeIntegrationUnavailable, message: "vaultd is buffering too many execute answers; retry later or use the proxy route, which streams", kind: "buffer_budget"},
 	{target: vault.ErrNotFound, code: api.CodeNotFound, kind: "not_found"},
 	{target: vault.ErrTenantNotFound, code: api.CodeNotFound, kind: "tenant_not_found"},
+	{target: vault.ErrTenantDisabled, code: api.CodeTenantDisabled, message: "tenant is disabled", kind: "tenant_disabled"},
 	{target: vault.ErrBadRequest, code: api.CodeBadRequest, kind: "bad_request"},
 	{target: vault.ErrReauthorizationRequired, code: api.CodeReauthorizationRequired, message: msgReauth, kind: "reauthorization_required"},
 	{target: vault.ErrTenantExists, code: api.CodeConflict, message: msgConflict, kind: "exists"},

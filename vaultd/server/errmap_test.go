@@ -24,6 +24,7 @@ func TestErrTable(t *testing.T) {
 	}{
 		{vault.ErrNotFound, api.CodeNotFound, 404, "route's", "not_found"},
 		{vault.ErrTenantNotFound, api.CodeNotFound, 404, "route's", "tenant_not_found"},
+		{fmt.Errorf("wrapped: %w", vault.ErrTenantDisabled), api.CodeTenantDisabled, 403, "tenant is disabled", "tenant_disabled"},
 		{badReq, api.CodeBadRequest, 400, "unknown provider", "bad_request"},
 		{vault.ErrBadRequest, api.CodeBadRequest, 400, "bad request", "bad_request"},
 		{vault.ErrReauthorizationRequired, api.CodeReauthorizationRequired, 409, msgReauth, "reauthorization_required"},

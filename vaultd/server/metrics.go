@@ -36,6 +36,9 @@ type Metrics struct {
 	// lifecycle: integrations by status and flagged, sweep actions,
 	// background refreshes (lifecyclemetrics.go).
 	lifecycle *lifecycleMetrics
+
+	// revocationsPending is the revocation queue's length (tenantlife.go).
+	revocationsPending prometheus.Gauge
 }
 
 // NewMetrics registers the metrics on reg (a new registry if nil).
@@ -81,6 +84,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	reg.MustRegister(m.requests, m.duration, m.refresh, m.scopeDrift, m.lockWait, m.authDenied, m.forcedRefresh, m.forcedRefreshThrottled, m.reloads, m.connect,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.lifecycle = newLifecycleMetrics(reg)
+	m.revocationsPending = newRevocationsPending(reg)
 	return m
 }
 

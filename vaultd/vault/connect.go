@@ -209,6 +209,9 @@ func (s *Service) GetConnectSession(ctx context.Context, tenantID, id string) (C
 	if !storage.ValidID(tenantID) || !storage.ValidID(id) {
 		return ConnectSession{}, ErrNotFound
 	}
+	if _, err := s.tenant(ctx, tenantID); err != nil {
+		return ConnectSession{}, err // a disabled tenant's: ErrTenantDisabled
+	}
 	cs, err := s.store.GetConnectSession(ctx, tenantID, id)
 	if err != nil {
 		return ConnectSession{}, s.storeErr(err)

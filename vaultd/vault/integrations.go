@@ -124,7 +124,10 @@ func (s *Service) ListIntegrations(ctx context.Context, tenantID string) ([]Meta
 // too), deletes the record and forgets cached state. Revocation failure
 // does not keep the record: the caller asked to disconnect, and a stored
 // token is worse than an unrevoked one we no longer hold; the result says
-// whether the provider confirmed.
+// whether the provider confirmed. A token whose revocation failed is not
+// forgotten either: it is queued, sealed under the KEK, and retried until
+// the provider confirms or [lifecycle] revocation_retry_for passes
+// (QueueRevocation, RetryRevocations).
 //
 // Once the lock is held the rest runs detached from ctx (bounded by the
 // provider timeouts and commitTimeout): a token sent to the revocation
@@ -140,13 +143,13 @@ func (s *Service) Disconnect(ctx context.Context, c Caller, tenantID, id string,
 	if err != nil {
 		return false, err
 	}
+	t, err := s.tenant(ctx, tenantID)
+	if err != nil {
+		return false, err
+	}
 	p, hasProvider := s.Provider(in.Provider)
-	if hasProvider && (len(in.Client) > 0 || len(in.Params) > 0) {
+	if hasProvider {
 		// Revoke with the client that got the token, at its endpoint.
-		t, err := s.tenant(ctx, tenantID)
-		if err != nil {
-			return false, err
-		}
 		if p, err = s.forIntegration(ctx, t, in, p); err != nil {
 			return false, err
 		}
@@ -157,37 +160,10 @@ func (s *Service) Disconnect(ctx context.Context, c Caller, tenantID, id string,
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
 	defer cancel()
-	t, err := s.tenant(ctx, tenantID)
-	if err != nil {
-		return false, err
-	}
 	revoked = false
-	if hasProvider && p.Endpoint.RevocationURL != "" {
-		revoked = true
-		for _, f := range []struct {
-			field, hint string
-			ct          []byte
-		}{{fieldRefresh, "refresh_token", in.RefreshToken}, {fieldAccess, "access_token", in.AccessToken}} {
-			if len(f.ct) == 0 {
-				continue
-			}
-			tok, err := s.keys.OpenField(ctx, t, id, f.field, f.ct)
-			if err != nil {
-				return false, fmt.Errorf("%w: open %s: %w", ErrUnavailable, f.field, err)
-			}
-			rerr := s.revoke(ctx, p.Endpoint, secret.NewString(string(tok.Reveal())), f.hint)
-			tok.Wipe()
-			outcome, detail := audit.OutcomeSuccess, f.hint
-			if rerr != nil {
-				revoked = false
-				outcome, detail = audit.OutcomeFailure, f.hint+": "+safeReason(rerr)
-				s.log.WarnContext(ctx, "revocation failed", "tenant_id", tenantID, "integration_id", id, "hint", f.hint, "err", safeReason(rerr))
-			}
-			ev := c.event(audit.ActionTokenRevoke, tenantID, id, outcome, detail)
-			ev.TargetHost = hostOf(p.Endpoint.RevocationURL)
-			if _, aerr := s.audit.Record(ctx, ev); aerr != nil {
-				return false, fmt.Errorf("%w: audit: %w", ErrUnavailable, aerr)
-			}
+	if hasProvider {
+		if revoked, _, err = s.revokeTokens(ctx, c, t, in, p); err != nil {
+			return false, err
 		}
 	}
 	// The tokens may be revoked already: delete and audit in one
@@ -250,9 +226,14 @@ func (s *Service) casAudited(ctx context.Context, tenantID string, upd storage.I
 // rotated the refresh token must not stop the new one being stored.
 const commitTimeout = 30 * time.Second
 
+// get reads an integration of an app call: a disabled tenant's answers
+// ErrTenantDisabled (s.tenant), a missing or foreign one ErrNotFound.
 func (s *Service) get(ctx context.Context, tenantID, id string) (storage.Integration, error) {
 	if !storage.ValidID(id) || !storage.ValidID(tenantID) {
 		return storage.Integration{}, ErrNotFound
+	}
+	if _, err := s.tenant(ctx, tenantID); err != nil {
+		return storage.Integration{}, err
 	}
 	in, err := s.store.GetIntegration(ctx, tenantID, id)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/vaultd/vaultd/storage"
 	"github.com/vaultd/vaultd/vaultd/audit"
@@ -35,12 +36,28 @@ func (s *Service) CreateTenant(ctx context.Context, c Caller, id string, opts ..
 		return s.store.CreateTenant(ctx, t, build)
 	})
 	if errors.Is(err, storage.ErrExists) {
+		s.dropKeyOfOffboarded(ctx, id)
 		return storage.Tenant{}, ErrTenantExists
 	}
 	if err != nil {
 		return storage.Tenant{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return t, nil
+}
+
+// dropKeyOfOffboarded destroys the tenant key NewDEK just created for id
+// when id is an offboarded tenant's (whose own key was destroyed, so any
+// key now is this attempt's): an id that can never be created again must
+// not leave a key in the HSM. A live tenant that won a race keeps its key.
+func (s *Service) dropKeyOfOffboarded(ctx context.Context, id string) {
+	ids, err := s.store.ListOffboarded(ctx)
+	if err != nil || !slices.Contains(ids, id) {
+		return
+	}
+	if err := s.keys.Shred(ctx, id); err != nil {
+		s.life.shredPending.Store(true)
+		s.log.WarnContext(ctx, "tenant key of an offboarded id not destroyed; retried later", "tenant_id", id, "err", err)
+	}
 }
 
 // tenantWrite commits a tenant change and its audit event ev together
@@ -116,14 +133,22 @@ func (s *Service) RotateDEK(ctx context.Context, c Caller, id string, opts ...Wr
 // returns the tenant and how many DEKs changed. The DEKs themselves do not
 // change, so no record needs re-sealing. Concurrent updates of the tenant
 // answer ErrConflict (retry). It is audited as key.rotate with a detail
-// "rewrap ...", also when nothing changed.
+// "rewrap ...", also when nothing changed. DEKs still without the tenant
+// layer get it too (UpgradeTenantKeys; the detail then ends "tenant key
+// deks=N").
 func (s *Service) RewrapTenant(ctx context.Context, c Caller, id string, opts ...WriteOption) (storage.Tenant, int, error) {
 	t, err := s.GetTenant(ctx, id)
 	if err != nil {
 		return t, 0, err
 	}
+	// DEKs without the tenant layer get it (and so the current KEK too);
+	// the others are re-wrapped under the current KEK.
+	upgraded, err := s.upgradeDEKs(ctx, &t)
+	if err != nil {
+		return storage.Tenant{}, 0, err
+	}
 	current := s.kekVersion()
-	n := 0
+	n := upgraded
 	for i, w := range t.DEKs {
 		nw, changed, err := s.keys.RewrapDEK(ctx, id, w, current)
 		if err != nil {
@@ -137,7 +162,11 @@ func (s *Service) RewrapTenant(ctx context.Context, c Caller, id string, opts ..
 	if w, ok := t.CurrentDEK(); ok {
 		t.KEKVersion = w.KEKVersion
 	}
-	ev := c.success(audit.ActionKeyRotate, id, "", fmt.Sprintf("rewrap deks=%d kek_version=%d", n, t.KEKVersion), opts)
+	detail := fmt.Sprintf("rewrap deks=%d kek_version=%d", n, t.KEKVersion)
+	if upgraded > 0 {
+		detail += fmt.Sprintf(" tenant key deks=%d", upgraded)
+	}
+	ev := c.success(audit.ActionKeyRotate, id, "", detail, opts)
 	if n == 0 {
 		// Nothing to change; the check itself is still on record.
 		if _, err := s.audit.Record(ctx, ev); err != nil {
@@ -162,13 +191,17 @@ func (s *Service) RewrapTenant(ctx context.Context, c Caller, id string, opts ..
 // tenant loads the tenant for an integration operation. A missing tenant
 // answers ErrNotFound, exactly like a missing integration: callers must not
 // learn which tenants exist.
+//
+// A disabled tenant answers ErrTenantDisabled: every app call loads its
+// tenant here (directly, or through s.get), and so does every refresh,
+// which is how a disabled tenant's tokens stay unused and unrefreshed.
 func (s *Service) tenant(ctx context.Context, id string) (storage.Tenant, error) {
-	t, err := s.store.GetTenant(ctx, id)
-	if errors.Is(err, storage.ErrTenantNotFound) || errors.Is(err, storage.ErrNotFound) {
-		return storage.Tenant{}, ErrNotFound
-	}
+	t, err := s.tenantRecord(ctx, id)
 	if err != nil {
-		return storage.Tenant{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return storage.Tenant{}, err
+	}
+	if t.Status == storage.TenantDisabled {
+		return storage.Tenant{}, ErrTenantDisabled
 	}
 	return t, nil
 }

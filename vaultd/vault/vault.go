@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vaultd/vaultd/hsm"
 	"github.com/vaultd/vaultd/internal/secret"
 	"github.com/vaultd/vaultd/storage"
 	"github.com/vaultd/vaultd/vaultd/audit"
@@ -201,6 +202,10 @@ type Store interface {
 	CompleteConnectSession(ctx context.Context, cs storage.ConnectSession, in storage.Integration, audit storage.AuditFunc) (storage.ConnectSession, storage.Integration, storage.AuditRecord, error)
 	DeleteConnectSession(ctx context.Context, tenantID, id string, audit storage.AuditFunc) (storage.AuditRecord, error)
 	ListConnectSessions(ctx context.Context, tenantID string) ([]storage.ConnectSession, error)
+
+	// Offboarding (tenantlife.go).
+	OffboardTenant(ctx context.Context, id string, audit storage.AuditFunc) (storage.AuditRecord, error)
+	ListOffboarded(ctx context.Context) ([]string, error)
 }
 
 // Options configures a Service.
@@ -225,6 +230,11 @@ type Options struct {
 	LockTimeout time.Duration
 	// UsageFlushInterval is how often last_used_at is written (default 5s).
 	UsageFlushInterval time.Duration
+
+	// Keyring seals queued revocations under the KEK and holds the tenant
+	// keys offboarding destroys (tenantlife.go, revocations.go).
+	Keyring   hsm.Keyring
+	Lifecycle Lifecycle
 	// Sweeps reads [lifecycle]'s live sweep and score values (health.go; nil = defaults).
 	Sweeps func() SweepSettings
 }
@@ -263,6 +273,9 @@ type Service struct {
 	bg     sync.WaitGroup
 	bgMu   sync.Mutex
 	closed bool
+
+	// life: tenant disable and offboarding, the revocation queue.
+	life lifeState
 
 	// sweeps: the lifecycle sweep's flags and refresh-ahead's buckets.
 	sweeps sweepState
@@ -321,6 +334,7 @@ func New(o Options) (*Service, error) {
 		s.exchange = oauth.Exchange
 	}
 	s.connect.Store(o.Connect)
+	s.initLife(o)
 	s.sweeps.settings = o.Sweeps
 	if s.now == nil {
 		s.now = time.Now
