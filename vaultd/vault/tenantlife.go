@@ -231,6 +231,8 @@ func (s *Service) OffboardTenant(ctx context.Context, c Caller, id string, opts 
 	defer cancel()
 	ev := c.success(audit.ActionTenantOffboard, id, "", fmt.Sprintf("integrations=%d revoked_at_provider=%d revocations_pending=%d",
 		res.Integrations, res.RevokedAtProvider, res.RevocationsPending), opts)
+	s.tenants.forget(id)
+	defer s.tenants.forget(id)
 	if _, err := s.audit.RecordWith(cctx, ev, func(build storage.AuditFunc) (storage.AuditRecord, error) {
 		return s.store.OffboardTenant(cctx, id, build)
 	}); err != nil {
@@ -476,6 +478,11 @@ func (s *Service) tenantRecord(ctx context.Context, id string) (storage.Tenant, 
 	if !storage.ValidID(id) {
 		return storage.Tenant{}, ErrNotFound
 	}
+	t, gen, ok := s.tenants.get(id, time.Now())
+	if ok {
+		return t, nil
+	}
+	read := time.Now()
 	t, err := s.store.GetTenant(ctx, id)
 	if errors.Is(err, storage.ErrTenantNotFound) || errors.Is(err, storage.ErrNotFound) {
 		return storage.Tenant{}, ErrNotFound
@@ -483,5 +490,6 @@ func (s *Service) tenantRecord(ctx context.Context, id string) (storage.Tenant, 
 	if err != nil {
 		return storage.Tenant{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
+	s.tenants.put(t, read, gen)
 	return t, nil
 }

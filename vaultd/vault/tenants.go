@@ -65,6 +65,10 @@ func (s *Service) dropKeyOfOffboarded(ctx context.Context, id string) {
 // that cannot be audited does not happen.
 func (s *Service) tenantWrite(ctx context.Context, ev audit.Event, write func(build storage.AuditFunc) (storage.Tenant, storage.AuditRecord, error)) (storage.Tenant, error) {
 	var out storage.Tenant
+	// Dropped before and after: a read racing the write must not put the
+	// old record back for the TTL.
+	s.tenants.forget(ev.TenantID)
+	defer s.tenants.forget(ev.TenantID)
 	_, err := s.audit.RecordWith(ctx, ev, func(build storage.AuditFunc) (storage.AuditRecord, error) {
 		var rec storage.AuditRecord
 		var err error

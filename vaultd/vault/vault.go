@@ -255,6 +255,7 @@ type Service struct {
 	exchange   Exchanger
 	connect    atomic.Pointer[ConnectSettings]
 	denials    denialLimiter
+	tenants    tenantCache
 	// flights are the refreshes in progress that callers share
 	// (sharedRefresh).
 	flightMu sync.Mutex
