@@ -102,17 +102,21 @@ const (
 // Integration is one tenant's connection to one provider. AccessToken and
 // RefreshToken hold envelope ciphertext (vaultd/envelope), never plaintext.
 type Integration struct {
-	ID                  string    `json:"id"`
-	TenantID            string    `json:"tenant_id"`
-	Provider            string    `json:"provider"`
-	Scopes              []string  `json:"scopes"`
-	Status              string    `json:"status"`
-	TokenType           string    `json:"token_type"`
-	ExpiresAt           time.Time `json:"expires_at"`
-	CreatedAt           time.Time `json:"created_at"`
-	UpdatedAt           time.Time `json:"updated_at"`
-	LastRefreshAt       time.Time `json:"last_refresh_at"`
-	LastUsedAt          time.Time `json:"last_used_at"`
+	ID            string    `json:"id"`
+	TenantID      string    `json:"tenant_id"`
+	Provider      string    `json:"provider"`
+	Scopes        []string  `json:"scopes"`
+	Status        string    `json:"status"`
+	TokenType     string    `json:"token_type"`
+	ExpiresAt     time.Time `json:"expires_at"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	LastRefreshAt time.Time `json:"last_refresh_at"`
+	LastUsedAt    time.Time `json:"last_used_at"`
+	// StoredAt is when a token was last stored by a caller (store_token,
+	// a completed connect flow, a client-credentials store), not by a
+	// refresh: the idle sweep counts from it as well as from the last use.
+	StoredAt            time.Time `json:"stored_at,omitempty"`
 	RefreshCount        uint64    `json:"refresh_count"`
 	ConsecutiveFailures uint32    `json:"consecutive_failures"`
 	LastError           string    `json:"last_error"`

@@ -106,7 +106,7 @@ func (s *Service) ObtainClientCredentials(ctx context.Context, c Caller, tenantI
 	in := storage.Integration{
 		ID: id, TenantID: tenantID, Provider: p.Name, Scopes: normScopes(granted),
 		Status: storage.StatusActive, TokenType: tokenType(tok.TokenType),
-		ExpiresAt: expiry(now, tok.ExpiresIn, p.DefaultLifetime), CreatedAt: now, UpdatedAt: now,
+		ExpiresAt: expiry(now, tok.ExpiresIn, p.DefaultLifetime), CreatedAt: now, UpdatedAt: now, StoredAt: now,
 		LastRefreshAt: now, Grant: GrantClientCredentials, Params: cloneParams(x.Params), APIBaseURL: base,
 	}
 	if old, err := s.store.GetIntegration(ctx, tenantID, id); err == nil {

@@ -347,7 +347,7 @@ func (s *Service) finishConnect(ctx context.Context, c Caller, cfg *ConnectSetti
 	in := storage.Integration{
 		ID: cs.IntegrationID, TenantID: cs.TenantID, Provider: p.Name,
 		Scopes: normScopes(scopes), Status: storage.StatusActive, TokenType: tokenType(tok.TokenType),
-		ExpiresAt: expiry(now, tok.ExpiresIn, p.DefaultLifetime), CreatedAt: now, UpdatedAt: now,
+		ExpiresAt: expiry(now, tok.ExpiresIn, p.DefaultLifetime), CreatedAt: now, UpdatedAt: now, StoredAt: now,
 		APIBaseURL: base, Params: cloneParams(cs.Params), ConnectSession: cs.ID,
 	}
 	if old, err := s.store.GetIntegration(ctx, cs.TenantID, cs.IntegrationID); err == nil {

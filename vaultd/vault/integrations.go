@@ -58,7 +58,7 @@ func (s *Service) StoreTokenWith(ctx context.Context, c Caller, tenantID, id, pr
 		Scopes: normScopes(tok.Scope), Status: storage.StatusActive,
 		TokenType: tokenType(tok.TokenType),
 		ExpiresAt: expiry(now, tok.ExpiresIn, p.DefaultLifetime),
-		CreatedAt: now, UpdatedAt: now,
+		CreatedAt: now, UpdatedAt: now, StoredAt: now,
 	}
 	unlock, err := s.lock(ctx, tenantID, id)
 	if err != nil {
@@ -134,6 +134,15 @@ func (s *Service) ListIntegrations(ctx context.Context, tenantID string) ([]Meta
 // endpoint must end with its token.revoke event, the record deleted and
 // the integration.delete event, whatever the caller does meanwhile.
 func (s *Service) Disconnect(ctx context.Context, c Caller, tenantID, id string, opts ...WriteOption) (revoked bool, err error) {
+	return s.disconnectIf(ctx, c, tenantID, id, nil, opts...)
+}
+
+// disconnectIf is Disconnect with a guard run under the integration's
+// lock on the record as it is then: a background disconnect (a sweep)
+// decides on the record no caller can change meanwhile, so a user who
+// reconnects at that moment keeps the new tokens. A guard error ends the
+// call with nothing done.
+func (s *Service) disconnectIf(ctx context.Context, c Caller, tenantID, id string, guard func(storage.Integration) error, opts ...WriteOption) (revoked bool, err error) {
 	unlock, err := s.lock(ctx, tenantID, id)
 	if err != nil {
 		return false, err
@@ -142,6 +151,11 @@ func (s *Service) Disconnect(ctx context.Context, c Caller, tenantID, id string,
 	in, err := s.get(ctx, tenantID, id)
 	if err != nil {
 		return false, err
+	}
+	if guard != nil {
+		if err := guard(in); err != nil {
+			return false, err
+		}
 	}
 	t, err := s.tenant(ctx, tenantID)
 	if err != nil {

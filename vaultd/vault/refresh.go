@@ -150,25 +150,40 @@ func (s *Service) sharedRefresh(ctx context.Context, c Caller, tenantID string, 
 			return Lease{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 		}
 		if f.gaveUp {
-			// The leader's hang-up is not ours: take the locked path
-			// (which finds the refresh the leader started, committed).
+			// The leader's hang-up (or failure to finish) is not ours:
+			// take the locked path (which finds the refresh the leader
+			// started, committed).
 			return s.lockedAccess(ctx, c, tenantID, in, p, nil)
 		}
-		return f.lease, f.err
+		return f.lease.clone(), f.err
 	}
-	f := &refreshFlight{done: make(chan struct{})}
+	f := &refreshFlight{done: make(chan struct{}), gaveUp: true}
 	if s.flights == nil {
 		s.flights = map[string]*refreshFlight{}
 	}
 	s.flights[key] = f
 	s.flightMu.Unlock()
-	f.lease, f.err = s.lockedAccess(ctx, c, tenantID, in, p, nil)
-	f.gaveUp = f.err != nil && ctx.Err() != nil
-	s.flightMu.Lock()
-	delete(s.flights, key)
-	s.flightMu.Unlock()
-	close(f.done)
-	return f.lease, f.err
+	// Released whatever happens, a panic included: a flight left behind
+	// would hold every later caller of this integration.
+	defer func() {
+		s.flightMu.Lock()
+		delete(s.flights, key)
+		s.flightMu.Unlock()
+		close(f.done)
+	}()
+	lease, err := s.lockedAccess(ctx, c, tenantID, in, p, nil)
+	f.lease, f.err, f.gaveUp = lease, err, err != nil && ctx.Err() != nil
+	return lease, err
+}
+
+// clone copies the parts of a lease a caller could edit, so callers that
+// shared one refresh share no slices.
+func (l Lease) clone() Lease {
+	l.Integration.Scopes = append([]string(nil), l.Integration.Scopes...)
+	l.Integration.AccessToken = append([]byte(nil), l.Integration.AccessToken...)
+	l.Integration.RefreshToken = append([]byte(nil), l.Integration.RefreshToken...)
+	l.Integration.Client = append([]byte(nil), l.Integration.Client...)
+	return l
 }
 
 // lockedAccess is accessTokenFrom's slow path: under the integration's

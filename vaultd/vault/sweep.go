@@ -133,13 +133,13 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 			}
 			now := s.now()
 			key := [2]string{t.ID, in.ID}
-			reason, detail := sweepDue(in, s.lastUsed(in), cfg, now)
+			reason, _ := sweepDue(in, s.lastUsed(in), cfg, now)
 			if reason != "" {
 				if budget == 0 {
 					res.Deferred++
 				} else {
 					budget--
-					if err := s.sweepDisconnect(ctx, t.ID, in.ID, reason, detail); err != nil {
+					if err := s.sweepDisconnect(ctx, t.ID, in.ID, reason); err != nil {
 						s.log.WarnContext(ctx, "sweep: disconnect failed", "tenant_id", t.ID, "integration_id", in.ID, "reason", reason, "err", err)
 					} else {
 						if reason == SweepIdleDisconnect {
@@ -192,7 +192,12 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 // which words.
 func sweepDue(in storage.Integration, lastUsed time.Time, cfg SweepSettings, now time.Time) (reason, detail string) {
 	if d := cfg.IdleDisconnectAfter; d > 0 {
+		// Idle since the last use, or since the token was last stored (a
+		// re-store or reconnect starts the clock again), or since creation.
 		since, what := lastUsed, "last_used"
+		if in.StoredAt.After(since) {
+			since, what = in.StoredAt, "last stored"
+		}
 		if since.IsZero() {
 			since, what = in.CreatedAt, "never used, created"
 		}
@@ -209,18 +214,19 @@ func sweepDue(in storage.Integration, lastUsed time.Time, cfg SweepSettings, now
 // sweepDisconnect records the integration.sweep event, then disconnects
 // through Disconnect. The record is read again first: an integration used
 // or reauthorized since the round read it is left alone.
-func (s *Service) sweepDisconnect(ctx context.Context, tenantID, id, reason, detail string) error {
-	in, err := s.get(ctx, tenantID, id)
-	if err != nil {
-		return err
-	}
-	if r, _ := sweepDue(in, s.lastUsed(in), s.sweepSettings(), s.now()); r != reason {
-		return fmt.Errorf("no longer due for %s", reason)
-	}
+func (s *Service) sweepDisconnect(ctx context.Context, tenantID, id, reason string) error {
 	c := Caller{Principal: SweepPrincipal}
-	if _, err := s.audit.Record(ctx, c.event(audit.ActionIntegrationSweep, tenantID, id, audit.OutcomeSuccess, detail)); err != nil {
-		return fmt.Errorf("%w: audit: %w", ErrUnavailable, err)
-	}
-	_, err = s.Disconnect(ctx, c, tenantID, id)
+	// Decided again under the integration's lock, on the record as it is
+	// then: a reconnect or a use racing the sweep wins.
+	_, err := s.disconnectIf(ctx, c, tenantID, id, func(in storage.Integration) error {
+		r, d := sweepDue(in, s.lastUsed(in), s.sweepSettings(), s.now())
+		if r != reason {
+			return fmt.Errorf("no longer due for %s", reason)
+		}
+		if _, err := s.audit.Record(ctx, c.event(audit.ActionIntegrationSweep, tenantID, id, audit.OutcomeSuccess, d)); err != nil {
+			return fmt.Errorf("%w: audit: %w", ErrUnavailable, err)
+		}
+		return nil
+	})
 	return err
 }

@@ -377,3 +377,25 @@ func TestFleetFiltersAndPagination(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepSparesAReconnect: a token stored again (a reconnect) starts the
+// idle clock again, though the integration's created_at is old and it was
+// never used since.
+func TestSweepSparesAReconnect(t *testing.T) {
+	t.Parallel()
+	f, _, _ := newSweepFixture(t, SweepSettings{IdleDisconnectAfter: 30 * day, ScoreThreshold: 0})
+	ctx := t.Context()
+	f.store0(t, "acme", "crm", 3600)
+	f.clk.Add(40 * day)
+	f.store0(t, "acme", "crm", 3600) // reconnected today
+	if r, err := f.svc.Sweep(ctx); err != nil || r.Disconnected != 0 {
+		t.Fatalf("sweep after a reconnect: %+v %v", r, err)
+	}
+	if _, err := f.svc.GetIntegration(ctx, "acme", "crm"); err != nil {
+		t.Fatalf("the reconnected integration was swept: %v", err)
+	}
+	f.clk.Add(31 * day)
+	if r, err := f.svc.Sweep(ctx); err != nil || r.Disconnected != 1 {
+		t.Fatalf("sweep 31 days after the reconnect: %+v %v", r, err)
+	}
+}
