@@ -2,10 +2,12 @@
 
 package pkcs11
 
-// The audit signing key: an ECDSA P-256 key pair labelled
-// "<kek_label>-audit" whose private half is sensitive and never
-// extractable. vaultd signs audit checkpoints with it (hsm.AuditSigner);
-// InitAuditKey ('vaultctl init') creates it.
+// The audit signing key: a key pair labelled "<kek_label>-audit" whose
+// private half is sensitive and never extractable. vaultd signs audit
+// checkpoints with it (hsm.AuditSigner); InitAuditKey ('vaultctl init')
+// creates it. ECDSA P-256 where the token has EC; else RSA-PSS 3072
+// (openCryptoki's soft token and other tokens without EC), signed with
+// CKM_RSA_PKCS_PSS over the SHA-256 digest, MGF1-SHA256, 32-byte salt.
 
 import (
 	"bytes"
@@ -13,9 +15,12 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
+	"slices"
 
 	"github.com/miekg/pkcs11"
 
@@ -30,19 +35,48 @@ var p256OID = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
 // auditKeyID is CKA_ID of both halves, so tools list them as a pair.
 var auditKeyID = []byte("vaultd-audit")
 
+// The audit key kinds InitAuditKeyAlg takes; the names are the checkpoint
+// algorithms (vaultd/audit's AlgES256, AlgPS256).
+const (
+	AuditKeyAuto = ""      // ECDSA P-256 where the token has EC, else RSA-PSS 3072
+	AuditKeyEC   = "ES256" // ECDSA P-256, CKM_ECDSA
+	AuditKeyRSA  = "PS256" // RSA 3072, CKM_RSA_PKCS_PSS (SHA-256, MGF1-SHA256, salt 32)
+)
+
+// auditRSABits is the modulus size of a created RSA audit key; a smaller
+// one found on the token is refused.
+const auditRSABits = 3072
+
+// pssSaltLen is the PSS salt length: the digest's size, as JWS PS256 has it.
+const pssSaltLen = 32
+
 func (p *PKCS11) auditLabel() string { return p.kekLabel + "-audit" }
 
 // InitAuditKey creates the audit signing key pair labelled
 // cfg.KEKLabel+"-audit" unless it exists, in which case it changes nothing
 // and reports created=false. A half-present or policy-breaking key fails
-// with hsm.ErrAuditKeyInvalid rather than being replaced.
+// with hsm.ErrAuditKeyInvalid rather than being replaced. The kind is the
+// token's choice (AuditKeyAuto).
 func InitAuditKey(ctx context.Context, cfg Config, logger *slog.Logger) (created bool, err error) {
+	return InitAuditKeyAlg(ctx, cfg, logger, AuditKeyAuto)
+}
+
+// InitAuditKeyAlg is InitAuditKey with the key kind chosen: AuditKeyAuto,
+// AuditKeyEC or AuditKeyRSA (tests force RSA on a token that has EC). A
+// kind the token lacks fails with hsm.ErrAuditKeyInvalid. An existing key
+// is kept whatever its kind.
+func InitAuditKeyAlg(ctx context.Context, cfg Config, logger *slog.Logger, alg string) (created bool, err error) {
+	switch alg {
+	case AuditKeyAuto, AuditKeyEC, AuditKeyRSA:
+	default:
+		return false, fmt.Errorf("hsm: audit key kind %q: want %q, %q or empty", alg, AuditKeyEC, AuditKeyRSA)
+	}
 	p, err := open(ctx, cfg, logger)
 	if err != nil {
 		return false, err
 	}
 	defer func() { _ = p.Close() }()
-	switch _, err := p.auditPrivate(ctx); {
+	switch _, _, err := p.auditPrivate(ctx); {
 	case err == nil:
 		_, err := p.auditPublic(ctx)
 		return false, err
@@ -52,20 +86,49 @@ func InitAuditKey(ctx context.Context, cfg Config, logger *slog.Logger) (created
 	if _, err := p.findAudit(ctx, pkcs11.CKO_PUBLIC_KEY); err == nil {
 		return false, p.errorf(hsm.ErrAuditKeyInvalid, nil, "token %q: a public key labelled %q exists without its private key; remove it and run 'vaultctl init' again", p.tokenLabel, p.auditLabel())
 	}
-	if err := p.generateAuditKey(ctx); err != nil {
+	if alg == AuditKeyAuto {
+		if alg, err = p.auditKeyKind(); err != nil {
+			return false, err
+		}
+	}
+	if err := p.generateAuditKey(ctx, alg); err != nil {
 		return false, err
 	}
-	if _, err := p.auditPrivate(ctx); err != nil {
+	if _, _, err := p.auditPrivate(ctx); err != nil {
 		return false, err
 	}
 	if _, err := p.auditPublic(ctx); err != nil {
 		return false, err
 	}
-	p.logger.Info("hsm: audit signing key created", "token", p.tokenLabel, "label", p.auditLabel())
+	p.logger.Info("hsm: audit signing key created", "token", p.tokenLabel, "label", p.auditLabel(), "alg", alg)
 	return true, nil
 }
 
-func (p *PKCS11) generateAuditKey(ctx context.Context) error {
+// auditKeyKind picks the audit key the token can make and sign with: EC
+// first (smaller, faster), RSA-PSS on a token without it.
+func (p *PKCS11) auditKeyKind() (string, error) {
+	mechs, err := p.mod.GetMechanismList(p.slot)
+	if err != nil {
+		return "", p.p11Error("audit key: C_GetMechanismList", err)
+	}
+	has := func(want ...uint) bool {
+		for _, w := range want {
+			if !slices.ContainsFunc(mechs, func(m *pkcs11.Mechanism) bool { return m.Mechanism == w }) {
+				return false
+			}
+		}
+		return true
+	}
+	switch {
+	case has(pkcs11.CKM_EC_KEY_PAIR_GEN, pkcs11.CKM_ECDSA):
+		return AuditKeyEC, nil
+	case has(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, pkcs11.CKM_RSA_PKCS_PSS):
+		return AuditKeyRSA, nil
+	}
+	return "", p.errorf(hsm.ErrAuditKeyInvalid, nil, "token %q: no mechanism for an audit signing key (needs CKM_EC_KEY_PAIR_GEN and CKM_ECDSA, or CKM_RSA_PKCS_KEY_PAIR_GEN and CKM_RSA_PKCS_PSS)", p.tokenLabel)
+}
+
+func (p *PKCS11) generateAuditKey(ctx context.Context, alg string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("hsm: generate audit key: %w", err)
 	}
@@ -77,21 +140,29 @@ func (p *PKCS11) generateAuditKey(ctx context.Context) error {
 	}
 	defer func() { _ = p.mod.CloseSession(s) }()
 	label := p.auditLabel()
-	pub := []*pkcs11.Attribute{
+	keyType, gen, what := uint(pkcs11.CKK_EC), uint(pkcs11.CKM_EC_KEY_PAIR_GEN), "EC P-256"
+	pubKind := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, p256OID)}
+	if alg == AuditKeyRSA {
+		keyType, gen, what = pkcs11.CKK_RSA, pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, "RSA 3072"
+		pubKind = []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, auditRSABits),
+			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
+		}
+	}
+	pub := append([]*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
 		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true),
 		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false),
 		pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
-		pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, p256OID),
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
 		pkcs11.NewAttribute(pkcs11.CKA_ID, auditKeyID),
-	}
+	}, pubKind...)
 	priv := []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
@@ -103,9 +174,9 @@ func (p *PKCS11) generateAuditKey(ctx context.Context) error {
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
 		pkcs11.NewAttribute(pkcs11.CKA_ID, auditKeyID),
 	}
-	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)}
+	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(gen, nil)}
 	if _, _, err := p.mod.GenerateKeyPair(s, mech, pub, priv); err != nil {
-		return p.p11Error("generate audit key (EC P-256)", err)
+		return p.p11Error("generate audit key ("+what+")", err)
 	}
 	return nil
 }
@@ -143,11 +214,12 @@ func (p *PKCS11) findAudit(ctx context.Context, class uint) (pkcs11.ObjectHandle
 	return h, err
 }
 
-// auditPrivate finds the private key and checks its policy.
-func (p *PKCS11) auditPrivate(ctx context.Context) (pkcs11.ObjectHandle, error) {
-	h, err := p.findAudit(ctx, pkcs11.CKO_PRIVATE_KEY)
+// auditPrivate finds the private key and checks its policy; kind is
+// AuditKeyEC or AuditKeyRSA.
+func (p *PKCS11) auditPrivate(ctx context.Context) (h pkcs11.ObjectHandle, kind string, err error) {
+	h, err = p.findAudit(ctx, pkcs11.CKO_PRIVATE_KEY)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	err = p.withSession(ctx, "read audit key attributes", func(s pkcs11.SessionHandle) (bool, error) {
 		attrs, err := p.mod.GetAttributeValue(s, h, []*pkcs11.Attribute{
@@ -163,8 +235,16 @@ func (p *PKCS11) auditPrivate(ctx context.Context) (pkcs11.ObjectHandle, error) 
 		for _, a := range attrs {
 			switch a.Type {
 			case pkcs11.CKA_KEY_TYPE:
-				if kt, ok := ulong(a.Value); !ok || kt != pkcs11.CKK_EC {
-					bad = append(bad, "not an EC key")
+				// CKK_RSA is 0, so an unreadable value must not fall into it.
+				switch kt, ok := ulong(a.Value); {
+				case !ok:
+					bad = append(bad, "unreadable CKA_KEY_TYPE")
+				case kt == pkcs11.CKK_EC:
+					kind = AuditKeyEC
+				case kt == pkcs11.CKK_RSA:
+					kind = AuditKeyRSA
+				default:
+					bad = append(bad, "neither an EC nor an RSA key")
 				}
 			case pkcs11.CKA_SENSITIVE:
 				if !boolAttr(a.Value) {
@@ -185,53 +265,105 @@ func (p *PKCS11) auditPrivate(ctx context.Context) (pkcs11.ObjectHandle, error) 
 		}
 		return true, nil
 	})
-	return h, err
+	return h, kind, err
 }
 
-// auditPublic reads the public key: CKA_EC_PARAMS must name P-256 and
+// auditPublic reads the public key. EC: CKA_EC_PARAMS must name P-256 and
 // CKA_EC_POINT hold an uncompressed point (DER OCTET STRING, or bare as
-// some modules return it).
-func (p *PKCS11) auditPublic(ctx context.Context) (*ecdsa.PublicKey, error) {
+// some modules return it). RSA: CKA_MODULUS of at least 3072 bits and
+// CKA_PUBLIC_EXPONENT.
+func (p *PKCS11) auditPublic(ctx context.Context) (crypto.PublicKey, error) {
 	h, err := p.findAudit(ctx, pkcs11.CKO_PUBLIC_KEY)
 	if err != nil {
 		return nil, err
 	}
-	var pub *ecdsa.PublicKey
+	var pub crypto.PublicKey
 	err = p.withSession(ctx, "read audit public key", func(s pkcs11.SessionHandle) (bool, error) {
-		attrs, err := p.mod.GetAttributeValue(s, h, []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, nil),
-			pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, nil),
-		})
+		kt, err := p.mod.GetAttributeValue(s, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, nil)})
 		if err != nil {
-			return false, p.p11Error("read audit public key", err)
+			return false, p.p11Error("read audit public key type", err)
 		}
-		var params, point []byte
-		for _, a := range attrs {
-			switch a.Type {
-			case pkcs11.CKA_EC_PARAMS:
-				params = a.Value
-			case pkcs11.CKA_EC_POINT:
-				point = a.Value
-			}
+		var keyType uint64
+		ok := len(kt) == 1
+		if ok {
+			keyType, ok = ulong(kt[0].Value)
 		}
-		if !bytes.Equal(params, p256OID) {
-			return true, p.errorf(hsm.ErrAuditKeyInvalid, nil, "token %q: audit key %q is not on curve P-256", p.tokenLabel, p.auditLabel())
+		switch {
+		case ok && keyType == pkcs11.CKK_EC:
+			pub, err = p.ecPublic(s, h)
+		case ok && keyType == pkcs11.CKK_RSA:
+			pub, err = p.rsaPublic(s, h)
+		default:
+			return true, p.errorf(hsm.ErrAuditKeyInvalid, nil, "token %q: audit public key %q is neither EC nor RSA", p.tokenLabel, p.auditLabel())
 		}
-		if len(point) == 67 && point[0] == 0x04 && point[1] == 65 {
-			point = point[2:]
-		}
-		k, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), point)
-		if err != nil {
-			return true, p.errorf(hsm.ErrAuditKeyInvalid, err, "token %q: audit key %q: bad CKA_EC_POINT", p.tokenLabel, p.auditLabel())
-		}
-		pub = k
-		return true, nil
+		return !errors.Is(err, hsm.ErrUnavailable), err
 	})
 	return pub, err
 }
 
-// SignAudit implements hsm.AuditSigner: CKM_ECDSA over digest inside the
-// HSM; the result is raw r||s (64 bytes).
+func (p *PKCS11) ecPublic(s pkcs11.SessionHandle, h pkcs11.ObjectHandle) (*ecdsa.PublicKey, error) {
+	attrs, err := p.mod.GetAttributeValue(s, h, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, nil),
+	})
+	if err != nil {
+		return nil, p.p11Error("read audit public key", err)
+	}
+	var params, point []byte
+	for _, a := range attrs {
+		switch a.Type {
+		case pkcs11.CKA_EC_PARAMS:
+			params = a.Value
+		case pkcs11.CKA_EC_POINT:
+			point = a.Value
+		}
+	}
+	if !bytes.Equal(params, p256OID) {
+		return nil, p.errorf(hsm.ErrAuditKeyInvalid, nil, "token %q: audit key %q is not on curve P-256", p.tokenLabel, p.auditLabel())
+	}
+	if len(point) == 67 && point[0] == 0x04 && point[1] == 65 {
+		point = point[2:]
+	}
+	k, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), point)
+	if err != nil {
+		return nil, p.errorf(hsm.ErrAuditKeyInvalid, err, "token %q: audit key %q: bad CKA_EC_POINT", p.tokenLabel, p.auditLabel())
+	}
+	return k, nil
+}
+
+func (p *PKCS11) rsaPublic(s pkcs11.SessionHandle, h pkcs11.ObjectHandle) (*rsa.PublicKey, error) {
+	attrs, err := p.mod.GetAttributeValue(s, h, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_MODULUS, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, nil),
+	})
+	if err != nil {
+		return nil, p.p11Error("read audit public key", err)
+	}
+	var n, e []byte
+	for _, a := range attrs {
+		switch a.Type {
+		case pkcs11.CKA_MODULUS:
+			n = a.Value
+		case pkcs11.CKA_PUBLIC_EXPONENT:
+			e = a.Value
+		}
+	}
+	k := &rsa.PublicKey{N: new(big.Int).SetBytes(n)}
+	eb := new(big.Int).SetBytes(e)
+	if !eb.IsInt64() || eb.Int64() < 3 || eb.Int64() > 1<<31-1 || eb.Bit(0) == 0 {
+		return nil, p.errorf(hsm.ErrAuditKeyInvalid, nil, "token %q: audit key %q: bad CKA_PUBLIC_EXPONENT", p.tokenLabel, p.auditLabel())
+	}
+	k.E = int(eb.Int64())
+	if k.N.BitLen() < auditRSABits {
+		return nil, p.errorf(hsm.ErrAuditKeyInvalid, nil, "token %q: audit key %q: RSA modulus of %d bits, want at least %d", p.tokenLabel, p.auditLabel(), k.N.BitLen(), auditRSABits)
+	}
+	return k, nil
+}
+
+// SignAudit implements hsm.AuditSigner, inside the HSM: with an EC key
+// CKM_ECDSA over digest, the result raw r||s (64 bytes); with an RSA key
+// CKM_RSA_PKCS_PSS over digest (SHA-256, MGF1-SHA256, 32-byte salt), the
+// result as long as the modulus.
 func (p *PKCS11) SignAudit(ctx context.Context, digest []byte) ([]byte, error) {
 	if err := p.enter(ctx, "sign audit checkpoint"); err != nil {
 		return nil, err
@@ -240,21 +372,29 @@ func (p *PKCS11) SignAudit(ctx context.Context, digest []byte) ([]byte, error) {
 	if len(digest) != 32 {
 		return nil, fmt.Errorf("hsm: sign audit checkpoint: digest is %d bytes, want 32", len(digest))
 	}
-	h, err := p.auditPrivate(ctx)
+	h, kind, err := p.auditPrivate(ctx)
 	if err != nil {
 		return nil, err
 	}
+	mech := pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil)
+	okLen := func(n int) bool { return n == 64 }
+	if kind == AuditKeyRSA {
+		// Not CKM_SHA256_RSA_PKCS_PSS: the caller hashed already, and that
+		// mechanism would hash again.
+		mech = pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_PSS, pkcs11.NewPSSParams(pkcs11.CKM_SHA256, pkcs11.CKG_MGF1_SHA256, pssSaltLen))
+		okLen = func(n int) bool { return n >= auditRSABits/8 }
+	}
 	var sig []byte
 	err = p.withSession(ctx, "sign audit checkpoint", func(s pkcs11.SessionHandle) (bool, error) {
-		if err := p.mod.SignInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil)}, h); err != nil {
+		if err := p.mod.SignInit(s, []*pkcs11.Mechanism{mech}, h); err != nil {
 			return false, p.p11Error("sign audit checkpoint: C_SignInit", err)
 		}
 		out, err := p.mod.Sign(s, digest)
 		if err != nil {
 			return false, p.p11Error("sign audit checkpoint: C_Sign", err)
 		}
-		if len(out) != 64 {
-			return true, p.errorf(hsm.ErrUnavailable, nil, "token %q: sign audit checkpoint: %d-byte signature, want 64", p.tokenLabel, len(out))
+		if !okLen(len(out)) {
+			return true, p.errorf(hsm.ErrUnavailable, nil, "token %q: sign audit checkpoint: %s signature of %d bytes", p.tokenLabel, kind, len(out))
 		}
 		sig = out
 		return true, nil
@@ -270,12 +410,17 @@ func (p *PKCS11) AuditPublicKey(ctx context.Context) (crypto.PublicKey, error) {
 	defer p.life.RUnlock()
 	// The private half must be there and sound too: a public key alone
 	// signs nothing.
-	if _, err := p.auditPrivate(ctx); err != nil {
+	_, kind, err := p.auditPrivate(ctx)
+	if err != nil {
 		return nil, err
 	}
 	pub, err := p.auditPublic(ctx)
 	if err != nil {
 		return nil, err
+	}
+	// Halves of different kinds would sign what no one can verify.
+	if _, isRSA := pub.(*rsa.PublicKey); isRSA != (kind == AuditKeyRSA) {
+		return nil, p.errorf(hsm.ErrAuditKeyInvalid, nil, "token %q: audit key %q: the private key is %s, the public key is not", p.tokenLabel, p.auditLabel(), kind)
 	}
 	return pub, nil
 }

@@ -13,6 +13,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -30,8 +31,18 @@ import (
 const ActionCheckpoint = "audit.checkpoint"
 
 // AlgES256 is ECDSA P-256 over SHA-256, the signature raw r||s (64 bytes).
-// The only algorithm so far; the detail names it so another can follow.
 const AlgES256 = "ES256"
+
+// AlgPS256 is RSASSA-PSS over SHA-256 with MGF1-SHA256 and a 32-byte salt,
+// the signature as long as the modulus (at least MinRSABits): the
+// checkpoint key of a token without EC (openCryptoki's soft token).
+const AlgPS256 = "PS256"
+
+// MinRSABits is the smallest RSA checkpoint key accepted.
+const MinRSABits = 3072
+
+// pssOptions are PS256's PSS parameters (the salt is the digest's size).
+var pssOptions = &rsa.PSSOptions{SaltLength: 32, Hash: crypto.SHA256}
 
 // checkpointDomain starts every signed message, so a checkpoint signature
 // cannot be taken for a signature over anything else.
@@ -120,10 +131,18 @@ func CheckpointDigest(alg string, seq uint64, hash string) []byte {
 
 // AlgOf is the checkpoint algorithm a public key signs with.
 func AlgOf(pub crypto.PublicKey) (string, error) {
-	if k, ok := pub.(*ecdsa.PublicKey); ok && k.Curve == elliptic.P256() {
-		return AlgES256, nil
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		if k.Curve == elliptic.P256() {
+			return AlgES256, nil
+		}
+	case *rsa.PublicKey:
+		if k.N != nil && k.N.BitLen() >= MinRSABits {
+			return AlgPS256, nil
+		}
+		return "", fmt.Errorf("%w: RSA checkpoint key smaller than %d bits", ErrCheckpoint, MinRSABits)
 	}
-	return "", fmt.Errorf("%w: unsupported checkpoint key %T (want ECDSA P-256)", ErrCheckpoint, pub)
+	return "", fmt.Errorf("%w: unsupported checkpoint key %T (want ECDSA P-256 or RSA)", ErrCheckpoint, pub)
 }
 
 // VerifyCheckpoint checks c's signature under pub.
@@ -143,6 +162,10 @@ func VerifyCheckpoint(pub crypto.PublicKey, c Checkpoint) error {
 			if ecdsa.Verify(pub.(*ecdsa.PublicKey), digest, r, s) {
 				return nil
 			}
+		}
+	case AlgPS256:
+		if rsa.VerifyPSS(pub.(*rsa.PublicKey), crypto.SHA256, digest, c.Sig, pssOptions) == nil {
+			return nil
 		}
 	}
 	return fmt.Errorf("%w: signature does not verify", ErrCheckpoint)

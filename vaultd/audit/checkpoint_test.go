@@ -113,8 +113,16 @@ func checkpoint(t *testing.T, l *Log, signer hsm.AuditSigner, wantSeq uint64) Ev
 	if ev.Action != ActionCheckpoint || ev.Actor != "vaultd" || ev.Outcome != OutcomeSuccess || ev.TenantID != "" {
 		t.Fatalf("checkpoint event %+v", ev)
 	}
+	pub, err := signer.AuditPublicKey(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantAlg, err := AlgOf(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c, err := ParseCheckpoint(ev.Detail)
-	if err != nil || c.Seq != ev.Seq-1 || c.Hash != ev.PrevHash || c.Alg != AlgES256 {
+	if err != nil || c.Seq != ev.Seq-1 || c.Hash != ev.PrevHash || c.Alg != wantAlg {
 		t.Fatalf("checkpoint detail %q (%v) does not name the previous event", ev.Detail, err)
 	}
 	return ev
