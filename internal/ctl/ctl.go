@@ -154,7 +154,17 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if created {
 		keyEvents = append(keyEvents, audit.KeyCreated{Time: time.Now(), Actor: audit.ActorVaultctl, Kind: audit.KeyKindAuditSigning,
 			Label: auditLabel})
-		fmt.Fprintf(stdout, "audit signing key %q created in token %q (ECDSA P-256, sensitive, non-extractable); print it with `vaultctl audit pubkey`\n", auditLabel, cfg.HSM.TokenLabel)
+		// The token chose the kind: ECDSA P-256, or RSA-PSS 3072 without EC.
+		kind := "ECDSA P-256 or RSA 3072"
+		if pub := initAuditPub(ctx, cfg, pin, log); pub != nil {
+			switch alg, _ := audit.AlgOf(pub); alg {
+			case audit.AlgES256:
+				kind = "ES256: ECDSA P-256"
+			case audit.AlgPS256:
+				kind = "PS256: RSA-PSS 3072"
+			}
+		}
+		fmt.Fprintf(stdout, "audit signing key %q created in token %q (%s, sensitive, non-extractable); print it with `vaultctl audit pubkey`\n", auditLabel, cfg.HSM.TokenLabel, kind)
 	} else {
 		fmt.Fprintf(stdout, "audit signing key %q present; unchanged\n", auditLabel)
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vaultd/vaultd/hsm"
 	"github.com/vaultd/vaultd/hsm/hsmtest"
 	"github.com/vaultd/vaultd/storage/bolt"
 	"github.com/vaultd/vaultd/vaultd/audit"
@@ -18,7 +19,7 @@ import (
 // signedExport records 4 events, a checkpoint (seq 5), 4 events, a
 // checkpoint (seq 10) and 2 events, and returns the export's lines and
 // the signer's public key as a PEM file.
-func signedExport(t *testing.T, signer *hsmtest.Fake) (lines []string, pemFile string) {
+func signedExport(t *testing.T, signer hsm.AuditSigner) (lines []string, pemFile string) {
 	t.Helper()
 	ctx := t.Context()
 	st, err := bolt.Open(ctx, filepath.Join(t.TempDir(), "vault.db"), bolt.Options{NoSync: true})
@@ -55,7 +56,7 @@ func signedExport(t *testing.T, signer *hsmtest.Fake) (lines []string, pemFile s
 	return lines, pubkeyFile(t, signer)
 }
 
-func pubkeyFile(t *testing.T, signer *hsmtest.Fake) string {
+func pubkeyFile(t *testing.T, signer hsm.AuditSigner) string {
 	t.Helper()
 	pub, err := signer.AuditPublicKey(t.Context())
 	if err != nil {
