@@ -62,9 +62,13 @@ func (k KeyCreated) validate() error {
 	switch {
 	case k.Kind != KeyKindKEK && k.Kind != KeyKindAuditSigning:
 		return fmt.Errorf("%w: kind", ErrPendingInvalid)
-	case k.Label == "" || len(k.Label) > maxPendingLabel || strings.ContainsFunc(k.Label, isSpaceOrControl):
+	case k.Label == "" || len(k.Label) > maxPendingLabel || strings.ContainsFunc(k.Label, isSpaceOrControl) ||
+		strings.ContainsAny(k.Label, ";,="):
+		// No separators: the label lands in a key=value detail.
 		return fmt.Errorf("%w: label", ErrPendingInvalid)
-	case k.Actor == "" || len(k.Actor) > maxActor || strings.ContainsFunc(k.Actor, isSpaceOrControl):
+	case k.Actor != ActorVaultctl:
+		// Only vaultctl writes this file: whoever else can write the
+		// database's directory must not choose whom the trail names.
 		return fmt.Errorf("%w: actor", ErrPendingInvalid)
 	case k.Kind == KeyKindKEK && k.Version == 0:
 		return fmt.Errorf("%w: a KEK needs its version", ErrPendingInvalid)
@@ -106,9 +110,13 @@ func AppendPending(path string, evs []KeyCreated) error {
 		buf.WriteByte('\n')
 	}
 	for range 10 {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
 		if err != nil {
 			return fmt.Errorf("audit: pending events: %w", err)
+		}
+		if err := plainFile(f); err != nil {
+			_ = f.Close()
+			return err
 		}
 		current, err := lockCurrent(f, path)
 		if err != nil || !current {
@@ -162,7 +170,7 @@ func lockCurrent(f *os.File, path string) (bool, error) {
 // the file keeps the events not yet recorded and the error is returned:
 // the next call goes on from there.
 func (l *Log) RecordPending(ctx context.Context, path string) (int, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW, 0)
+	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
 	}
@@ -170,6 +178,9 @@ func (l *Log) RecordPending(ctx context.Context, path string) (int, error) {
 		return 0, fmt.Errorf("audit: pending events: %w", err)
 	}
 	defer f.Close()
+	if err := plainFile(f); err != nil {
+		return 0, err
+	}
 	current, err := lockCurrent(f, path)
 	if err != nil {
 		return 0, fmt.Errorf("audit: pending events: %w", err)
@@ -236,4 +247,21 @@ func keepPending(f *os.File, rest [][]byte) error {
 		return err
 	}
 	return f.Sync()
+}
+
+// plainFile refuses anything at the pending path but a regular file with
+// one link: a FIFO would hang start-up, and a hard link would let the
+// truncation that follows a recording reach another file.
+func plainFile(f *os.File) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("audit: pending events: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("audit: pending events: %s is not a regular file", f.Name())
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink != 1 {
+		return fmt.Errorf("audit: pending events: %s has %d links", f.Name(), st.Nlink)
+	}
+	return nil
 }

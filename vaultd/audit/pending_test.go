@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -183,5 +184,48 @@ func TestPendingLockCurrent(t *testing.T) {
 	}
 	if ok, err := lockCurrent(g, path); err != nil || ok {
 		t.Fatalf("after replacement lockCurrent = %v, %v", ok, err)
+	}
+}
+
+// Anything at the pending path but a plain file is refused, and so is a
+// line naming another actor or a label with detail separators: whoever
+// can write the database's directory cannot hang start-up, truncate
+// another file through a hard link, or choose whom the trail names.
+func TestPendingFileHardened(t *testing.T) {
+	dir := t.TempDir()
+	store := &fakeStore{}
+	l := newTestLog(t, store, "", newClock())
+
+	fifo := PendingPath(filepath.Join(dir, "fifo.db"))
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.RecordPending(t.Context(), fifo); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("FIFO: %v", err)
+	}
+	target := filepath.Join(dir, "precious")
+	if err := os.WriteFile(target, []byte("keep me\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	linked := PendingPath(filepath.Join(dir, "link.db"))
+	if err := os.Link(target, linked); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.RecordPending(t.Context(), linked); err == nil || !strings.Contains(err.Error(), "links") {
+		t.Fatalf("hard link: %v", err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep me\n" {
+		t.Fatalf("the linked file changed: %q", b)
+	}
+	for _, k := range []KeyCreated{
+		{Time: time.Now(), Actor: "root", Kind: KeyKindKEK, Label: "k", Version: 1},
+		{Time: time.Now(), Actor: ActorVaultctl, Kind: KeyKindKEK, Label: "k;actor=x", Version: 1},
+	} {
+		if err := AppendPending(PendingPath(filepath.Join(dir, "x.db")), []KeyCreated{k}); !errors.Is(err, ErrPendingInvalid) {
+			t.Fatalf("AppendPending(%+v) = %v", k, err)
+		}
+	}
+	if len(pendingEvents(t, store)) != 0 {
+		t.Fatal("something was recorded")
 	}
 }

@@ -191,6 +191,19 @@ func (s *Service) OffboardTenant(ctx context.Context, c Caller, id string, opts 
 			return res, err
 		}
 	}
+	if s.keys.CryptoShredding() {
+		// A tenant the start-up migration has not reached yet (or could
+		// not) gets its tenant key now: destroying a key that wraps
+		// nothing would shred nothing. Refused (nothing deleted) if that
+		// fails.
+		if t, _, err = s.UpgradeTenantKeys(ctx, c, id, opts...); err != nil {
+			return res, err
+		}
+	}
+	wrapped := true
+	for _, w := range t.DEKs {
+		wrapped = wrapped && w.TenantWrapped
+	}
 	ctx = context.WithoutCancel(ctx)
 	ins, err := s.store.ListIntegrations(ctx, id)
 	if err != nil {
@@ -249,7 +262,9 @@ func (s *Service) OffboardTenant(ctx context.Context, c Caller, id string, opts 
 		s.life.shredPending.Store(true)
 		s.log.ErrorContext(ctx, "offboarded tenant's key not destroyed yet; retried later", "tenant_id", id, "err", err)
 	} else {
-		res.Shredded = true
+		// Shredded only if every DEK was under the tenant key: otherwise
+		// a copy of the records still opens with the KEK alone.
+		res.Shredded = wrapped
 	}
 	return res, nil
 }

@@ -374,3 +374,34 @@ func TestRewrapUpgradesLegacyDEKs(t *testing.T) {
 		t.Fatalf("key.rotate events: %+v", evs)
 	}
 }
+
+// TestOffboardUpgradesAnUnmigratedTenant: a tenant the start-up migration
+// has not reached is given its tenant key by the offboarding itself,
+// before anything is deleted, so the shred reaches the copies made since.
+func TestOffboardUpgradesAnUnmigratedTenant(t *testing.T) {
+	t.Parallel()
+	f := newLifeFixture(t)
+	ctx := t.Context()
+	legacy, err := envelope.NewKeys(legacyKeyring{f.kr}, envelope.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer legacy.Close()
+	dek, err := legacy.NewDEK(ctx, "oldco", 1)
+	if err != nil || dek.TenantWrapped {
+		t.Fatalf("legacy DEK: %+v %v", dek, err)
+	}
+	if _, _, err := f.store.CreateTenant(ctx, storage.Tenant{ID: "oldco", Status: storage.TenantActive, KEKVersion: dek.KEKVersion, DEKVersion: 1,
+		DEKs: []storage.WrappedDEK{dek}, CreatedAt: f.clk.Now()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.store0(t, "oldco", "crm", 3600)
+	res, err := f.svc.OffboardTenant(ctx, Caller{Principal: "op"}, "oldco")
+	if err != nil || !res.Shredded {
+		t.Fatalf("offboard: %+v %v", res, err)
+	}
+	evs := f.events(t, audit.ActionKeyRotate)
+	if len(evs) != 1 || !strings.HasPrefix(evs[0].Detail, "tenant key deks=1") {
+		t.Fatalf("the offboarding did not upgrade the DEK first: %+v", evs)
+	}
+}
