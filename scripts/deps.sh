@@ -7,6 +7,9 @@ export PATH="$PATH:/usr/local/go/bin"
 need=()
 command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
 command -v pkcs11-tool   >/dev/null 2>&1 || need+=(opensc)
+# openCryptoki's software token (scripts/ock.sh): a second PKCS#11 token without AES-GCM,
+# key wrap or EC, which the HSM suite and an e2e golden path run against.
+[ -x /usr/sbin/pkcsslotd ] || need+=(opencryptoki)
 command -v gcc           >/dev/null 2>&1 || need+=(gcc libc6-dev)   # cgo: miekg/pkcs11, -race
 command -v openssl       >/dev/null 2>&1 || need+=(openssl)
 command -v curl          >/dev/null 2>&1 || need+=(curl)

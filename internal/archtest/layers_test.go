@@ -70,7 +70,7 @@ var layers = []layer{
 		may: []string{}, thirdParty: []string{"golang.org/x/sys"}},
 	{name: "fakes", pkgs: []string{"internal/fakeprovider"},
 		may: []string{"logic", "leaf"}},
-	{name: "testkit", pkgs: []string{"hsm/hsmtest", "storage/storagetest", "vaultd/oauth/oauthtest", "internal/softhsmtest"},
+	{name: "testkit", pkgs: []string{"hsm/hsmtest", "storage/storagetest", "vaultd/oauth/oauthtest", "internal/softhsmtest", "internal/ocktest"},
 		may: []string{"fakes", "logic", "contracts", "leaf"}, testing: true},
 	{name: "tests", pkgs: []string{"vaultd/e2e", "internal/archtest"},
 		may: []string{}, testing: true},
