@@ -176,4 +176,12 @@ func TestTenantOffboardAndRestoredBackup(t *testing.T) {
 	if r := obProxy(t, e, e.HTTP(AppGlobex), "crm", http.MethodGet, "contacts/1", nil, nil); r.Status != http.StatusOK {
 		t.Fatalf("globex after the restore: %d %s", r.Status, r.Body)
 	}
+	// The operator removes the restored, unreadable records: offboarding
+	// them again deletes them (nothing can be revoked: they are shredded).
+	r = do(t, op, http.MethodDelete, e.API+"/v1/tenants/acme", nil)
+	wantStatus(t, r, http.StatusOK)
+	if m := jsonObject(t, r.Body); m["integrations"] != float64(2) || m["revoked_at_provider"] != float64(0) || m["revocations_pending"] != float64(0) {
+		t.Fatalf("offboarding the restored tenant: %s", r.Body)
+	}
+	wantError(t, do(t, op, http.MethodGet, e.API+"/v1/tenants/acme", nil), http.StatusNotFound, "not_found")
 }

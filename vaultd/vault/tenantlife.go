@@ -13,6 +13,7 @@ import (
 	"github.com/vaultd/vaultd/internal/secret"
 	"github.com/vaultd/vaultd/storage"
 	"github.com/vaultd/vaultd/vaultd/audit"
+	"github.com/vaultd/vaultd/vaultd/envelope"
 )
 
 // A tenant's life after creation: disabled (every app call refused, no
@@ -289,10 +290,17 @@ func (s *Service) offboardIntegration(ctx context.Context, c Caller, t storage.T
 		s.log.WarnContext(ctx, "offboarding: provider not configured, tokens not revoked", "tenant_id", t.ID, "integration_id", id)
 		return false, 0, nil
 	}
-	if p, err = s.forIntegration(ctx, t, in, p); err != nil {
-		return false, 0, err
+	if p, err = s.forIntegration(ctx, t, in, p); err == nil {
+		confirmed, queued, err = s.revokeTokens(ctx, c, t, in, p)
 	}
-	return s.revokeTokens(ctx, c, t, in, p)
+	if errors.Is(err, envelope.ErrShredded) {
+		// Records restored from a backup after this tenant's key was
+		// destroyed: nothing in them can be opened, so nothing can be
+		// revoked (nor used); they are deleted like the rest.
+		s.log.WarnContext(ctx, "offboarding: tokens already shredded, nothing to revoke", "tenant_id", t.ID, "integration_id", id)
+		return false, 0, nil
+	}
+	return confirmed, queued, err
 }
 
 // revokeTokens revokes in's tokens at p's revocation endpoint (RFC 7009:
