@@ -47,6 +47,8 @@ const (
 	envNNP      = "HARDEN_NNP"       // "0" = no_new_privs false
 	envDumpable = "HARDEN_DUMPABLE"  // "1" = dumpable true
 	envNoLock   = "HARDEN_NO_IPCLCK" // "1" = drop CAP_IPC_LOCK and RLIMIT_MEMLOCK=0 first
+	envKEK      = "HARDEN_KEK"       // KEK label (default harden-kek); set on a shared token
+	envSign     = "HARDEN_SIGN"      // "1" = make the audit key first, sign after hardening
 )
 
 // obs is what a child saw.
@@ -76,11 +78,21 @@ func runChild(scenario string) int {
 	// What the daemon has open before hardening: the HSM, bbolt.
 	var kr *hsmpkcs11.PKCS11
 	if os.Getenv(envModule) != "" {
+		kek := os.Getenv(envKEK)
+		if kek == "" {
+			kek = "harden-kek"
+		}
 		hcfg := hsmpkcs11.Config{Module: os.Getenv(envModule), TokenLabel: os.Getenv(envToken),
-			PIN: secret.NewString(os.Getenv(envPIN)), KEKLabel: "harden-kek"}
+			PIN: secret.NewString(os.Getenv(envPIN)), KEKLabel: kek}
 		if _, _, err := hsmpkcs11.InitKEK(ctx, hcfg, log); err != nil {
 			o["setup_err"] = "InitKEK: " + err.Error()
 			return 0
+		}
+		if os.Getenv(envSign) == "1" {
+			if _, err := hsmpkcs11.InitAuditKey(ctx, hcfg, log); err != nil {
+				o["setup_err"] = "InitAuditKey: " + err.Error()
+				return 0
+			}
 		}
 		var err error
 		if kr, err = hsmpkcs11.Open(ctx, hcfg, log); err != nil {
@@ -171,6 +183,9 @@ func runChild(scenario string) int {
 	_, err = (&net.Resolver{PreferGo: true}).LookupHost(ctx, "localhost")
 	o["dns_go"] = errString(err)
 	if kr != nil {
+		if os.Getenv(envSign) == "1" {
+			o["hsm_sign"] = errString(hsmSignWork(ctx, kr))
+		}
 		o["hsm"] = errString(hsmWork(ctx, kr))
 		o["hsm_close"] = errString(kr.Close())
 	}
@@ -487,6 +502,28 @@ func udpWork() error {
 // hsmWork is what the daemon asks of the token once serving: wrap and
 // unwrap DEKs, ping, rescan the KEKs; plus a KEK rotation, which creates a
 // token object file.
+// hsmSignWork is the HSM work that needs no wrapping mechanism: a
+// checkpoint signature, ping, KEK rotation and reload.
+func hsmSignWork(ctx context.Context, kr *hsmpkcs11.PKCS11) error {
+	if _, err := kr.AuditPublicKey(ctx); err != nil {
+		return fmt.Errorf("audit public key: %w", err)
+	}
+	digest := make([]byte, 32)
+	if _, err := kr.SignAudit(ctx, digest); err != nil {
+		return fmt.Errorf("sign: %w", err)
+	}
+	if err := kr.Ping(ctx); err != nil {
+		return fmt.Errorf("ping: %w", err)
+	}
+	if _, err := kr.RotateKEK(ctx); err != nil {
+		return fmt.Errorf("rotate: %w", err)
+	}
+	if err := kr.Reload(ctx); err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	return nil
+}
+
 func hsmWork(ctx context.Context, kr *hsmpkcs11.PKCS11) error {
 	dek := make([]byte, 32)
 	if _, err := rand.Read(dek); err != nil {

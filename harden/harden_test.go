@@ -34,6 +34,9 @@ type childOpts struct {
 	dumpable  bool
 	noIPCLock bool
 	hsm       bool
+	// hsmEnv, when set, replaces the SoftHSM token: the environment of
+	// another token (openCryptoki's, see ock_test.go).
+	hsmEnv []string
 }
 
 // child runs the test binary as a hardening child and returns what it saw.
@@ -52,6 +55,7 @@ func child(t *testing.T, name string, o childOpts) obs {
 	if o.noIPCLock {
 		env = append(env, envNoLock+"=1")
 	}
+	env = append(env, o.hsmEnv...)
 	if o.hsm {
 		tok := softhsmtest.NewConf(t).NewToken(t)
 		env = append(env, tok.Env(), envModule+"="+tok.Module, envToken+"="+tok.Label, envPIN+"="+tok.PIN)
