@@ -36,6 +36,10 @@ var (
 	// ErrTenantKeyNotFound: the tenant has no wrapping key in the HSM
 	// (never created, or destroyed to crypto-shred the tenant).
 	ErrTenantKeyNotFound = errors.New("hsm: tenant key not found")
+	// ErrMechanism: the token offers no wrapping scheme vaultd can use
+	// (hsm.Scheme), or its wrap/unwrap self-test failed. Like a missing
+	// KEK, only an operator can fix it (another token or HSM firmware).
+	ErrMechanism = errors.New("hsm: token lacks a usable wrapping mechanism")
 )
 
 // Error is an hsm error: a short message, the sentinel it matches with

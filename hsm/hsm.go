@@ -4,7 +4,8 @@
 // backend reports (errors.go), WrappedKey, and the optional capabilities
 // only some backends have (optional.go: KEKRotator, Reloader, KEKInspector,
 // one method each, AuditSigner and TenantKeyring; found by type assertion),
-// and the blob format of TenantKeyring (tenant.go).
+// the blob format of TenantKeyring (tenant.go), and the wrapping schemes a
+// backend negotiates with its token and records in every blob (scheme.go).
 //
 // It has no cgo and no backend. The PKCS#11 backend is hsm/pkcs11 (cgo);
 // hsm/hsmtest has a software fake and the suite every Keyring passes.
@@ -16,11 +17,13 @@ import (
 	"github.com/vaultd/vaultd/internal/secret"
 )
 
-// WrappedKey is a data key encrypted under one KEK version.
+// WrappedKey is a data key encrypted under one KEK version. Nonce names the
+// scheme too (scheme.go): 12 bytes is an AES-GCM nonce; otherwise a scheme
+// byte and that scheme's iv. ParseWrappedKey reads both.
 type WrappedKey struct {
 	KEKVersion uint32 `json:"kek_version"`
 	Nonce      []byte `json:"nonce"`
-	Ciphertext []byte `json:"ciphertext"` // ciphertext || GCM tag
+	Ciphertext []byte `json:"ciphertext"` // GCM: ciphertext || tag; see scheme.go
 }
 
 // Keyring wraps and unwraps data keys with a KEK that never leaves the HSM.

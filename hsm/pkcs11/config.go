@@ -13,6 +13,11 @@ type Config struct {
 	KEKLabel   string        // CKA_LABEL of the KEK objects; versions are told apart by CKA_ID
 	// MaxSessions bounds the session pool (0 = DefaultMaxSessions).
 	MaxSessions int
+	// ForceScheme, when set, is the wrapping scheme to use instead of the
+	// strongest the token offers (hsm.Scheme's order); a token that does
+	// not offer it fails Open with hsm.ErrMechanism. Tests use it to run
+	// every scheme on SoftHSMv2.
+	ForceScheme hsm.Scheme
 }
 
 // DefaultMaxSessions bounds the wrap/unwrap session pool when

@@ -25,7 +25,27 @@
 // Files: pkcs11.go (the type, Open, InitKEK, Close, errors), session.go
 // (module, login, session pool), kek.go (finding, checking, creating and
 // reporting KEK versions), wrap.go (Wrap, Unwrap), tenant.go (tenant keys),
-// health.go (Ping).
+// health.go (Ping), negotiate.go (choosing the wrapping scheme from the
+// token's mechanism list, no cgo), schemes.go (each scheme in the HSM, the
+// MAC key, the self-test).
+//
+// # Wrapping schemes
+//
+// Open reads the token's mechanism list (C_GetMechanismList,
+// C_GetMechanismInfo: CKF_ENCRYPT/DECRYPT, CKF_SIGN/VERIFY) and takes the
+// strongest of hsm.Scheme's three it offers: AES-GCM; AES-KWP (RFC 5649,
+// CKM_AES_KEY_WRAP_KWP or CKM_AES_KEY_WRAP_PAD, through C_Encrypt/C_Decrypt
+// only, so the KEK stays encrypt/decrypt-only; a token offering it only as
+// C_WrapKey is passed over); AES-CBC-PAD encrypt-then-MAC with
+// HMAC-SHA256 under a second non-extractable key "<kek_label>-mac" (a
+// generic secret, sign/verify only, made by InitKEK or InitMACKey), the
+// MAC checked with C_Verify before anything is decrypted. Config.ForceScheme
+// pins one. Each blob records its scheme and unwraps by it, so a database
+// moves between tokens. Open, InitKEK and Ping run a wrap/unwrap round trip
+// (Open and InitKEK also under a throwaway session key made like a tenant
+// key); no usable scheme, or a listed mechanism the token refuses, fails
+// with hsm.ErrMechanism in one line. Every scheme's keys are HSM objects:
+// none rests on key material outside the HSM.
 //
 // # Design
 //
@@ -37,8 +57,8 @@
 // transient device error.
 //
 // Instead Wrap/Unwrap are C_EncryptInit/C_Encrypt and C_DecryptInit/
-// C_Decrypt with CKM_AES_GCM (12-byte random IV from crypto/rand, 128-bit
-// tag, caller AAD) through raw github.com/miekg/pkcs11, in read-only sessions
+// C_Decrypt with the negotiated scheme's mechanism (for AES-GCM: 12-byte
+// random IV from crypto/rand, 128-bit tag, caller AAD) through raw github.com/miekg/pkcs11, in read-only sessions
 // from a small pool of our own over the same module. Our handle on the module
 // is a second dlopen of the same library; its C_Initialize answers
 // CKR_CRYPTOKI_ALREADY_INITIALIZED because crypto11 initialised it, and it

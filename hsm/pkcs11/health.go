@@ -18,6 +18,8 @@ import (
 // stale, Ping finds the KEKs by label again (as Open does, with the same
 // policy checks) and pings once more: object handles are not stable across
 // an HSM restart, and this is how vaultd recovers without a restart.
+// Last, a wrap/unwrap round trip under the current KEK with the negotiated
+// scheme: a token that answers but can no longer wrap is not healthy.
 func (p *PKCS11) Ping(ctx context.Context) error {
 	if err := p.enter(ctx, "ping"); err != nil {
 		return err
@@ -25,7 +27,10 @@ func (p *PKCS11) Ping(ctx context.Context) error {
 	defer p.life.RUnlock()
 	stale, err := p.ping(ctx)
 	if !stale {
-		return err
+		if err != nil {
+			return err
+		}
+		return p.roundTrip(ctx, "ping: round trip", p.currentKEKHandle())
 	}
 	p.rotMu.Lock()
 	keks, serr := p.scan(ctx)
@@ -36,10 +41,20 @@ func (p *PKCS11) Ping(ctx context.Context) error {
 	if serr != nil || len(keks) == 0 {
 		return err
 	}
+	if serr = p.loadMACKey(ctx); serr != nil {
+		return serr
+	}
 	p.logger.Warn("hsm: KEK handle was stale; found the KEKs by label again",
 		"token", p.tokenLabel, "kek_label", p.kekLabel, "kek_version", p.CurrentVersion())
-	_, err = p.ping(ctx)
-	return err
+	if _, err = p.ping(ctx); err != nil {
+		return err
+	}
+	return p.roundTrip(ctx, "ping: round trip", p.currentKEKHandle())
+}
+
+func (p *PKCS11) currentKEKHandle() pkcs11.ObjectHandle {
+	_, h := p.currentKEK()
+	return h
 }
 
 // ping is one health check; stale reports that only the KEK read failed.

@@ -108,7 +108,7 @@ func (p *PKCS11) Reload(ctx context.Context) error {
 		return p.errorf(hsm.ErrKEKNotFound, nil, "token %q: no KEK labelled %q", p.tokenLabel, p.kekLabel)
 	}
 	p.install(keks)
-	return nil
+	return p.loadMACKey(ctx)
 }
 
 // KEKInfo implements hsm.KEKInspector: it reads the attributes of every KEK

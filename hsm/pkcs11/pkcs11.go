@@ -32,9 +32,16 @@ type PKCS11 struct {
 
 	rotMu sync.Mutex // serialises RotateKEK/Reload
 
-	mu      sync.RWMutex // guards keks and current
+	// The wrapping scheme (schemes.go), negotiated once in open and
+	// read-only afterwards, and the token's mechanism list.
+	mechs Mechanisms
+	neg   negotiated
+
+	mu      sync.RWMutex // guards keks, current, macKey and hasMAC
 	keks    map[uint32]kekObject
 	current uint32
+	macKey  pkcs11.ObjectHandle // "<kek_label>-mac", for the CBC-HMAC scheme
+	hasMAC  bool
 
 	// Tenant keys (tenant.go). tenantOpMu serialises creates and destroys;
 	// tmu guards the handle cache and its epoch (bumped by each eviction).
@@ -56,11 +63,15 @@ var (
 	_ hsm.KEKInspector = (*PKCS11)(nil)
 )
 
-// Open loads the module, logs in to the token and finds the KEK versions
+// Open loads the module, logs in to the token, negotiates the wrapping
+// scheme (hsm.Scheme; cfg.ForceScheme overrides) and finds the KEK versions
 // labelled cfg.KEKLabel; the highest is current. Without a KEK it fails with
 // hsm.ErrKEKNotFound (vaultd never creates one; see InitKEK). A KEK object
 // that breaks the policy (extractable, not sensitive, ...) fails with
-// hsm.ErrKEKInvalid.
+// hsm.ErrKEKInvalid. It ends with a wrap/unwrap round trip under the
+// current KEK and under a throwaway tenant-like key: a token with no usable
+// scheme, or one that lists a mechanism it cannot run, fails with
+// hsm.ErrMechanism and a one-line reason.
 func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*PKCS11, error) {
 	p, err := open(ctx, cfg, logger)
 	if err != nil {
@@ -70,19 +81,27 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*PKCS11, error)
 	if err == nil && len(keks) == 0 {
 		err = p.errorf(hsm.ErrKEKNotFound, nil, "token %q: no KEK labelled %q (run 'vaultctl init')", p.tokenLabel, p.kekLabel)
 	}
+	if err == nil {
+		p.install(keks)
+		err = p.loadMACKey(ctx)
+	}
+	if err == nil {
+		err = p.selfTest(ctx, true)
+	}
 	if err != nil {
 		_ = p.Close()
 		return nil, err
 	}
-	p.install(keks)
 	p.logger.Info("hsm: keyring open", "token", p.tokenLabel, "kek_label", p.kekLabel,
-		"kek_version", p.CurrentVersion(), "kek_versions", len(keks))
+		"kek_version", p.CurrentVersion(), "kek_versions", len(keks), "scheme", p.neg.scheme.String())
 	return p, nil
 }
 
 // InitKEK creates KEK version 1 labelled cfg.KEKLabel unless a KEK with that
 // label already exists, in which case it changes nothing and reports the
-// current version with created=false. Existing KEK objects that break the
+// current version with created=false. When the negotiated scheme is
+// AES-CBC-PAD+SHA256-HMAC it also creates the MAC key "<kek_label>-mac"
+// (InitMACKey), and it ends with the wrap/unwrap round trip Open runs. Existing KEK objects that break the
 // policy fail with hsm.ErrKEKInvalid. Two InitKEK runs racing on one token
 // can both create version 1; Open then refuses the duplicate
 // (hsm.ErrKEKInvalid), so the race fails closed. Run it from one place
@@ -97,21 +116,47 @@ func InitKEK(ctx context.Context, cfg Config, logger *slog.Logger) (version uint
 	if err != nil {
 		return 0, false, err
 	}
-	if len(keks) > 0 {
-		return maxVersion(keks), false, nil
+	if len(keks) == 0 {
+		if err := p.generate(ctx, 1); err != nil {
+			return 0, false, err
+		}
+		keks, err = p.scan(ctx)
+		if err != nil {
+			return 0, false, err
+		}
+		if _, ok := keks[1]; !ok {
+			return 0, false, p.errorf(hsm.ErrUnavailable, nil, "token %q: generated KEK version 1 not found", p.tokenLabel)
+		}
+		created = true
+		p.logger.Info("hsm: KEK created", "token", p.tokenLabel, "kek_label", p.kekLabel, "kek_version", 1)
 	}
-	if err := p.generate(ctx, 1); err != nil {
+	p.install(keks)
+	if p.neg.scheme == hsm.SchemeAESCBCHMAC {
+		if _, err := p.createMACKey(ctx); err != nil {
+			return 0, false, err
+		}
+	}
+	if err := p.loadMACKey(ctx); err != nil {
 		return 0, false, err
 	}
-	keks, err = p.scan(ctx)
+	if err := p.selfTest(ctx, true); err != nil {
+		return 0, false, err
+	}
+	return maxVersion(keks), created, nil
+}
+
+// InitMACKey creates the MAC key "<kek_label>-mac" (HMAC-SHA256, sensitive,
+// never extractable) that the AES-CBC-PAD+SHA256-HMAC scheme needs, unless
+// it exists; created reports whether it made one. The token must offer
+// CKM_SHA256_HMAC. InitKEK runs it when that scheme is the negotiated one.
+func InitMACKey(ctx context.Context, cfg Config, logger *slog.Logger) (created bool, err error) {
+	cfg.ForceScheme = hsm.SchemeAESCBCHMAC
+	p, err := open(ctx, cfg, logger)
 	if err != nil {
-		return 0, false, err
+		return false, err
 	}
-	if _, ok := keks[1]; !ok {
-		return 0, false, p.errorf(hsm.ErrUnavailable, nil, "token %q: generated KEK version 1 not found", p.tokenLabel)
-	}
-	p.logger.Info("hsm: KEK created", "token", p.tokenLabel, "kek_label", p.kekLabel, "kek_version", 1)
-	return 1, true, nil
+	defer func() { _ = p.Close() }()
+	return p.createMACKey(ctx)
 }
 
 // CurrentVersion implements hsm.Keyring.

@@ -75,3 +75,11 @@ func (*PKCS11) DestroyTenantKey(context.Context, string) error { return ErrNoCgo
 
 // HasTenantKey fails with ErrNoCgo.
 func (*PKCS11) HasTenantKey(context.Context, string) (bool, error) { return false, ErrNoCgo }
+
+// Scheme is 0: there is no token to negotiate with.
+func (*PKCS11) Scheme() hsm.Scheme { return 0 }
+
+// InitMACKey fails with ErrNoCgo.
+func InitMACKey(ctx context.Context, cfg Config, logger *slog.Logger) (created bool, err error) {
+	return false, ErrNoCgo
+}

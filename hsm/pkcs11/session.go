@@ -105,6 +105,10 @@ func open(ctx context.Context, cfg Config, logger *slog.Logger) (*PKCS11, error)
 	}
 	p.slot = slot
 	p.pool = newSessionPool(mod, slot, maxSessions)
+	if err := p.negotiate(cfg.ForceScheme); err != nil {
+		p.pool.close()
+		return fail(err)
+	}
 	return p, nil
 }
 

@@ -4,7 +4,8 @@ package pkcs11
 
 // Tenant keys (hsm.TenantKeyring): one AES-256 token object per tenant,
 // labelled "<kek_label>-tenant-<tenant id>", sensitive and never
-// extractable, that wraps the tenant's DEKs inside the HSM. Destroying it
+// extractable, that wraps the tenant's DEKs inside the HSM with the
+// negotiated scheme (schemes.go). Destroying it
 // (C_DestroyObject) crypto-shreds every DEK it wrapped.
 //
 // Handles are found by label and cached for unwraps (the hot path after a
@@ -243,8 +244,9 @@ func (p *PKCS11) HasTenantKey(ctx context.Context, tenantID string) (bool, error
 	return len(hs) > 0, err
 }
 
-// WrapForTenant implements hsm.TenantKeyring: AES-256-GCM under the
-// tenant's key inside the HSM, in the blob format of hsm.AppendTenantWrapped.
+// WrapForTenant implements hsm.TenantKeyring: the negotiated scheme under
+// the tenant's key inside the HSM, in the blob format of
+// hsm.AppendTenantWrappedScheme.
 func (p *PKCS11) WrapForTenant(ctx context.Context, tenantID string, plaintext []byte) ([]byte, error) {
 	if err := p.tenantEnter(ctx, "wrap for tenant", tenantID); err != nil {
 		return nil, err
@@ -254,7 +256,12 @@ func (p *PKCS11) WrapForTenant(ctx context.Context, tenantID string, plaintext [
 	if err != nil {
 		return nil, err
 	}
-	nonce, ct, err := p.gcmEncrypt(ctx, "wrap for tenant", hs[0], plaintext, hsm.TenantWrapAAD(tenantID, hsm.TenantWrapVersion))
+	scheme := p.neg.scheme
+	aad := hsm.TenantWrapAAD(tenantID, hsm.TenantWrapVersion)
+	if scheme != hsm.SchemeAESGCM {
+		aad = hsm.TenantWrapAADScheme(tenantID, scheme)
+	}
+	iv, ct, err := p.seal(ctx, "wrap for tenant", scheme, hs[0], plaintext, aad)
 	if staleHandle(err) { // destroyed since the lookup
 		p.evictTenant(tenantID)
 		return nil, p.errorf(hsm.ErrTenantKeyNotFound, err, "token %q: tenant key %q", p.tokenLabel, p.tenantLabel(tenantID))
@@ -262,7 +269,7 @@ func (p *PKCS11) WrapForTenant(ctx context.Context, tenantID string, plaintext [
 	if err != nil {
 		return nil, err
 	}
-	return hsm.AppendTenantWrapped(make([]byte, 0, 1+len(nonce)+len(ct)), nonce, ct), nil
+	return hsm.AppendTenantWrappedScheme(make([]byte, 0, 2+len(iv)+len(ct)), scheme, iv, ct), nil
 }
 
 // UnwrapForTenant implements hsm.TenantKeyring. The result is a fresh
@@ -272,17 +279,16 @@ func (p *PKCS11) UnwrapForTenant(ctx context.Context, tenantID string, wrapped [
 		return nil, err
 	}
 	defer p.life.RUnlock()
-	nonce, ct, err := hsm.ParseTenantWrapped(wrapped)
+	scheme, iv, ct, aad, err := hsm.ParseTenantWrappedScheme(tenantID, wrapped)
 	if err != nil {
 		return nil, err
 	}
-	aad := hsm.TenantWrapAAD(tenantID, wrapped[0])
 	for attempt := 0; ; attempt++ {
 		hs, cached, err := p.tenantHandles(ctx, tenantID, attempt > 0)
 		if err != nil {
 			return nil, err
 		}
-		pt, err := p.decryptAny(ctx, hs, nonce, ct, aad)
+		pt, err := p.decryptAny(ctx, hs, scheme, iv, ct, aad)
 		if err == nil {
 			return pt, nil
 		}
@@ -305,10 +311,10 @@ func (p *PKCS11) UnwrapForTenant(ctx context.Context, tenantID string, wrapped [
 
 // decryptAny tries each handle (several only after a cross-process create
 // race); the first that authenticates wins.
-func (p *PKCS11) decryptAny(ctx context.Context, hs []pkcs11.ObjectHandle, nonce, ct, aad []byte) ([]byte, error) {
+func (p *PKCS11) decryptAny(ctx context.Context, hs []pkcs11.ObjectHandle, scheme hsm.Scheme, iv, ct, aad []byte) ([]byte, error) {
 	var first error
 	for _, h := range hs {
-		pt, err := p.gcmDecrypt(ctx, "unwrap for tenant", h, nonce, ct, aad)
+		pt, err := p.unseal(ctx, "unwrap for tenant", scheme, h, iv, ct, aad)
 		if err == nil {
 			return pt, nil
 		}

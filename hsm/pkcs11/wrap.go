@@ -2,9 +2,9 @@
 
 package pkcs11
 
-// Wrap and Unwrap: C_Encrypt/C_Decrypt with CKM_AES_GCM under a KEK version.
-// gcmEncrypt and gcmDecrypt are the raw calls in a pooled session, shared
-// with the tenant keys (tenant.go).
+// Wrap and Unwrap under a KEK version with the negotiated scheme
+// (schemes.go). gcmEncrypt and gcmDecrypt are the raw CKM_AES_GCM calls in
+// a pooled session, shared with the tenant keys (tenant.go).
 
 import (
 	"bytes"
@@ -28,19 +28,19 @@ const (
 	ckrAEADDecryptFailed = pkcs11.Error(0x00000035)
 )
 
-// Wrap implements hsm.Keyring: AES-256-GCM under the current KEK, inside
-// the HSM.
+// Wrap implements hsm.Keyring: the negotiated scheme under the current
+// KEK, inside the HSM; the result records the scheme (hsm.WrappedKeyNonce).
 func (p *PKCS11) Wrap(ctx context.Context, plaintext, aad []byte) (hsm.WrappedKey, error) {
 	if err := p.enter(ctx, "wrap"); err != nil {
 		return hsm.WrappedKey{}, err
 	}
 	defer p.life.RUnlock()
 	version, kek := p.currentKEK()
-	nonce, ct, err := p.gcmEncrypt(ctx, "wrap", kek, plaintext, aad)
+	iv, ct, err := p.seal(ctx, "wrap", p.neg.scheme, kek, plaintext, aad)
 	if err != nil {
 		return hsm.WrappedKey{}, err
 	}
-	return hsm.WrappedKey{KEKVersion: version, Nonce: nonce, Ciphertext: ct}, nil
+	return hsm.WrappedKey{KEKVersion: version, Nonce: hsm.WrappedKeyNonce(p.neg.scheme, iv), Ciphertext: ct}, nil
 }
 
 // gcmEncrypt encrypts plaintext under key with CKM_AES_GCM (random 12-byte
@@ -88,17 +88,18 @@ func (p *PKCS11) Unwrap(ctx context.Context, w hsm.WrappedKey, aad []byte) (secr
 		return secret.Bytes{}, err
 	}
 	defer p.life.RUnlock()
-	if len(w.Nonce) != gcmNonceSize || len(w.Ciphertext) < gcmTagSize {
-		return secret.Bytes{}, p.errorf(hsm.ErrUnwrap, nil, "unwrap: malformed wrapped key")
+	scheme, iv, err := hsm.ParseWrappedKey(w)
+	if err != nil {
+		return secret.Bytes{}, err
 	}
 	kek, ok := p.kek(w.KEKVersion)
 	if !ok {
 		return secret.Bytes{}, p.errorf(hsm.ErrUnwrap, nil, "unwrap: unknown KEK version %d", w.KEKVersion)
 	}
-	pt, err := p.gcmDecrypt(ctx, "unwrap", kek, w.Nonce, w.Ciphertext, aad)
+	pt, err := p.unseal(ctx, "unwrap", scheme, kek, iv, w.Ciphertext, aad)
 	if err != nil {
 		if errors.Is(err, hsm.ErrUnwrap) {
-			return secret.Bytes{}, p.errorf(hsm.ErrUnwrap, nil, "unwrap: authentication failed (KEK version %d)", w.KEKVersion)
+			return secret.Bytes{}, p.errorf(hsm.ErrUnwrap, nil, "unwrap: authentication failed (KEK version %d, %s)", w.KEKVersion, scheme)
 		}
 		return secret.Bytes{}, err
 	}
@@ -118,25 +119,11 @@ func (p *PKCS11) gcmDecrypt(ctx context.Context, op string, key pkcs11.ObjectHan
 			return false, p.p11Error(op+": C_DecryptInit", err)
 		}
 		out, err := p.mod.Decrypt(s, ct)
-		if err == nil {
-			pt = out
-			return true, nil
+		if err != nil {
+			return p.decryptFailed(s, op, err)
 		}
-		var code pkcs11.Error
-		errors.As(err, &code)
-		switch code {
-		case pkcs11.CKR_ENCRYPTED_DATA_INVALID, pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE,
-			pkcs11.CKR_SIGNATURE_INVALID, ckrAEADDecryptFailed:
-			return true, p.errorf(hsm.ErrUnwrap, nil, "%s: authentication failed", op)
-		case pkcs11.CKR_GENERAL_ERROR:
-			// SoftHSMv2 reports a GCM tag mismatch as CKR_GENERAL_ERROR.
-			// Tell it from a sick device by asking the same session
-			// whether it is still logged in.
-			if p.sessionLoggedIn(s) {
-				return true, p.errorf(hsm.ErrUnwrap, nil, "%s: authentication failed", op)
-			}
-		}
-		return false, p.p11Error(op+": C_Decrypt", err)
+		pt = out
+		return true, nil
 	})
 	if err != nil {
 		return nil, err

@@ -1,0 +1,190 @@
+//go:build cgo
+
+package pkcs11_test
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/vaultd/vaultd/hsm"
+	"github.com/vaultd/vaultd/hsm/hsmtest"
+	hsmpkcs11 "github.com/vaultd/vaultd/hsm/pkcs11"
+)
+
+// schemesOnSoftHSM are the schemes SoftHSMv2 runs through C_Encrypt:
+// it offers RFC 5649 (0x210A) only as C_WrapKey, which vaultd does not
+// use (negotiate.go), so AES-KWP is refused there (TestSchemeKWPRefused).
+var schemesOnSoftHSM = []hsm.Scheme{hsm.SchemeAESGCM, hsm.SchemeAESCBCHMAC}
+
+// initTokenScheme is initToken with a forced scheme (InitKEK also makes
+// the MAC key for CBC-HMAC).
+func initTokenScheme(t *testing.T, s hsm.Scheme) (hsmpkcs11.Config, func() *hsmpkcs11.PKCS11) {
+	t.Helper()
+	tok := initToken(t)
+	cfg := config(tok)
+	cfg.ForceScheme = s
+	if _, _, err := hsmpkcs11.InitKEK(t.Context(), cfg, nil); err != nil {
+		t.Fatalf("InitKEK(%s): %v", s, err)
+	}
+	return cfg, func() *hsmpkcs11.PKCS11 { return openKeyring(t, cfg) }
+}
+
+func TestSchemeSuite(t *testing.T) {
+	for _, s := range schemesOnSoftHSM {
+		t.Run(s.String(), func(t *testing.T) {
+			_, open := initTokenScheme(t, s)
+			if got := open().Scheme(); got != s {
+				t.Fatalf("Scheme() = %s, want %s", got, s)
+			}
+			hsmtest.RunKeyringSuite(t, func(t *testing.T) hsm.Keyring { return open() })
+		})
+	}
+}
+
+// SoftHSMv2 has every mechanism: it negotiates the strongest.
+func TestSchemeNegotiatedOnSoftHSM(t *testing.T) {
+	k := openKeyring(t, config(initToken(t)))
+	if k.Scheme() != hsm.SchemeAESGCM {
+		t.Fatalf("Scheme() = %s, want AES-GCM", k.Scheme())
+	}
+}
+
+func TestSchemeKWPRefused(t *testing.T) {
+	cfg := config(initToken(t))
+	cfg.ForceScheme = hsm.SchemeAESKWP
+	_, err := hsmpkcs11.Open(t.Context(), cfg, nil)
+	if !errors.Is(err, hsm.ErrMechanism) || !strings.Contains(err.Error(), "CKM_AES_KEY_WRAP_KWP") {
+		t.Fatalf("Open with AES-KWP forced on SoftHSMv2: %v, want ErrMechanism naming CKM_AES_KEY_WRAP_KWP", err)
+	}
+}
+
+// Records written under one scheme open after a restart, under the same
+// scheme and under the other (a database moved between tokens).
+func TestSchemeRecordsSurviveRestart(t *testing.T) {
+	for _, s := range schemesOnSoftHSM {
+		t.Run(s.String(), func(t *testing.T) {
+			cfg, open := initTokenScheme(t, s)
+			ctx := t.Context()
+			k := open()
+			dek := bytes.Repeat([]byte{0x5a}, 32)
+			aad := []byte("tenant=acme\x00dek=1")
+			w, err := k.Wrap(ctx, dek, aad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, _, _ := hsm.ParseWrappedKey(w); got != s {
+				t.Fatalf("wrapped key records %s, want %s", got, s)
+			}
+			if err := k.CreateTenantKey(ctx, "acme"); err != nil {
+				t.Fatal(err)
+			}
+			blob, err := k.WrapForTenant(ctx, "acme", dek)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, _, _, _, _ := hsm.ParseTenantWrappedScheme("acme", blob); got != s {
+				t.Fatalf("tenant blob records %s, want %s", got, s)
+			}
+			if err := k.Close(); err != nil {
+				t.Fatal(err)
+			}
+			// The token moves on to CBC-HMAC: 'vaultctl init' adds the MAC key.
+			if _, err := hsmpkcs11.InitMACKey(ctx, cfg, nil); err != nil {
+				t.Fatal(err)
+			}
+			for _, other := range schemesOnSoftHSM {
+				c := cfg
+				c.ForceScheme = other
+				k2 := openKeyring(t, c)
+				got, err := k2.Unwrap(ctx, w, aad)
+				if err != nil || !bytes.Equal(got.Reveal(), dek) {
+					t.Fatalf("reopened with %s: Unwrap: %v", other, err)
+				}
+				pt, err := k2.UnwrapForTenant(ctx, "acme", blob)
+				if err != nil || !bytes.Equal(pt, dek) {
+					t.Fatalf("reopened with %s: UnwrapForTenant: %v", other, err)
+				}
+				if err := k2.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// CBC-HMAC needs the MAC key: without it Open says to run 'vaultctl
+// init'; InitMACKey makes it, once, with the key policy.
+func TestSchemeCBCHMACNeedsMACKey(t *testing.T) {
+	cfg := config(initToken(t)) // negotiated GCM: no MAC key made
+	cfg.ForceScheme = hsm.SchemeAESCBCHMAC
+	if _, err := hsmpkcs11.Open(t.Context(), cfg, nil); !errors.Is(err, hsm.ErrKEKNotFound) || !strings.Contains(err.Error(), "vaultd-kek-mac") {
+		t.Fatalf("Open without the MAC key: %v, want ErrKEKNotFound naming it", err)
+	}
+	for i, want := range []bool{true, false} {
+		created, err := hsmpkcs11.InitMACKey(t.Context(), cfg, nil)
+		if err != nil || created != want {
+			t.Fatalf("InitMACKey #%d = %v, %v; want %v", i, created, err, want)
+		}
+	}
+	k := openKeyring(t, cfg)
+	w, err := k.Wrap(t.Context(), []byte("k"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A MAC over other bytes fails before any decryption.
+	w.Ciphertext[len(w.Ciphertext)-1] ^= 1
+	if _, err := k.Unwrap(t.Context(), w, nil); !errors.Is(err, hsm.ErrUnwrap) {
+		t.Fatalf("wrong MAC: %v, want ErrUnwrap", err)
+	}
+}
+
+// The health probe is a real round trip with the negotiated scheme.
+func TestSchemePingRoundTrip(t *testing.T) {
+	for _, s := range schemesOnSoftHSM {
+		_, open := initTokenScheme(t, s)
+		k := open()
+		if err := k.Ping(t.Context()); err != nil {
+			t.Fatalf("%s: Ping: %v", s, err)
+		}
+		_ = k.Close()
+		if err := k.Ping(t.Context()); !errors.Is(err, hsm.ErrClosed) {
+			t.Fatalf("%s: Ping after Close: %v", s, err)
+		}
+	}
+}
+
+// BenchmarkScheme is the cost of one wrap and one unwrap of a 32-byte DEK
+// under the KEK with each scheme SoftHSMv2 runs.
+func BenchmarkScheme(b *testing.B) {
+	for _, s := range schemesOnSoftHSM {
+		tok := initToken(b)
+		cfg := config(tok)
+		cfg.ForceScheme = s
+		if _, _, err := hsmpkcs11.InitKEK(b.Context(), cfg, nil); err != nil {
+			b.Fatal(err)
+		}
+		k := openKeyring(b, cfg)
+		dek := bytes.Repeat([]byte{1}, 32)
+		aad := []byte("tenant=acme\x00dek=1")
+		w, err := k.Wrap(b.Context(), dek, aad)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(s.String()+"/wrap", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := k.Wrap(b.Context(), dek, aad); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(s.String()+"/unwrap", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := k.Unwrap(b.Context(), w, aad); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
