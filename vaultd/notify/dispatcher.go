@@ -45,9 +45,12 @@ const (
 // the next round goes on from there. The pending list is read maxDue at a
 // time.
 const (
-	maxScan     = 1024
-	maxBatch    = 256
-	maxDue      = 64
+	maxScan  = 1024
+	maxBatch = 256
+	maxDue   = 64
+	// maxDueScan bounds how far past busy receivers' deliveries one round
+	// looks for deliveries it can start.
+	maxDueScan  = 4096
 	pruneBatch  = 500
 	pruneRounds = 20
 	pruneEvery  = time.Hour
@@ -464,34 +467,47 @@ func (d *Dispatcher) DeliverDue(ctx context.Context) (int, error) {
 	if free <= 0 {
 		return 0, nil
 	}
-	due, err := d.store.ListDeliveries(ctx, storage.DeliveryPending, maxDue)
-	if err != nil {
-		return 0, fmt.Errorf("notify: pending deliveries: %w", err)
-	}
 	now, started := d.now(), 0
-	for _, del := range due {
-		if started == free || del.NextAttemptAt.After(now) {
+	// A page full of deliveries to busy receivers (one hanging webhook
+	// with a backlog) must not hide the others': when a page is used up
+	// without filling the free workers, look further, up to maxDueScan.
+	for limit := maxDue; ; limit *= 4 {
+		due, err := d.store.ListDeliveries(ctx, storage.DeliveryPending, limit)
+		if err != nil {
+			return started, fmt.Errorf("notify: pending deliveries: %w", err)
+		}
+		future := false
+		for _, del := range due {
+			if started == free {
+				break
+			}
+			if del.NextAttemptAt.After(now) {
+				future = true
+				break
+			}
+			h := hooks[del.Webhook]
+			if h == nil {
+				// Its [[webhooks]] entry is gone: nobody to send it to.
+				d.deadLetter(ctx, del, del.Attempts, "webhook_not_configured")
+				continue
+			}
+			d.mu.Lock()
+			busy := d.inflight[del.ID] || d.perKey[del.Webhook] >= d.perHook
+			if !busy {
+				d.inflight[del.ID] = true
+				d.perKey[del.Webhook]++
+			}
+			d.mu.Unlock()
+			if busy {
+				continue
+			}
+			started++
+			d.wg.Add(1)
+			go d.attempt(ctx, h, del)
+		}
+		if started == free || future || len(due) < limit || limit >= maxDueScan {
 			break
 		}
-		h := hooks[del.Webhook]
-		if h == nil {
-			// Its [[webhooks]] entry is gone: nobody to send it to.
-			d.deadLetter(ctx, del, del.Attempts, "webhook_not_configured")
-			continue
-		}
-		d.mu.Lock()
-		busy := d.inflight[del.ID] || d.perKey[del.Webhook] >= d.perHook
-		if !busy {
-			d.inflight[del.ID] = true
-			d.perKey[del.Webhook]++
-		}
-		d.mu.Unlock()
-		if busy {
-			continue
-		}
-		started++
-		d.wg.Add(1)
-		go d.attempt(ctx, h, del)
 	}
 	return started, nil
 }

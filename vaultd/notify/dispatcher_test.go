@@ -442,6 +442,43 @@ func TestHangingReceiverBlocksNothingElse(t *testing.T) {
 	e.d.wait()
 }
 
+// A hanging receiver with a backlog longer than one page of due
+// deliveries does not hide another webhook's delivery behind it.
+func TestHangingBacklogDoesNotStarveOthers(t *testing.T) {
+	slow, fast := newReceiver(t), newReceiver(t)
+	slow.hold = make(chan struct{})
+	k1, _ := newKey(t)
+	k2, _ := newKey(t)
+	hs, hf := hookFor(t, slow, k1, time.Second), hookFor(t, fast, k2, time.Second)
+	hs.Key, hf.Key = "slow", "fast"
+	hs.Tenants, hf.Tenants = []string{"acme"}, []string{"globex"}
+	e := newEnv(t, inmem.New(), hs, hf)
+	e.d.timeout = time.Hour
+	for i := range 3 * maxDue {
+		e.connected("acme", "i"+strconv.Itoa(i))
+	}
+	e.connected("globex", "g")
+	for queued := 0; queued < 3*maxDue+1; {
+		n := e.tail()
+		if n == 0 {
+			t.Fatalf("tail stalled at %d", queued)
+		}
+		queued += n
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for len(fast.requests()) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the other webhook's delivery was never started")
+		}
+		if _, err := e.d.DeliverDue(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(slow.hold)
+	e.d.wait()
+}
+
 // An attempt that gets no answer in time is a failure like any other.
 func TestAttemptTimeout(t *testing.T) {
 	rcv := newReceiver(t)
