@@ -32,6 +32,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/vaultd/vaultd/internal/devpki"
+	"github.com/vaultd/vaultd/internal/ocktest"
 	"github.com/vaultd/vaultd/internal/softhsmtest"
 	"github.com/vaultd/vaultd/vaultd/client"
 	"github.com/vaultd/vaultd/vaultd/oauth"
@@ -136,6 +137,10 @@ type Options struct {
 	CheckpointInterval string
 	// AuditExtra is appended to the [audit] section (e.g. `sync = "always"`).
 	AuditExtra string
+	// OpenCryptoki runs against openCryptoki's soft token (internal/ocktest:
+	// no AES-GCM, no key wrap, no EC) instead of a fresh SoftHSM token. The
+	// token is shared, so the Env's KEK label is its own.
+	OpenCryptoki bool
 }
 
 // Env is one running (or runnable) vaultd with everything around it.
@@ -148,7 +153,8 @@ type Env struct {
 	DBPath     string
 	AuditPath  string
 	PINPath    string
-	Token      softhsmtest.Token
+	Token      softhsmtest.Token // with OpenCryptoki: the openCryptoki token's module, label and PIN
+	KEKLabel   string            // [hsm] kek_label
 	Provider   *oauthtest.Provider
 	CA         *devpki.CA
 	PKIDir     string
@@ -201,9 +207,15 @@ func New(t testing.TB, opts Options) *Env {
 	}
 	vd, vc := Binaries(t)
 	dir := t.TempDir()
-	e := &Env{t: t, Dir: dir, Vaultd: vd, Vaultctl: vc, Opts: opts}
-	conf := softhsmtest.NewConf(t)
-	e.Token = conf.NewToken(t)
+	e := &Env{t: t, Dir: dir, Vaultd: vd, Vaultctl: vc, Opts: opts, KEKLabel: "vaultd-kek"}
+	if opts.OpenCryptoki {
+		ock := ocktest.Need(t)
+		// No SOFTHSM2_CONF: openCryptoki's module finds pkcsslotd itself.
+		e.Token = softhsmtest.Token{Module: ock.Module, Label: ock.Label, PIN: ock.PIN}
+		e.KEKLabel = ock.KeyLabel("e2e")
+	} else {
+		e.Token = softhsmtest.NewConf(t).NewToken(t)
+	}
 	e.Provider = oauthtest.New(t, oauthtest.Config{TLS: true, AuthStyle: opts.AuthStyle})
 
 	// PKI: one CA for clients and the server; another for the rogue cert.
@@ -312,7 +324,7 @@ shutdown_timeout = "20s"
 module      = %q
 token_label = %q
 pin_file    = %q
-kek_label   = "vaultd-kek"
+kek_label   = %q
 %s
 [storage]
 path = %q
@@ -369,7 +381,7 @@ refresh_margin     = %q
 ca_file            = %q
 %s`,
 		e.listen, filepath.Join(e.PKIDir, "server.crt"), filepath.Join(e.PKIDir, "server.key"), filepath.Join(e.PKIDir, "ca.crt"),
-		e.opsListen, server, e.Token.Module, e.Token.Label, e.PINPath, hsmExtra, e.DBPath, audit, e.Opts.Mlock, e.Opts.Seccomp,
+		e.opsListen, server, e.Token.Module, e.Token.Label, e.PINPath, e.KEKLabel, hsmExtra, e.DBPath, audit, e.Opts.Mlock, e.Opts.Seccomp,
 		filepath.Join(e.Dir, "jwks.json"), JWTIssuer, JWTAudience, MultiURI,
 		ProviderName, e.Provider.TokenURL(), e.Provider.RevocationURL(), e.Provider.APIBaseURL(),
 		e.Provider.ClientID(), filepath.Join(e.Dir, "client-secret"), e.Opts.AuthStyle, e.Opts.RefreshMargin,
