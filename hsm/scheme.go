@@ -116,6 +116,22 @@ func (s Scheme) minCiphertext() int {
 	return 0
 }
 
+// CiphertextLen is the length of the ciphertext (with its tag, MAC or
+// integrity check) of an n-byte plaintext wrapped with s under an
+// aadLen-byte aad; -1 for an unknown scheme.
+func (s Scheme) CiphertextLen(n, aadLen int) int {
+	switch s {
+	case SchemeAESGCM:
+		return n + GCMTagSize
+	case SchemeAESKWP:
+		in := len(kwpLabel) + 1 + 4 + aadLen + n
+		return (in+7)/8*8 + 8
+	case SchemeAESCBCHMAC:
+		return (n/16+1)*16 + HMACSize
+	}
+	return -1
+}
+
 // WrappedKeyNonce is the Nonce field of a WrappedKey wrapped with s and
 // iv: the bare nonce for AES-GCM, scheme || iv for the others.
 func WrappedKeyNonce(s Scheme, iv []byte) []byte {

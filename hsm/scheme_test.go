@@ -291,6 +291,16 @@ func TestTenantWrappedScheme(t *testing.T) {
 	if err != nil || s != SchemeAESGCM || !bytes.Equal(aad, TenantWrapAAD("acme", 1)) {
 		t.Fatalf("version 1: %v, %v", s, err)
 	}
+	// 2 | 3 | iv[16] | CBC-PAD(32 bytes)=48 | HMAC[32]; KWP: the 29-byte aad
+	// and the label make a 76-byte input, RFC 5649 writes 88.
+	for _, c := range []struct {
+		s    Scheme
+		want int
+	}{{SchemeAESGCM, 61}, {SchemeAESCBCHMAC, 98}, {SchemeAESKWP, 90}} {
+		if got := TenantWrappedLen("acme", c.s, 32); got != c.want {
+			t.Errorf("TenantWrappedLen(%s) = %d, want %d", c.s, got, c.want)
+		}
+	}
 	kwp := AppendTenantWrappedScheme(nil, SchemeAESKWP, nil, make([]byte, 40))
 	for _, bad := range [][]byte{{2}, {2, 1}, {2, 9}, {2, 0}, b[:20], b[:len(b)-1], kwp[:len(kwp)-4], {3, 2}} {
 		if _, _, _, _, err := ParseTenantWrappedScheme("acme", bad); !errors.Is(err, ErrUnwrap) {

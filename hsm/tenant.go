@@ -115,3 +115,12 @@ func ParseTenantWrappedScheme(tenantID string, b []byte) (s Scheme, iv, cipherte
 	}
 	return SchemeAESGCM, iv, ciphertext, TenantWrapAAD(tenantID, TenantWrapVersion), nil
 }
+
+// TenantWrappedLen is the length of the blob of an n-byte key wrapped for
+// tenantID with scheme s (TenantWrapOverhead+n for AES-GCM).
+func TenantWrappedLen(tenantID string, s Scheme, n int) int {
+	if s == SchemeAESGCM {
+		return TenantWrapOverhead + n
+	}
+	return 2 + s.IVSize() + s.CiphertextLen(n, len(TenantWrapAADScheme(tenantID, s)))
+}

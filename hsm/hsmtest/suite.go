@@ -56,7 +56,7 @@ func RunKeyringSuite(t *testing.T, newKeyring func(t *testing.T) hsm.Keyring) {
 			if len(iv) != scheme.IVSize() {
 				t.Errorf("%s iv is %d bytes, want %d", scheme, len(iv), scheme.IVSize())
 			}
-			if want := CiphertextLen(scheme, n, len(aad)); len(w.Ciphertext) != want {
+			if want := scheme.CiphertextLen(n, len(aad)); len(w.Ciphertext) != want {
 				t.Errorf("%s ciphertext is %d bytes for %d, want %d", scheme, len(w.Ciphertext), n, want)
 			}
 			if n >= 16 && bytes.Contains(w.Ciphertext, pt) {
@@ -345,21 +345,6 @@ func RunKeyringSuite(t *testing.T, newKeyring func(t *testing.T) hsm.Keyring) {
 	})
 
 	runOptionalSuites(t, newKeyring, open)
-}
-
-// CiphertextLen is the length of a WrappedKey's Ciphertext for an n-byte
-// plaintext and an aadLen-byte aad under scheme s.
-func CiphertextLen(s hsm.Scheme, n, aadLen int) int {
-	switch s {
-	case hsm.SchemeAESGCM:
-		return n + hsm.GCMTagSize
-	case hsm.SchemeAESKWP:
-		in := len(hsm.KWPInput(make([]byte, aadLen), make([]byte, n)))
-		return (in+7)/8*8 + 8
-	case hsm.SchemeAESCBCHMAC:
-		return (n/16+1)*16 + hsm.HMACSize
-	}
-	return -1
 }
 
 func randBytes(n int) []byte {

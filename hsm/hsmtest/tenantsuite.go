@@ -68,8 +68,11 @@ func tenantKeyringSuite(t *testing.T, open func(t *testing.T) hsm.Keyring) {
 	if err != nil {
 		t.Fatalf("blob does not parse: %v", err)
 	}
-	if want := CiphertextLen(scheme, len(dek), len(aad)); len(ct) != want || len(iv) != scheme.IVSize() {
+	if want := scheme.CiphertextLen(len(dek), len(aad)); len(ct) != want || len(iv) != scheme.IVSize() {
 		t.Fatalf("%s blob: iv %d bytes, ciphertext %d; want %d, %d", scheme, len(iv), len(ct), scheme.IVSize(), want)
+	}
+	if want := hsm.TenantWrappedLen(acme, scheme, len(dek)); len(blob) != want {
+		t.Fatalf("%s blob is %d bytes, TenantWrappedLen says %d", scheme, len(blob), want)
 	}
 	if bytes.Contains(blob, dek) {
 		t.Fatal("blob contains the plaintext")

@@ -11,6 +11,8 @@ import (
 	"github.com/vaultd/vaultd/hsm"
 	"github.com/vaultd/vaultd/hsm/hsmtest"
 	hsmpkcs11 "github.com/vaultd/vaultd/hsm/pkcs11"
+	"github.com/vaultd/vaultd/storage"
+	"github.com/vaultd/vaultd/vaultd/envelope"
 )
 
 // schemesOnSoftHSM are the schemes SoftHSMv2 runs through C_Encrypt:
@@ -109,6 +111,46 @@ func TestSchemeRecordsSurviveRestart(t *testing.T) {
 				if err := k2.Close(); err != nil {
 					t.Fatal(err)
 				}
+			}
+		})
+	}
+}
+
+// The envelope over each scheme: a tenant's DEK (tenant key, then KEK)
+// seals a field that opens after a restart on the same token.
+func TestSchemeEnvelopeSurvivesRestart(t *testing.T) {
+	for _, s := range schemesOnSoftHSM {
+		t.Run(s.String(), func(t *testing.T) {
+			_, open := initTokenScheme(t, s)
+			ctx := t.Context()
+			keys := func() *envelope.Keys {
+				k, err := envelope.NewKeys(open(), envelope.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = k.Close() })
+				return k
+			}
+			k1 := keys()
+			dek, err := k1.NewDEK(ctx, "acme", 1)
+			if err != nil {
+				t.Fatalf("NewDEK: %v", err)
+			}
+			if !dek.TenantWrapped {
+				t.Fatal("DEK is not tenant-wrapped")
+			}
+			if got, _, _ := hsm.ParseWrappedKey(hsm.WrappedKey{Nonce: dek.Nonce, Ciphertext: dek.Ciphertext}); got != s {
+				t.Fatalf("DEK records %s, want %s", got, s)
+			}
+			tenant := storage.Tenant{ID: "acme", DEKVersion: 1, DEKs: []storage.WrappedDEK{dek}}
+			sealed, err := k1.SealField(ctx, tenant, "gh", "refresh_token", []byte("r1-secret"))
+			if err != nil {
+				t.Fatalf("SealField: %v", err)
+			}
+			_ = k1.Close()
+			got, err := keys().OpenField(ctx, tenant, "gh", "refresh_token", sealed)
+			if err != nil || string(got.Reveal()) != "r1-secret" {
+				t.Fatalf("OpenField after restart: %v", err)
 			}
 		})
 	}

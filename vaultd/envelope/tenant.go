@@ -92,7 +92,12 @@ func (k *Keys) unwrapOuter(ctx context.Context, tenantID string, w storage.Wrapp
 	}
 	want := KeySize
 	if w.TenantWrapped {
-		want += hsm.TenantWrapOverhead
+		// The blob's size follows from the scheme it records (hsm.Scheme:
+		// tokens without AES-GCM wrap with another).
+		want = -1
+		if s, _, _, _, err := hsm.ParseTenantWrappedScheme(tenantID, pt.Reveal()); err == nil {
+			want = hsm.TenantWrappedLen(tenantID, s, KeySize)
+		}
 	}
 	if pt.Len() != want {
 		pt.Wipe()
