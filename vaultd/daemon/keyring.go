@@ -26,6 +26,12 @@ func openKeyring(ctx context.Context, c *config.HSMConfig, pin secret.String, lo
 		// configuration error, which systemd does not restart.
 		return nil, configError(err)
 	}
+	if errors.Is(err, hsm.ErrMechanism) {
+		// The token offers no wrapping scheme vaultd can use, or fails
+		// its wrap/unwrap self-test (Open runs it before READY): only
+		// another token or firmware cures that, so no restart loop.
+		return nil, configError(err)
+	}
 	return kr, err
 }
 
