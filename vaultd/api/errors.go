@@ -22,6 +22,9 @@ const (
 	CodeUpstreamTimeout         Code = "upstream_timeout"
 	// CodeTenantDisabled: the caller's tenant is disabled by an operator.
 	CodeTenantDisabled Code = "tenant_disabled"
+	// CodeKeyUnavailable: the HSM failed a key operation (tenant
+	// creation, DEK rotation, rewrap); nothing was written.
+	CodeKeyUnavailable Code = "key_unavailable"
 )
 
 var codeStatus = map[Code]int{
@@ -39,6 +42,7 @@ var codeStatus = map[Code]int{
 	CodeIntegrationUnavailable:  http.StatusServiceUnavailable,
 	CodeUpstreamTimeout:         http.StatusGatewayTimeout,
 	CodeTenantDisabled:          http.StatusForbidden,
+	CodeKeyUnavailable:          http.StatusServiceUnavailable,
 }
 
 // Status is the HTTP status vaultd answers code with; 500 for a code it
@@ -56,7 +60,7 @@ func Codes() []Code {
 		CodeBadRequest, CodeUnauthenticated, CodeForbidden, CodeEgressDenied, CodeNotFound,
 		CodeMethodNotAllowed, CodeConflict, CodeReauthorizationRequired, CodePayloadTooLarge,
 		CodeInternal, CodeUpstreamUnreachable, CodeIntegrationUnavailable, CodeUpstreamTimeout,
-		CodeTenantDisabled,
+		CodeTenantDisabled, CodeKeyUnavailable,
 	}
 }
 

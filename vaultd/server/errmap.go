@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/vaultd/vaultd/hsm"
 	"github.com/vaultd/vaultd/vaultd/api"
 	"github.com/vaultd/vaultd/vaultd/audit"
 	"github.com/vaultd/vaultd/vaultd/proxy"
@@ -47,6 +48,30 @@ var errTable = []errRow{
 // errUnavailable answers every error errTable does not list (the vault's
 // ErrUnavailable among them: the store, the HSM or the lock failed).
 var errUnavailable = errRow{code: api.CodeIntegrationUnavailable, message: msgUnavailable, kind: "unavailable"}
+
+// errKeyUnavailable answers a key operation (tenant creation, DEK
+// rotation, rewrap) that the HSM failed, so that a tenant that could not
+// be created is never mistaken for an integration problem.
+var errKeyUnavailable = errRow{code: api.CodeKeyUnavailable, message: "the HSM could not perform the key operation; nothing was changed, retry later", kind: "key_unavailable"}
+
+// hsmFailures are the hsm sentinels that make a key operation
+// errKeyUnavailable: the HSM is away, cannot wrap, or lacks a key.
+var hsmFailures = []error{hsm.ErrUnavailable, hsm.ErrMechanism, hsm.ErrModule, hsm.ErrClosed,
+	hsm.ErrKEKNotFound, hsm.ErrKEKInvalid, hsm.ErrTenantKeyNotFound}
+
+// keyOpErr is lookupErr for a key operation: the table's row, else
+// errKeyUnavailable for an HSM failure, else errUnavailable.
+func keyOpErr(err error) (row errRow, ok bool) {
+	if row, ok := lookupErr(err); ok {
+		return row, true
+	}
+	for _, k := range hsmFailures {
+		if errors.Is(err, k) {
+			return errKeyUnavailable, true
+		}
+	}
+	return errUnavailable, false
+}
 
 // errCallerGaveUp answers an outbound call whose caller went away (there
 // is nobody to read it; the attempt is on record all the same).

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/vaultd/vaultd/hsm"
 	"github.com/vaultd/vaultd/vaultd/api"
 	"github.com/vaultd/vaultd/vaultd/proxy"
 	"github.com/vaultd/vaultd/vaultd/vault"
@@ -45,5 +46,30 @@ func TestErrTable(t *testing.T) {
 	}
 	if errCallerGaveUp.code.Status() != http.StatusBadGateway {
 		t.Fatal("caller-gave-up row")
+	}
+}
+
+// A key operation the HSM fails answers key_unavailable, never
+// integration_unavailable; other failures keep their rows.
+func TestKeyOpErr(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		code api.Code
+		kind string
+	}{
+		{fmt.Errorf("%w: new DEK: %w", vault.ErrUnavailable, &hsm.Error{Msg: "hsm: token: C_Encrypt", Kind: hsm.ErrUnavailable}), api.CodeKeyUnavailable, "key_unavailable"},
+		{fmt.Errorf("%w: new DEK: %w", vault.ErrUnavailable, hsm.ErrMechanism), api.CodeKeyUnavailable, "key_unavailable"},
+		{fmt.Errorf("%w: %w", vault.ErrUnavailable, hsm.ErrTenantKeyNotFound), api.CodeKeyUnavailable, "key_unavailable"},
+		{fmt.Errorf("%w: store", vault.ErrUnavailable), api.CodeIntegrationUnavailable, "unavailable"},
+		{vault.ErrTenantExists, api.CodeConflict, "exists"},
+		{vault.ErrTenantNotFound, api.CodeNotFound, "tenant_not_found"},
+	} {
+		row, _ := keyOpErr(c.err)
+		if row.code != c.code || row.kind != c.kind {
+			t.Errorf("%v: %s/%s, want %s/%s", c.err, row.code, row.kind, c.code, c.kind)
+		}
+	}
+	if api.CodeKeyUnavailable.Status() != http.StatusServiceUnavailable {
+		t.Fatal("key_unavailable is not 503")
 	}
 }

@@ -53,12 +53,19 @@ func (s *Server) createTenant(q *request) {
 }
 
 // keyOpFailed audits a failed tenant/key operation and answers it. A
-// missing tenant is not audited: it answers like any unknown id.
+// missing tenant is not audited: it answers like any unknown id. An HSM
+// failure answers 503 key_unavailable (keyOpErr).
 func (s *Server) keyOpFailed(q *request, action, tenant, detailPrefix string, err error) {
+	row, ok := keyOpErr(err)
 	if !errors.Is(err, vault.ErrTenantNotFound) {
-		s.failed(q, q.event(action, tenant, "", detailPrefix+errKind(err)), err)
+		ev := q.event(action, tenant, "", detailPrefix+row.kind)
+		ev.Outcome, ev.HTTPStatus = audit.OutcomeFailure, row.code.Status()
+		_ = s.record(q.r.Context(), ev)
 	}
-	s.fail(q.w, q.r, err, msgTenantNotFound)
+	if !ok || row.code == api.CodeKeyUnavailable {
+		s.log.ErrorContext(q.r.Context(), "request failed", "request_id", requestID(q.r.Context()), "err", err)
+	}
+	writeError(q.w, q.r, row.code, row.publicMessage(err, msgTenantNotFound))
 }
 
 func (s *Server) getTenant(q *request) {
