@@ -48,6 +48,10 @@ type KEKInfo struct {
 	Encrypt          bool
 	Decrypt          bool
 	Modifiable       bool
+	// Scheme is the wrapping scheme the keyring uses with the KEK (a
+	// Scheme's name), negotiated with the token; "" if the backend does
+	// not say.
+	Scheme string
 }
 
 // AuditSigner signs audit checkpoints with a non-extractable key held in

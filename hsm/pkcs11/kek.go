@@ -125,6 +125,7 @@ func (p *PKCS11) KEKInfo(ctx context.Context) ([]hsm.KEKInfo, error) {
 	}
 	out := make([]hsm.KEKInfo, 0, len(objs))
 	for _, o := range objs {
+		o.info.Scheme = p.neg.scheme.String()
 		out = append(out, o.info)
 	}
 	slices.SortFunc(out, func(a, b hsm.KEKInfo) int { return cmp.Compare(a.Version, b.Version) })

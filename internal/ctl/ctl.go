@@ -168,6 +168,16 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	} else {
 		fmt.Fprintf(stdout, "audit signing key %q present; unchanged\n", auditLabel)
 	}
+	// The scheme vaultd will wrap with, checked by a round trip now rather
+	// than at the first tenant.
+	scheme, err := keyringScheme(ctx, &cfg.HSM, pin, log)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrapping scheme %s (negotiated with token %q; wrap/unwrap round trip passed)\n", scheme, cfg.HSM.TokenLabel)
+	if scheme == hsm.SchemeAESCBCHMAC {
+		fmt.Fprintf(stdout, "MAC key %q present (HMAC-SHA256, sensitive, non-extractable)\n", cfg.HSM.KEKLabel+"-mac")
+	}
 	_, statErr := os.Stat(cfg.Storage.Path)
 	st, err := bolt.Open(ctx, cfg.Storage.Path, bolt.Options{LockTimeout: cfg.Storage.LockTimeout.Duration(), Logger: log})
 	switch {

@@ -35,6 +35,18 @@ func openKeyring(ctx context.Context, c *config.HSMConfig, pin secret.String, lo
 	return hsmpkcs11.OpenKeyring(ctx, keyringConfig(c, pin), log)
 }
 
+// keyringScheme opens the keyring, which negotiates its wrapping scheme
+// with the token and runs a wrap/unwrap round trip (the KEK's and a
+// tenant-like key's), and names the scheme.
+func keyringScheme(ctx context.Context, c *config.HSMConfig, pin secret.String, log *slog.Logger) (hsm.Scheme, error) {
+	kr, err := hsmpkcs11.Open(ctx, keyringConfig(c, pin), log)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = kr.Close() }()
+	return kr.Scheme(), nil
+}
+
 // rotateKEK adds the next KEK version, if the backend can.
 func rotateKEK(ctx context.Context, kr hsm.Keyring) (uint32, error) {
 	r, ok := kr.(hsm.KEKRotator)
