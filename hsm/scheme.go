@@ -11,8 +11,14 @@ package hsm
 //	                         aad, so the context is wrapped with the key
 //	                         (KWPInput) and checked after unwrap (KWPOpen)
 //	AES-CBC-PAD+SHA256-HMAC  encrypt-then-MAC: CKM_AES_CBC_PAD under the
-//	                         KEK, CKM_SHA256_HMAC under a second HSM key
-//	                         over CBCHMACInput, verified before decrypting
+//	                         KEK of CBCKeyCheck || key, CKM_SHA256_HMAC
+//	                         under a second HSM key over CBCHMACInput,
+//	                         verified before decrypting. The MAC key is
+//	                         shared by every KEK version and tenant key, so
+//	                         it cannot tell which key encrypted; the
+//	                         CBCKeyCheck block can: under another key (an
+//	                         older KEK version, a re-created tenant key) it
+//	                         decrypts to other bytes and the unwrap fails
 //
 // Every wrapped blob records its scheme, so records move between tokens of
 // different schemes: unwrapping goes by the recorded scheme, wrapping uses
@@ -25,7 +31,8 @@ package hsm
 //	                                           (no iv), 0x03 CBC-HMAC (16)
 //	WrappedKey.Ciphertext                      GCM: ct || tag[16]; KWP: the
 //	                                           RFC 5649 output; CBC-HMAC:
-//	                                           ct || HMAC-SHA256[32]
+//	                                           CBC(CBCKeyCheck || key) ||
+//	                                           HMAC-SHA256[32]
 //
 // Tenant blobs (tenant.go): version 1 is AES-GCM; version 2 is
 // 2 | scheme | iv | ciphertext as above, with TenantWrapAADScheme.
@@ -111,7 +118,8 @@ func (s Scheme) minCiphertext() int {
 	case SchemeAESKWP:
 		return KWPMinSize
 	case SchemeAESCBCHMAC:
-		return 16 + HMACSize // CBC-PAD always writes at least one block
+		// the key check block, then CBC-PAD's at least one block
+		return len(CBCKeyCheck) + 16 + HMACSize
 	}
 	return 0
 }
@@ -127,7 +135,7 @@ func (s Scheme) CiphertextLen(n, aadLen int) int {
 		in := len(kwpLabel) + 1 + 4 + aadLen + n
 		return (in+7)/8*8 + 8
 	case SchemeAESCBCHMAC:
-		return (n/16+1)*16 + HMACSize
+		return len(CBCKeyCheck) + (n/16+1)*16 + HMACSize
 	}
 	return -1
 }
@@ -174,6 +182,9 @@ func (s Scheme) checkShape(iv, ct []byte) error {
 	}
 	return nil
 }
+
+// CBCKeyCheck is the block the CBC-HMAC scheme encrypts before the key.
+const CBCKeyCheck = "vaultd/cbc-key\x00\x01"
 
 const (
 	kwpLabel     = "vaultd/kwp"

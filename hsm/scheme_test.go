@@ -111,6 +111,7 @@ func softSeal(s Scheme, kek, macKey, iv, pt, aad []byte) WrappedKey {
 	case SchemeAESKWP:
 		ct = kwpWrap(kek, KWPInput(aad, pt))
 	case SchemeAESCBCHMAC:
+		pt = append([]byte(CBCKeyCheck), pt...)
 		n := 16 - len(pt)%16
 		p := append(bytes.Clone(pt), bytes.Repeat([]byte{byte(n)}, n)...)
 		ct = make([]byte, len(p))
@@ -159,10 +160,10 @@ func softOpen(kek, macKey []byte, w WrappedKey, aad []byte) ([]byte, error) {
 	p := make([]byte, len(body))
 	cipher.NewCBCDecrypter(blk, iv).CryptBlocks(p, body)
 	n := int(p[len(p)-1])
-	if n == 0 || n > 16 {
+	if n == 0 || n > 16 || !bytes.HasPrefix(p, []byte(CBCKeyCheck)) {
 		return nil, fail
 	}
-	return p[:len(p)-n], nil
+	return p[len(CBCKeyCheck) : len(p)-n], nil
 }
 
 var (
@@ -218,6 +219,15 @@ func TestSchemeKnownAnswers(t *testing.T) {
 					t.Errorf("%s: err = %v, want ErrUnwrap", name, err)
 				}
 			}
+			// Encrypted under another key: for CBC-HMAC the shared MAC key
+			// verifies, and the key check block is what refuses it.
+			otherKEK := bytes.Repeat([]byte{0x42}, 32)
+			for i := range 64 { // many blobs, so a lucky CBC padding cannot pass
+				other := softSeal(c.s, otherKEK, katMAC, c.iv, append(bytes.Clone(katDEK), byte(i)), katAAD)
+				if _, err := softOpen(katKEK, katMAC, other, katAAD); !errors.Is(err, ErrUnwrap) {
+					t.Fatalf("blob %d under another key: err = %v, want ErrUnwrap", i, err)
+				}
+			}
 			if _, err := softOpen(katKEK, katMAC, w, []byte("tenant=acme\x00dek=2")); !errors.Is(err, ErrUnwrap) {
 				t.Errorf("wrong aad: err = %v, want ErrUnwrap", err)
 			}
@@ -271,7 +281,7 @@ func TestSchemeNames(t *testing.T) {
 // keep their meaning; version-2 blobs carry the scheme and bind it.
 func TestTenantWrappedScheme(t *testing.T) {
 	iv := bytes.Repeat([]byte{7}, 16)
-	ct := make([]byte, 48+HMACSize)
+	ct := make([]byte, 64+HMACSize)
 	b := AppendTenantWrappedScheme(nil, SchemeAESCBCHMAC, iv, ct)
 	if b[0] != TenantWrapVersionScheme || Scheme(b[1]) != SchemeAESCBCHMAC || len(b) != 2+16+len(ct) {
 		t.Fatalf("blob %x", b[:2])
@@ -291,12 +301,12 @@ func TestTenantWrappedScheme(t *testing.T) {
 	if err != nil || s != SchemeAESGCM || !bytes.Equal(aad, TenantWrapAAD("acme", 1)) {
 		t.Fatalf("version 1: %v, %v", s, err)
 	}
-	// 2 | 3 | iv[16] | CBC-PAD(32 bytes)=48 | HMAC[32]; KWP: the 29-byte aad
+	// 2 | 3 | iv[16] | CBC-PAD(check 16 + key 32)=64 | HMAC[32]; KWP: the 29-byte aad
 	// and the label make a 76-byte input, RFC 5649 writes 88.
 	for _, c := range []struct {
 		s    Scheme
 		want int
-	}{{SchemeAESGCM, 61}, {SchemeAESCBCHMAC, 98}, {SchemeAESKWP, 90}} {
+	}{{SchemeAESGCM, 61}, {SchemeAESCBCHMAC, 114}, {SchemeAESKWP, 90}} {
 		if got := TenantWrappedLen("acme", c.s, 32); got != c.want {
 			t.Errorf("TenantWrappedLen(%s) = %d, want %d", c.s, got, c.want)
 		}
@@ -359,6 +369,6 @@ func FuzzParseTenantWrappedScheme(f *testing.F) {
 const (
 	gcmKAT = "2a6dc52780c7b4b11d29ee95085c5ae070795d317ebbdfe7ed31dedcdd19e031c0d5dd53f72818bcebef37cdfe2f3479"
 	kwpKAT = "181dcce190f81386cc474340567124a50ef79364b40f84e7c5d51e7af5a98f0a2b12cc52e89663edb796a5670fd2a6eb1e86419b3898f21b26bb1aa55d03e0671e55587c55d57f6f"
-	cbcKAT = "f4a9ad388e88b4df0467e6f9f44d9e9a4629f883a731e241ea41bc27a1e571a2535ddf46950cc0a65cd546eddd226139" +
-		"e90f269645a54c7401a2fb9c106b5b66458060e91b58446b42d12fe0048637ce"
+	cbcKAT = "a111a1b5a2d1ed51b98e330387beef4dcc3d0902ab48ab7e5cb8f76bb1ec3f81fc2fb4083e7402e49287fd0d666c0dcf9bbdff5b47d7f44dc5759e8e857e1b2c" +
+		"cf12118e5804a7eb844ec138d1e8242f4e6d6dd5ed7efb9c94dbbe5974107703"
 )

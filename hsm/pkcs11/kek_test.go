@@ -31,7 +31,7 @@ func TestInitKEKAttributes(t *testing.T) {
 	}
 	want := hsm.KEKInfo{Version: 1, Label: kekLabel, KeyType: "AES", Bytes: 32, Token: true, Private: true,
 		Sensitive: true, Extractable: false, AlwaysSensitive: true, NeverExtractable: true,
-		Encrypt: true, Decrypt: true, Modifiable: false}
+		Encrypt: true, Decrypt: true, Modifiable: false, Scheme: "AES-GCM"}
 	if len(infos) != 1 || infos[0] != want {
 		t.Fatalf("KEKInfo = %+v, want [%+v]", infos, want)
 	}

@@ -10,6 +10,7 @@ package pkcs11
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 
@@ -257,13 +258,16 @@ func (p *PKCS11) kwpDecrypt(ctx context.Context, op string, key pkcs11.ObjectHan
 	return pt, err
 }
 
-// cbcHMACEncrypt: CKM_AES_CBC_PAD under key with a random iv, then
-// CKM_SHA256_HMAC under the MAC key over CBCHMACInput(aad, iv, ct).
+// cbcHMACEncrypt: CKM_AES_CBC_PAD of hsm.CBCKeyCheck || plaintext under
+// key with a random iv, then CKM_SHA256_HMAC under the MAC key over
+// CBCHMACInput(aad, iv, ct).
 func (p *PKCS11) cbcHMACEncrypt(ctx context.Context, op string, key pkcs11.ObjectHandle, plaintext, aad []byte) (iv, ct []byte, err error) {
 	mac, err := p.macHandle(op)
 	if err != nil {
 		return nil, nil, err
 	}
+	plaintext = append([]byte(hsm.CBCKeyCheck), plaintext...)
+	defer clear(plaintext)
 	iv = make([]byte, hsm.CBCIVSize)
 	_, _ = rand.Read(iv)
 	err = p.withSession(ctx, op, func(s pkcs11.SessionHandle) (bool, error) {
@@ -275,7 +279,7 @@ func (p *PKCS11) cbcHMACEncrypt(ctx context.Context, op string, key pkcs11.Objec
 		if err != nil {
 			return false, p.p11Error(op+": C_Encrypt (AES-CBC-PAD)", err)
 		}
-		if len(out) != (len(plaintext)/16+1)*16 {
+		if len(out) != (len(plaintext)/16+1)*16 { // plaintext has the check block
 			return false, p.errorf(hsm.ErrUnavailable, nil, "token %q: %s: AES-CBC-PAD returned %d bytes for %d", p.tokenLabel, op, len(out), len(plaintext))
 		}
 		hm := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_SHA256_HMAC, nil)}
@@ -324,11 +328,17 @@ func (p *PKCS11) cbcHMACDecrypt(ctx context.Context, op string, key pkcs11.Objec
 		}
 		out, err := p.mod.Decrypt(s, body)
 		if err != nil {
-			// Authenticated, so not tampered: a wrong key (another
-			// tenant's) is the likely cause.
+			// Authenticated, so not tampered: another key (an older KEK
+			// version, a re-created tenant key) is the likely cause.
 			return p.decryptFailed(s, op, err)
 		}
-		pt = out
+		n := len(hsm.CBCKeyCheck)
+		if len(out) < n || subtle.ConstantTimeCompare(out[:n], []byte(hsm.CBCKeyCheck)) != 1 {
+			clear(out)
+			return true, p.errorf(hsm.ErrUnwrap, nil, "%s: authentication failed (encrypted under another key)", op)
+		}
+		pt = append([]byte{}, out[n:]...)
+		clear(out)
 		return true, nil
 	})
 	if err != nil {
@@ -391,9 +401,8 @@ func (p *PKCS11) selfTest(ctx context.Context, tenantPath bool) error {
 				tmpl[i] = pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false)
 			}
 		}
-		mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}
 		var err error
-		if h, err = p.mod.GenerateKey(s, mech, tmpl); err != nil {
+		if h, err = p.generateTenantKey(s, tmpl); err != nil {
 			return false, p.p11Error("self-test: generate a session AES-256 key", err)
 		}
 		return true, nil

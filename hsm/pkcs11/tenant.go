@@ -74,6 +74,26 @@ func tenantTemplate(label, tenantID string) []*pkcs11.Attribute {
 	}
 }
 
+// generateTenantKey runs C_GenerateKey (CKM_AES_KEY_GEN) with tmpl. A token
+// that does not know CKA_DESTROYABLE (a PKCS#11 3.0 attribute: Debian 12's
+// openCryptoki answers CKR_ATTRIBUTE_TYPE_INVALID) gets the template
+// without it; its objects are destroyable anyway, as the attribute's
+// default says.
+func (p *PKCS11) generateTenantKey(s pkcs11.SessionHandle, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}
+	h, err := p.mod.GenerateKey(s, mech, tmpl)
+	if !errors.Is(err, pkcs11.Error(pkcs11.CKR_ATTRIBUTE_TYPE_INVALID)) {
+		return h, err
+	}
+	without := make([]*pkcs11.Attribute, 0, len(tmpl))
+	for _, a := range tmpl {
+		if a.Type != pkcs11.CKA_DESTROYABLE {
+			without = append(without, a)
+		}
+	}
+	return p.mod.GenerateKey(s, mech, without)
+}
+
 // findTenantKeys lists the tenant's key objects (normally one; two only if
 // two processes raced to create it). With check, each must pass the KEK
 // policy (hsm.ErrKEKInvalid otherwise): a key that is used, or created
@@ -191,8 +211,7 @@ func (p *PKCS11) CreateTenantKey(ctx context.Context, tenantID string) error {
 	}
 	defer func() { _ = p.mod.CloseSession(s) }()
 	label := p.tenantLabel(tenantID)
-	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}
-	if _, err := p.mod.GenerateKey(s, mech, tenantTemplate(label, tenantID)); err != nil {
+	if _, err := p.generateTenantKey(s, tenantTemplate(label, tenantID)); err != nil {
 		return p.p11Error("create tenant key (AES-256)", err)
 	}
 	p.logger.Info("hsm: tenant key created", "token", p.tokenLabel, "label", label, "tenant_id", tenantID)
