@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/miekg/pkcs11"
+
 	"github.com/vaultd/vaultd/hsm"
 	"github.com/vaultd/vaultd/hsm/hsmtest"
 	hsmpkcs11 "github.com/vaultd/vaultd/hsm/pkcs11"
@@ -194,6 +196,51 @@ func TestSchemePingRoundTrip(t *testing.T) {
 		if err := k.Ping(t.Context()); !errors.Is(err, hsm.ErrClosed) {
 			t.Fatalf("%s: Ping after Close: %v", s, err)
 		}
+	}
+}
+
+// A token that still answers but can no longer wrap is not healthy: with
+// the MAC key destroyed under a running CBC-HMAC keyring, Ping (the health
+// probe behind /readyz) fails although the KEK is still readable.
+func TestSchemePingFailsWhenWrapFails(t *testing.T) {
+	tok := initToken(t)
+	cfg := config(tok)
+	cfg.ForceScheme = hsm.SchemeAESCBCHMAC
+	if _, _, err := hsmpkcs11.InitKEK(t.Context(), cfg, nil); err != nil {
+		t.Fatal(err)
+	}
+	k := openKeyring(t, cfg)
+	if err := k.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	rawSession(t, tok, func(mod *pkcs11.Ctx, s pkcs11.SessionHandle) {
+		hs := findAll(t, mod, s, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, kekLabel+"-mac")})
+		if len(hs) != 1 {
+			t.Fatalf("%d MAC keys, want 1", len(hs))
+		}
+		// The MAC key's protection: sensitive, never extractable, sign/verify only.
+		attrs, err := mod.GetAttributeValue(s, hs[0], []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, nil), pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil),
+			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil), pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, nil),
+			pkcs11.NewAttribute(pkcs11.CKA_SIGN, nil), pkcs11.NewAttribute(pkcs11.CKA_VERIFY, nil),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kt := attrs[0].Value; len(kt) == 0 || kt[0] != byte(pkcs11.CKK_GENERIC_SECRET) {
+			t.Errorf("MAC key type %v, want CKK_GENERIC_SECRET", kt)
+		}
+		for i, want := range []byte{1, 0, 0, 1, 1} { // sensitive, extractable, encrypt, sign, verify
+			if a := attrs[i+1]; len(a.Value) != 1 || a.Value[0] != want {
+				t.Errorf("MAC key attribute 0x%x = %v, want %d", a.Type, a.Value, want)
+			}
+		}
+		if err := mod.DestroyObject(s, hs[0]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if err := k.Ping(t.Context()); !errors.Is(err, hsm.ErrUnavailable) {
+		t.Fatalf("Ping with the MAC key gone: %v, want ErrUnavailable", err)
 	}
 }
 
