@@ -49,18 +49,15 @@ var errTable = []errRow{
 // ErrUnavailable among them: the store, the HSM or the lock failed).
 var errUnavailable = errRow{code: api.CodeIntegrationUnavailable, message: msgUnavailable, kind: "unavailable"}
 
-// errKeyUnavailable answers a key operation (tenant creation, DEK
-// rotation, rewrap) that the HSM failed, so that a tenant that could not
-// be created is never mistaken for an integration problem.
-var errKeyUnavailable = errRow{code: api.CodeKeyUnavailable, message: "the HSM could not perform the key operation; nothing was changed, retry later", kind: "key_unavailable"}
+// errKeyUnavailable answers a tenant or key operation (tenant creation,
+// DEK rotation, rewrap) that failed outside the table: the HSM (away, no
+// usable wrapping scheme, a key missing) or the store. Never
+// integration_unavailable, which would point at an integration.
+var errKeyUnavailable = errRow{code: api.CodeKeyUnavailable, message: "the key operation could not be completed (HSM or store unavailable); nothing was changed, retry later", kind: "key_unavailable"}
 
-// hsmFailures are the hsm sentinels that make a key operation
-// errKeyUnavailable: the HSM is away, cannot wrap, or lacks a key.
-var hsmFailures = []error{hsm.ErrUnavailable, hsm.ErrMechanism, hsm.ErrModule, hsm.ErrClosed,
-	hsm.ErrKEKNotFound, hsm.ErrKEKInvalid, hsm.ErrTenantKeyNotFound}
-
-// keyOpErr is lookupErr for a key operation: the table's row, else
-// errKeyUnavailable for an HSM failure, else errUnavailable.
+// keyOpErr is lookupErr for a tenant or key operation: the table's row,
+// else errKeyUnavailable. ok is false unless the table knew err or the
+// HSM caused it (those are logged by the caller all the same).
 func keyOpErr(err error) (row errRow, ok bool) {
 	if row, ok := lookupErr(err); ok {
 		return row, true
@@ -70,8 +67,12 @@ func keyOpErr(err error) (row errRow, ok bool) {
 			return errKeyUnavailable, true
 		}
 	}
-	return errUnavailable, false
+	return errKeyUnavailable, false
 }
+
+// hsmFailures are the hsm sentinels of a failed key operation.
+var hsmFailures = []error{hsm.ErrUnavailable, hsm.ErrMechanism, hsm.ErrModule, hsm.ErrClosed,
+	hsm.ErrKEKNotFound, hsm.ErrKEKInvalid, hsm.ErrTenantKeyNotFound}
 
 // errCallerGaveUp answers an outbound call whose caller went away (there
 // is nobody to read it; the attempt is on record all the same).

@@ -49,8 +49,9 @@ func TestErrTable(t *testing.T) {
 	}
 }
 
-// A key operation the HSM fails answers key_unavailable, never
-// integration_unavailable; other failures keep their rows.
+// A tenant or key operation that fails outside the table (the HSM, the
+// store) answers key_unavailable, never integration_unavailable; the
+// table's failures keep their rows.
 func TestKeyOpErr(t *testing.T) {
 	for _, c := range []struct {
 		err  error
@@ -60,7 +61,7 @@ func TestKeyOpErr(t *testing.T) {
 		{fmt.Errorf("%w: new DEK: %w", vault.ErrUnavailable, &hsm.Error{Msg: "hsm: token: C_Encrypt", Kind: hsm.ErrUnavailable}), api.CodeKeyUnavailable, "key_unavailable"},
 		{fmt.Errorf("%w: new DEK: %w", vault.ErrUnavailable, hsm.ErrMechanism), api.CodeKeyUnavailable, "key_unavailable"},
 		{fmt.Errorf("%w: %w", vault.ErrUnavailable, hsm.ErrTenantKeyNotFound), api.CodeKeyUnavailable, "key_unavailable"},
-		{fmt.Errorf("%w: store", vault.ErrUnavailable), api.CodeIntegrationUnavailable, "unavailable"},
+		{fmt.Errorf("%w: store", vault.ErrUnavailable), api.CodeKeyUnavailable, "key_unavailable"},
 		{vault.ErrTenantExists, api.CodeConflict, "exists"},
 		{vault.ErrTenantNotFound, api.CodeNotFound, "tenant_not_found"},
 	} {

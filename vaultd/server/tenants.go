@@ -53,8 +53,8 @@ func (s *Server) createTenant(q *request) {
 }
 
 // keyOpFailed audits a failed tenant/key operation and answers it. A
-// missing tenant is not audited: it answers like any unknown id. An HSM
-// failure answers 503 key_unavailable (keyOpErr).
+// missing tenant is not audited: it answers like any unknown id. A failure
+// outside the error table answers 503 key_unavailable (keyOpErr).
 func (s *Server) keyOpFailed(q *request, action, tenant, detailPrefix string, err error) {
 	row, ok := keyOpErr(err)
 	if !errors.Is(err, vault.ErrTenantNotFound) {
