@@ -39,7 +39,11 @@
 // C_WrapKey is passed over); AES-CBC-PAD encrypt-then-MAC with
 // HMAC-SHA256 under a second non-extractable key "<kek_label>-mac" (a
 // generic secret, sign/verify only, made by InitKEK or InitMACKey), the
-// MAC checked with C_Verify before anything is decrypted. Config.ForceScheme
+// MAC checked with C_Verify before anything is decrypted, and a known block
+// (hsm.CBCKeyCheck) encrypted ahead of the key so that a blob under another
+// key (the MAC key is shared) fails instead of decrypting to garbage.
+// Tokens without CKA_DESTROYABLE (openCryptoki 3.8) get tenant keys
+// without that attribute, destroyable by default. Config.ForceScheme
 // pins one. Each blob records its scheme and unwraps by it, so a database
 // moves between tokens. Open, InitKEK and Ping run a wrap/unwrap round trip
 // (Open and InitKEK also under a throwaway session key made like a tenant
