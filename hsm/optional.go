@@ -61,11 +61,13 @@ type KEKInfo struct {
 type AuditSigner interface {
 	// SignAudit signs a SHA-256 digest. For an ECDSA P-256 key the
 	// signature is the raw r||s, 32 bytes each, big-endian (as PKCS#11's
-	// CKM_ECDSA returns it). Without the key it fails with
-	// ErrAuditKeyNotFound.
+	// CKM_ECDSA returns it); for an RSA key (tokens without EC) it is
+	// RSA-PSS with SHA-256, MGF1-SHA256 and a 32-byte salt. Without the
+	// key it fails with ErrAuditKeyNotFound.
 	SignAudit(ctx context.Context, digest []byte) ([]byte, error)
-	// AuditPublicKey is the public half (*ecdsa.PublicKey for P-256).
-	// Without the key it fails with ErrAuditKeyNotFound.
+	// AuditPublicKey is the public half (*ecdsa.PublicKey for P-256,
+	// *rsa.PublicKey of at least 3072 bits). Without the key it fails
+	// with ErrAuditKeyNotFound.
 	AuditPublicKey(ctx context.Context) (crypto.PublicKey, error)
 }
 

@@ -3,8 +3,10 @@ package hsmtest
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/sha256"
 	"errors"
 	"math/big"
@@ -176,28 +178,44 @@ func auditSignerSuite(t *testing.T, open func(t *testing.T) hsm.Keyring) {
 	if err != nil {
 		t.Fatalf("AuditPublicKey: %v", err)
 	}
-	ec, ok := pub.(*ecdsa.PublicKey)
-	if !ok || ec.Curve != elliptic.P256() {
-		t.Fatalf("AuditPublicKey = %T, want an ECDSA P-256 key", pub)
+	// ECDSA P-256 where the token has EC, else RSA-PSS (3072 bits or more).
+	var verify func(sig, digest []byte) bool
+	var sigLen int
+	switch key := pub.(type) {
+	case *ecdsa.PublicKey:
+		if key.Curve != elliptic.P256() {
+			t.Fatalf("AuditPublicKey is ECDSA on %s, want P-256", key.Curve.Params().Name)
+		}
+		sigLen = 64
+		verify = func(sig, digest []byte) bool {
+			if len(sig) != 64 {
+				return false
+			}
+			r, ss := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
+			return ecdsa.Verify(key, digest, r, ss)
+		}
+	case *rsa.PublicKey:
+		if key.N.BitLen() < 3072 {
+			t.Fatalf("AuditPublicKey is RSA-%d, want at least 3072 bits", key.N.BitLen())
+		}
+		sigLen = key.Size()
+		verify = func(sig, digest []byte) bool {
+			return rsa.VerifyPSS(key, crypto.SHA256, digest, sig, &rsa.PSSOptions{SaltLength: 32, Hash: crypto.SHA256}) == nil
+		}
+	default:
+		t.Fatalf("AuditPublicKey = %T, want ECDSA P-256 or RSA", pub)
 	}
 	again, err := s.AuditPublicKey(ctx)
-	if err != nil || !ec.Equal(again) {
+	if eq, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); err != nil || !ok || !eq.Equal(again) {
 		t.Fatalf("second AuditPublicKey differs (%v)", err)
-	}
-	verify := func(sig, digest []byte) bool {
-		if len(sig) != 64 {
-			return false
-		}
-		r, ss := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
-		return ecdsa.Verify(ec, digest, r, ss)
 	}
 	digest := sha256.Sum256([]byte("vaultd audit checkpoint suite"))
 	sig, err := s.SignAudit(ctx, digest[:])
 	if err != nil {
 		t.Fatalf("SignAudit: %v", err)
 	}
-	if len(sig) != 64 {
-		t.Fatalf("signature is %d bytes, want raw r||s (64)", len(sig))
+	if len(sig) != sigLen {
+		t.Fatalf("signature is %d bytes, want %d", len(sig), sigLen)
 	}
 	if !verify(sig, digest[:]) {
 		t.Fatal("signature does not verify under AuditPublicKey")
