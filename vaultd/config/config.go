@@ -69,6 +69,8 @@ const (
 	maxPINBytes              = 1 << 10
 	credentialsDirectoryEnv  = "CREDENTIALS_DIRECTORY"
 	credentialPIN            = "hsm-pin"
+	credentialDSN            = "postgres-dsn"
+	maxDSNBytes              = 8 << 10
 	inputName                = "<input>"
 )
 
@@ -153,9 +155,33 @@ type HSMConfig struct {
 
 // StorageConfig is [storage].
 type StorageConfig struct {
-	Path        string   `toml:"path"`
+	// Backend is BackendBBolt (the default: one node, the file at Path) or
+	// BackendPostgres (any number of nodes sharing one database, reached
+	// with the DSN read from DSNFile).
+	Backend string `toml:"backend"`
+	// Path is the bbolt database file (required with bbolt, unused with
+	// postgres).
+	Path string `toml:"path"`
+	// DSNFile holds the PostgreSQL connection string (libpq URL or
+	// key=value form), a secret like the HSM PIN: it may carry the
+	// password. $CREDENTIALS_DIRECTORY/postgres-dsn takes precedence when
+	// present; "" when only the credential is used. Postgres only.
+	DSNFile string `toml:"dsn_file"`
+	// LockTimeout bounds the wait for bbolt's file lock on open (unused
+	// with postgres).
 	LockTimeout Duration `toml:"lock_timeout"`
+
+	file string // config file, for LoadDSN's messages
 }
+
+// Storage backends ([storage] backend).
+const (
+	// BackendBBolt is the embedded single-node database (storage/bolt).
+	BackendBBolt = "bbolt"
+	// BackendPostgres is a PostgreSQL database shared by every vaultd
+	// node (storage/postgres).
+	BackendPostgres = "postgres"
+)
 
 // AuditConfig is [audit].
 type AuditConfig struct {
@@ -358,6 +384,7 @@ func parse(file string, data []byte, dir string, mode Mode) (*Config, error) {
 	}
 	cfg.File, cfg.Dir, cfg.ix = file, dir, ix
 	cfg.HSM.file = file
+	cfg.Storage.file = file
 	v := &validator{cfg: cfg, ix: ix, mode: mode}
 	if verr := v.run(); verr != nil {
 		return nil, verr
@@ -403,7 +430,7 @@ func defaults() *Config {
 			ShutdownTimeout: NewDuration(DefaultShutdownTimeout),
 		},
 		HSM:     HSMConfig{MaxSessions: DefaultMaxSessions, HealthInterval: NewDuration(DefaultHSMHealthInterval)},
-		Storage: StorageConfig{LockTimeout: NewDuration(DefaultLockTimeout)},
+		Storage: StorageConfig{Backend: BackendBBolt, LockTimeout: NewDuration(DefaultLockTimeout)},
 		Audit: AuditConfig{VerifyOnStart: true, CheckpointInterval: NewDuration(DefaultCheckpointInterval),
 			Sync: SyncBatch, SyncInterval: NewDuration(DefaultSyncInterval)},
 		Harden:    HardenConfig{NoNewPrivs: true},

@@ -417,7 +417,8 @@ func TestFullExample(t *testing.T) {
 		},
 		HSM: HSMConfig{Module: softhsmModule, TokenLabel: "vaultd", PINFile: "/etc/vaultd/hsm.pin",
 			KEKLabel: "vaultd-kek", MaxSessions: 8, HealthInterval: NewDuration(10 * time.Second), file: "testdata/full.toml"},
-		Storage: StorageConfig{Path: "/var/lib/vaultd/vault.db", LockTimeout: NewDuration(2 * time.Second)},
+		Storage: StorageConfig{Backend: BackendBBolt, Path: "/var/lib/vaultd/vault.db", LockTimeout: NewDuration(2 * time.Second),
+			file: "testdata/full.toml"},
 		Audit: AuditConfig{File: "/var/log/vaultd/audit.jsonl", VerifyOnStart: true, CheckpointInterval: NewDuration(time.Minute),
 			Sync: SyncBatch, SyncInterval: NewDuration(10 * time.Millisecond),
 			Retention: NewRetention(400 * 24 * time.Hour), ArchiveDir: "/var/lib/vaultd/audit-archive"},
@@ -549,6 +550,11 @@ func TestFullExampleCoversSchema(t *testing.T) {
 	var really []string
 	for _, m := range missing {
 		if m == "principals[0].subject_cn" && ix.has("principals[2].subject_cn") {
+			continue
+		}
+		// dsn_file is refused with the example's bbolt backend: it is
+		// shown as a comment.
+		if m == "storage.dsn_file" && strings.Contains(string(data), "\n# dsn_file   = ") {
 			continue
 		}
 		really = append(really, m)

@@ -75,8 +75,23 @@
 //
 // [storage]
 //
-//	path             required. bbolt database file; its directory must exist.
-//	lock_timeout     duration, default "2s": wait for the database file lock on open.
+//	backend          "bbolt" (default) or "postgres". bbolt: the embedded database file at
+//	                 path, one vaultd node. postgres: a PostgreSQL database that any number
+//	                 of vaultd nodes share (every node serves every route; one refresh per
+//	                 integration across all nodes, under a PostgreSQL advisory lock).
+//	path             required with bbolt: the database file; its directory must exist.
+//	                 Unused with postgres (it may stay, and is not checked).
+//	dsn_file         postgres only (refused with bbolt): file holding the connection string,
+//	                 a libpq URL ("postgres://vaultd@db.internal/vaultd?sslmode=verify-full")
+//	                 or key=value string. It may carry the password, so it is a secret like
+//	                 the PIN: $CREDENTIALS_DIRECTORY/postgres-dsn (systemd
+//	                 LoadCredential=postgres-dsn:...) takes precedence when that file exists,
+//	                 dsn_file may be omitted when the credential is always provided, one
+//	                 trailing "\n" or "\r\n" is not part of it, and neither errors nor logs
+//	                 ever quote it. The schema is created and migrated by `vaultctl init`.
+//	lock_timeout     duration, default "2s": wait for the database file lock on open (bbolt;
+//	                 unused with postgres, where a refresh waits for another node's refresh
+//	                 of the same integration as long as for one on its own node).
 //
 // [audit]
 //
@@ -98,6 +113,10 @@
 //	                 checkpoint (docs/api.md, "Signed checkpoints").
 //	sync             "batch" (default) or "always". always: every event is fsynced before
 //	                 its answer, concurrent events sharing one fsync (group commit).
+//	                 With storage backend "postgres" vaultd always behaves as "always"
+//	                 (every event committed in PostgreSQL before its answer, concurrent
+//	                 commits grouped by the database): a WAL beside one node could not
+//	                 reach the chain the nodes share if that node never came back.
 //	                 batch: events of token use (proxy.request) reach the kernel before
 //	                 their answer and are fsynced within sync_interval; every state change
 //	                 is fsynced with its change. Token-use events go through a WAL

@@ -24,19 +24,53 @@ var (
 // PIN out of the file system's long-lived paths), else pin_file ("" when
 // neither is available).
 func (h *HSMConfig) pinSource() (string, error) {
+	return credentialOr(credentialPIN, h.PINFile)
+}
+
+// credentialOr returns $CREDENTIALS_DIRECTORY/name when that file exists,
+// else file.
+func credentialOr(name, file string) (string, error) {
 	if dir := os.Getenv(credentialsDirectoryEnv); dir != "" {
-		p := filepath.Join(dir, credentialPIN)
+		p := filepath.Join(dir, name)
 		_, err := os.Stat(p)
 		if err == nil {
 			return p, nil
 		}
 		if !errors.Is(err, fs.ErrNotExist) {
-			// Present but unusable: falling back to pin_file would hide a
-			// deployment mistake.
+			// Present but unusable: falling back to the configured file
+			// would hide a deployment mistake.
 			return "", err
 		}
 	}
-	return h.PINFile, nil
+	return file, nil
+}
+
+// dsnSource returns the file the PostgreSQL DSN is read from, by the PIN's
+// rule: the systemd credential $CREDENTIALS_DIRECTORY/postgres-dsn when it
+// exists, else dsn_file ("" when neither is available).
+func (s *StorageConfig) dsnSource() (string, error) {
+	return credentialOr(credentialDSN, s.DSNFile)
+}
+
+// LoadDSN reads the PostgreSQL connection string: from
+// $CREDENTIALS_DIRECTORY/postgres-dsn when that file exists, else from
+// dsn_file. One trailing "\n" or "\r\n" is not part of it; an empty DSN is
+// an error. Errors name the file, never its contents (a DSN may hold the
+// database password).
+func (s *StorageConfig) LoadDSN() (secret.String, error) {
+	src, err := s.dsnSource()
+	if err != nil {
+		return secret.String{}, &Error{File: s.file, Key: "storage", Msg: "cannot read the PostgreSQL DSN", Err: err}
+	}
+	if src == "" {
+		return secret.String{}, &Error{File: s.file, Key: "storage",
+			Msg: "no PostgreSQL DSN source: set storage.dsn_file or provide the systemd credential " + credentialDSN}
+	}
+	dsn, err := readSecretFile(src, maxDSNBytes)
+	if err != nil {
+		return secret.String{}, &Error{File: s.file, Key: "storage", Msg: "cannot read the PostgreSQL DSN", Err: err}
+	}
+	return dsn, nil
 }
 
 // LoadPIN reads the HSM user PIN: from $CREDENTIALS_DIRECTORY/hsm-pin when

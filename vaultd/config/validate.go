@@ -180,6 +180,16 @@ func (v *validator) label(key, s string, max int) error {
 
 func (v *validator) storage() error {
 	st := &v.cfg.Storage
+	switch st.Backend {
+	case BackendBBolt:
+	case BackendPostgres:
+		return v.postgres()
+	default:
+		return v.fail("storage.backend", "must be %q or %q", BackendBBolt, BackendPostgres)
+	}
+	if v.ix.has("storage.dsn_file") {
+		return v.fail("storage.dsn_file", "only used with backend = %q", BackendPostgres)
+	}
 	if err := v.path("storage.path", &st.Path, true); err != nil {
 		return err
 	}
@@ -190,6 +200,38 @@ func (v *validator) storage() error {
 		return v.fail("storage.path", "%s is not a regular file", st.Path)
 	}
 	return v.parentDir("storage.path", st.Path)
+}
+
+// postgres checks [storage] for backend = "postgres": path is unused (and
+// may stay from a bbolt set-up), the DSN is a secret file with the PIN's
+// rules. The DSN itself is read only when the store is opened (LoadDSN),
+// so it does not sit in the Config; its syntax is the driver's to check.
+func (v *validator) postgres() error {
+	st := &v.cfg.Storage
+	if err := v.path("storage.path", &st.Path, false); err != nil {
+		return err
+	}
+	if v.ix.has("storage.dsn_file") && st.DSNFile == "" {
+		return v.fail("storage.dsn_file", "must not be empty (omit the key to use only $CREDENTIALS_DIRECTORY/%s)", credentialDSN)
+	}
+	if err := v.path("storage.dsn_file", &st.DSNFile, false); err != nil {
+		return err
+	}
+	if v.mode == ModeSyntax {
+		return nil
+	}
+	src, err := st.dsnSource()
+	if err != nil {
+		return v.failErr("storage", "cannot use the systemd credential "+credentialDSN, err)
+	}
+	if src == "" {
+		return v.fail("storage", "no PostgreSQL DSN source: set storage.dsn_file or provide the systemd credential %s", credentialDSN)
+	}
+	key := "storage.dsn_file"
+	if src != st.DSNFile {
+		key = "storage"
+	}
+	return v.readable(key, src)
 }
 
 func (v *validator) audit() error {
