@@ -43,10 +43,15 @@ func (d *daemon) record(ctx context.Context, action, outcome, detail string) err
 // recordPending records the key.create events vaultctl left while vaultd
 // held the database. A failure is logged, not fatal: the file stays and
 // the next start or SIGHUP records it.
-func (d *daemon) recordPending(ctx context.Context, storePath string) {
+// With postgres there is no such file: vaultctl appends to the shared
+// trail directly, whatever vaultd runs.
+func (d *daemon) recordPending(ctx context.Context, cfg *config.Config) {
+	if cfg.Storage.Backend == config.BackendPostgres {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), daemonAuditTimeout)
 	defer cancel()
-	n, err := d.audit.RecordPending(ctx, audit.PendingPath(storePath))
+	n, err := d.audit.RecordPending(ctx, audit.PendingPath(cfg.Storage.Path))
 	if err != nil {
 		d.log.Error("pending key events not recorded yet; kept for the next start or reload", "recorded", n, "err", err)
 		return

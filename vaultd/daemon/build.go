@@ -17,8 +17,10 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/vaultd/vaultd/harden"
+	"github.com/vaultd/vaultd/internal/secret"
 	"github.com/vaultd/vaultd/internal/settings"
 	"github.com/vaultd/vaultd/policy"
+	"github.com/vaultd/vaultd/storage"
 	"github.com/vaultd/vaultd/storage/bolt"
 	"github.com/vaultd/vaultd/vaultd/audit"
 	"github.com/vaultd/vaultd/vaultd/catalog"
@@ -113,7 +115,13 @@ func (d *daemon) build(ctx context.Context, cfg *config.Config, hardening harden
 	}
 
 	// A truncated database is a file problem too: say so before the HSM.
-	if err := bolt.Preflight(cfg.Storage.Path); err != nil {
+	// So is an unreadable DSN file (PostgreSQL is reached after the HSM).
+	var dsn secret.String
+	if cfg.Storage.Backend == config.BackendPostgres {
+		if dsn, err = cfg.Storage.LoadDSN(); err != nil {
+			return nil, err
+		}
+	} else if err := bolt.Preflight(cfg.Storage.Path); err != nil {
 		return nil, err
 	}
 
@@ -131,11 +139,10 @@ func (d *daemon) build(ctx context.Context, cfg *config.Config, hardening harden
 		return nil, err
 	}
 
-	d.store, err = bolt.Open(ctx, cfg.Storage.Path, bolt.Options{LockTimeout: cfg.Storage.LockTimeout.Duration(), Logger: log})
+	locker, err := d.openStore(ctx, cfg, dsn, cl)
 	if err != nil {
 		return nil, err
 	}
-	cl.add(func() { _ = d.store.Close() })
 
 	d.metrics = server.NewMetrics(nil)
 	d.health = newHealth(d.metrics.Registry)
@@ -148,10 +155,7 @@ func (d *daemon) build(ctx context.Context, cfg *config.Config, hardening harden
 	// VerifyOnStart: a broken chain in the database refuses the start.
 	// [audit] sync = "batch": token-use events go through a WAL beside
 	// the database, fsynced within sync_interval (audit/wal.go).
-	walPath := ""
-	if cfg.Audit.Sync == config.SyncBatch {
-		walPath = cfg.Storage.Path + ".audit-wal"
-	}
+	walPath := auditWALPath(cfg, log)
 	d.audit, err = audit.New(ctx, d.store, audit.Options{MirrorPath: cfg.Audit.File, Logger: log,
 		VerifyOnStart: cfg.Audit.VerifyOnStart, Registerer: d.metrics.Registry, CheckpointKey: auditKey,
 		WALPath: walPath, SyncInterval: cfg.Audit.SyncInterval.Duration()})
@@ -167,7 +171,7 @@ func (d *daemon) build(ctx context.Context, cfg *config.Config, hardening harden
 	d.svc, err = vault.New(vault.Options{
 		Store: d.store, Keys: d.keys, KEKVersion: d.kr.CurrentVersion, Audit: d.audit,
 		Providers: providers, Logger: log, Metrics: d.metrics, Connect: connectSettings(cfg),
-		Keyring: d.kr, Lifecycle: lifecycleSettings(cfg),
+		Keyring: d.kr, Lifecycle: lifecycleSettings(cfg), Locker: locker,
 		Sweeps: func() vault.SweepSettings { return sweepSettings(d.cfg.Load()) },
 	})
 	if err != nil {
@@ -186,7 +190,7 @@ func (d *daemon) build(ctx context.Context, cfg *config.Config, hardening harden
 	d.srv = server.New(server.Options{
 		Logger: log, Vault: d.svc, Audit: d.audit, Forwarders: fwd, Metrics: d.metrics,
 		Identity: ident, MaxBodyBytes: cfg.Server.MaxBodyBytes, AltSvc: altSvc,
-		Ready: d.ready, Backup: d.backup,
+		Ready: d.ready, Backup: d.backupFunc(),
 		Webhooks: d.webhooks.d,
 	})
 	d.httpServers(s)
@@ -363,11 +367,20 @@ func buildProviders(cfg *config.Config, log *slog.Logger) (vault.Providers, map[
 	return ps, fwds, nil
 }
 
-// backup is the online snapshot: the pending token-use events are
-// committed first, so the snapshot holds every event recorded before it.
-func (d *daemon) backup(ctx context.Context, w io.Writer) (int64, error) {
-	if err := d.audit.Flush(ctx); err != nil {
-		return 0, err
+// backupFunc is GET /v1/admin/backup's snapshot: the store's online
+// backup, nil (the route answers 503) for a backend without one (postgres:
+// PostgreSQL's own tools back it up).
+func (d *daemon) backupFunc() server.BackupFunc {
+	b, ok := d.store.(storage.Backuper)
+	if !ok {
+		return nil
 	}
-	return d.store.Backup(ctx, w)
+	// The pending token-use events are committed first, so the snapshot
+	// holds every event recorded before it.
+	return func(ctx context.Context, w io.Writer) (int64, error) {
+		if err := d.audit.Flush(ctx); err != nil {
+			return 0, err
+		}
+		return b.Backup(ctx, w)
+	}
 }

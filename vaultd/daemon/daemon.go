@@ -31,7 +31,6 @@ import (
 	"github.com/vaultd/vaultd/harden"
 	"github.com/vaultd/vaultd/hsm"
 	"github.com/vaultd/vaultd/internal/settings"
-	"github.com/vaultd/vaultd/storage/bolt"
 	"github.com/vaultd/vaultd/vaultd/audit"
 	"github.com/vaultd/vaultd/vaultd/config"
 	"github.com/vaultd/vaultd/vaultd/envelope"
@@ -88,7 +87,7 @@ type daemon struct {
 	log     *slog.Logger
 
 	kr      hsm.Keyring
-	store   *bolt.Store
+	store   store
 	keys    *envelope.Keys
 	audit   *audit.Log
 	cp      *checkpointer
@@ -132,7 +131,7 @@ func (d *daemon) run(ctx context.Context, cfg *config.Config, hardening harden.O
 	// Key events vaultctl left while an earlier vaultd held the database
 	// happened before this start: they go first. A start that cannot be
 	// audited does not serve.
-	d.recordPending(ctx, cfg.Storage.Path)
+	d.recordPending(ctx, cfg)
 	if err := d.record(ctx, audit.ActionServiceStart, audit.OutcomeSuccess, d.startDetail()); err != nil {
 		return fmt.Errorf("audit service.start: %w", err)
 	}
@@ -159,7 +158,7 @@ func (d *daemon) reload(ctx context.Context) {
 	log := d.log
 	notify(log, fmt.Sprintf("%s\nMONOTONIC_USEC=%d", sddaemon.SdNotifyReloading, monotonicUsec()))
 	defer notify(log, sddaemon.SdNotifyReady)
-	d.recordPending(ctx, d.cfg.Load().Storage.Path)
+	d.recordPending(ctx, d.cfg.Load())
 	cfg, err := config.Load(d.cfgPath, config.ModeDaemon)
 	if err == nil {
 		err = d.apply(ctx, cfg)
@@ -187,7 +186,7 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	old := d.cfg.Load()
-	if cfg.Server.Listen != old.Server.Listen || cfg.HSM != old.HSM || cfg.Storage.Path != old.Storage.Path {
+	if cfg.Server.Listen != old.Server.Listen || cfg.HSM != old.HSM || cfg.Storage != old.Storage {
 		d.log.Warn("listen address, [hsm] and [storage] changes need a restart; ignored on reload")
 	}
 	tlsConf, err := buildTLS(cfg)
