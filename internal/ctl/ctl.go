@@ -34,9 +34,15 @@ const usage = `usage: vaultctl <command> [flags]
 
 Set-up (local, needs the HSM PIN and the database path):
   init -config FILE                  create the KEK and the audit signing key in the HSM if absent,
-                                     and the database (run it again after an upgrade: it adds only
-                                     what is missing)
+                                     and the database (bbolt: the file; postgres: the schema, created
+                                     or migrated); run it again after an upgrade: it adds only what
+                                     is missing
   audit pubkey -config FILE          print the audit checkpoint public key (PEM); keep a copy off-host
+  migrate -config FILE -from-bbolt PATH
+                                     copy a stopped single node's bbolt database (state and the
+                                     audit chain, byte for byte) into the EMPTY PostgreSQL store of
+                                     [storage] backend = "postgres" (run init first); the copied
+                                     chain is verified
   kek-info -config FILE              show KEK versions and their protection attributes
   kek-rotate -config FILE            create the next KEK version in the HSM (then: reload vaultd,
                                      vaultctl tenant rewrap ID for every tenant, retire the old KEK)
@@ -69,6 +75,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "init":
 		return cmdInit(ctx, args[1:], stdout, stderr)
+	case "migrate":
+		return cmdMigrate(ctx, args[1:], stdout, stderr)
 	case "kek-info":
 		return cmdKEKInfo(ctx, args[1:], stdout, stderr)
 	case "kek-rotate":
@@ -178,6 +186,25 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if scheme == hsm.SchemeAESCBCHMAC {
 		fmt.Fprintf(stdout, "MAC key %q present (HMAC-SHA256, sensitive, non-extractable)\n", cfg.HSM.KEKLabel+"-mac")
 	}
+	if cfg.Storage.Backend == config.BackendPostgres {
+		if err := initPostgres(ctx, cfg, stdout, log); err != nil {
+			return err
+		}
+	} else if err := initBolt(ctx, cfg, stdout, log); err != nil {
+		return err
+	}
+	msg, err := recordKeyEvents(ctx, cfg, keyEvents, initAuditPub(ctx, cfg, pin, log), log)
+	if err != nil {
+		return err
+	}
+	if msg != "" {
+		fmt.Fprintln(stdout, msg)
+	}
+	return nil
+}
+
+// initBolt creates the bbolt database file if absent.
+func initBolt(ctx context.Context, cfg *config.Config, stdout io.Writer, log *slog.Logger) error {
 	_, statErr := os.Stat(cfg.Storage.Path)
 	st, err := bolt.Open(ctx, cfg.Storage.Path, bolt.Options{LockTimeout: cfg.Storage.LockTimeout.Duration(), Logger: log})
 	switch {
@@ -195,13 +222,6 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		} else {
 			fmt.Fprintf(stdout, "database %s present; unchanged\n", cfg.Storage.Path)
 		}
-	}
-	msg, err := recordKeyEvents(ctx, cfg, keyEvents, initAuditPub(ctx, cfg, pin, log), log)
-	if err != nil {
-		return err
-	}
-	if msg != "" {
-		fmt.Fprintln(stdout, msg)
 	}
 	return nil
 }

@@ -31,6 +31,9 @@ func recordKeyEvents(ctx context.Context, cfg *config.Config, evs []audit.KeyCre
 	if len(evs) == 0 {
 		return "", nil
 	}
+	if cfg.Storage.Backend == config.BackendPostgres {
+		return recordKeyEventsPostgres(ctx, cfg, evs, pub, log)
+	}
 	dbPath := cfg.Storage.Path
 	st, err := bolt.Open(ctx, dbPath, bolt.Options{LockTimeout: cfg.Storage.LockTimeout.Duration(), Logger: log})
 	if errors.Is(err, storage.ErrLocked) {
