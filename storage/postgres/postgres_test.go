@@ -1,8 +1,6 @@
 package postgres_test
 
 import (
-	"context"
-	"errors"
 	"testing"
 
 	"github.com/vaultd/vaultd/internal/pgtest"
@@ -41,13 +39,4 @@ func TestNoBackuper(t *testing.T) {
 	if _, ok := s.(storage.Backuper); ok {
 		t.Fatal("*postgres.Store is a storage.Backuper; the docs say operators use pg_dump")
 	}
-}
-
-func TestOpenUnmigrated(t *testing.T) {
-	db := pgtest.New(t)
-	_, err := postgres.Open(t.Context(), db.DSN, postgres.Options{})
-	if !errors.Is(err, postgres.ErrNotMigrated) {
-		t.Fatalf("Open of an empty database: %v, want ErrNotMigrated", err)
-	}
-	_ = context.Background
 }
