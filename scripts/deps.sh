@@ -10,6 +10,8 @@ command -v pkcs11-tool   >/dev/null 2>&1 || need+=(opensc)
 # openCryptoki's software token (scripts/ock.sh): a second PKCS#11 token without AES-GCM,
 # key wrap or EC, which the HSM suite and an e2e golden path run against.
 [ -x /usr/sbin/pkcsslotd ] || need+=(opencryptoki)
+# PostgreSQL for storage/postgres's tests: scripts/pg.sh runs initdb and pg_ctl from it.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v gcc           >/dev/null 2>&1 || need+=(gcc libc6-dev)   # cgo: miekg/pkcs11, -race
 command -v openssl       >/dev/null 2>&1 || need+=(openssl)
 command -v curl          >/dev/null 2>&1 || need+=(curl)

@@ -16,9 +16,14 @@ export PATH="$PATH:/usr/local/go/bin" CGO_ENABLED=1
 # slot 3 initialised afresh; ock_up exports VAULTD_OCK_* for internal/ocktest, and
 # VAULTD_REQUIRE_OCK makes a test that finds no token fail rather than skip.
 source scripts/ock.sh
-trap ock_down EXIT
+# A throwaway PostgreSQL cluster (scripts/pg.sh) for storage/postgres and the tests that use
+# it: pg_up exports VAULTD_PG_DSN; VAULTD_REQUIRE_PG makes a test without it fail, not skip.
+# One EXIT trap stops both, whichever started.
+source scripts/pg.sh
+trap 'pg_down; ock_down' EXIT
 ock_up
-export VAULTD_REQUIRE_OCK=1
+pg_up
+export VAULTD_REQUIRE_OCK=1 VAULTD_REQUIRE_PG=1
 
 echo "== go version: $(go version)"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
