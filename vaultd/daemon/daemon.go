@@ -86,15 +86,17 @@ type daemon struct {
 	cfgPath string
 	log     *slog.Logger
 
-	kr      hsm.Keyring
-	store   store
-	keys    *envelope.Keys
-	audit   *audit.Log
-	cp      *checkpointer
-	svc     *vault.Service
-	srv     *server.Server
-	metrics *server.Metrics
-	health  *health
+	kr    hsm.Keyring
+	store store
+	// sharedStore: the store is a database other nodes share (postgres).
+	sharedStore bool
+	keys        *envelope.Keys
+	audit       *audit.Log
+	cp          *checkpointer
+	svc         *vault.Service
+	srv         *server.Server
+	metrics     *server.Metrics
+	health      *health
 	// webhooks is the notification dispatcher (webhooks.go).
 	webhooks *webhooks
 

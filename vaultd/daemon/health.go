@@ -42,6 +42,18 @@ func newHealth(reg prometheus.Registerer) *health {
 	return h
 }
 
+// errStoreUnavailable is ready's answer for a store that failed its check.
+var errStoreUnavailable = errors.New("store: unavailable")
+
+// watchdogHealthy says whether ready's answer still feeds systemd's
+// watchdog. A shared database (postgres) that is away is not this node's
+// fault and a restart cannot cure it: the node keeps refusing calls (503,
+// /readyz 503) and recovers by itself when the database returns, instead
+// of every node being killed and failing to start meanwhile.
+func (d *daemon) watchdogHealthy(err error) bool {
+	return err == nil || (d.sharedStore && errors.Is(err, errStoreUnavailable))
+}
+
 // ready reports whether the HSM session and the store work (GET /readyz,
 // the watchdog and the health loop all come here). The returned errors are
 // fixed texts, safe for /readyz's JSON reason; causes go to the log.
@@ -68,7 +80,7 @@ func (d *daemon) ready(ctx context.Context) error {
 		if !d.health.storeDown.Swap(true) && !errors.Is(err, context.Canceled) {
 			d.log.Error("store check failed", "err", err)
 		}
-		return errors.New("store: unavailable")
+		return errStoreUnavailable
 	}
 	if d.health.storeDown.Swap(false) {
 		d.log.Info("store check passes again")

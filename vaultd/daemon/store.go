@@ -40,7 +40,7 @@ func (d *daemon) openStore(ctx context.Context, cfg *config.Config, dsn secret.S
 		if err != nil {
 			return nil, fmt.Errorf("postgres: %w", err)
 		}
-		d.store = st
+		d.store, d.sharedStore = st, true
 		cl.add(func() { _ = st.Close() })
 		return chainLocker{local: vault.NewKeyedMutex(), shared: st.Locker()}, nil
 	}

@@ -152,3 +152,23 @@ func TestAuditWALPath(t *testing.T) {
 		t.Errorf("postgres batch not logged: %s", buf.String())
 	}
 }
+
+// A shared database that is away keeps feeding the watchdog (a restart
+// cannot cure it); bbolt's store failing, or the HSM, does not.
+func TestWatchdogHealthy(t *testing.T) {
+	hsmErr := errors.New("hsm: unavailable")
+	for _, tc := range []struct {
+		shared bool
+		err    error
+		want   bool
+	}{
+		{false, nil, true}, {true, nil, true},
+		{false, errStoreUnavailable, false}, {true, errStoreUnavailable, true},
+		{true, hsmErr, false}, {false, hsmErr, false},
+	} {
+		d := &daemon{sharedStore: tc.shared}
+		if got := d.watchdogHealthy(tc.err); got != tc.want {
+			t.Errorf("shared=%v err=%v: %v, want %v", tc.shared, tc.err, got, tc.want)
+		}
+	}
+}

@@ -184,7 +184,7 @@ func (d *daemon) watchdog(ctx context.Context) {
 			cctx, cancel := context.WithTimeout(ctx, interval/3)
 			err := d.ready(cctx)
 			cancel()
-			if err != nil {
+			if !d.watchdogHealthy(err) {
 				d.log.Warn("watchdog: not healthy, withholding WATCHDOG=1", "err", err)
 				continue
 			}
