@@ -15,7 +15,8 @@ import (
 // keyringConfig maps [hsm] and the PIN to the PKCS#11 backend's Config. It
 // lives in the wiring, not in vaultd/config, so that config stays a leaf.
 func keyringConfig(c *config.HSMConfig, pin secret.String) hsmpkcs11.Config {
-	return hsmpkcs11.Config{Module: c.Module, TokenLabel: c.TokenLabel, PIN: pin, KEKLabel: c.KEKLabel, MaxSessions: c.MaxSessions}
+	return hsmpkcs11.Config{Module: c.Module, TokenLabel: c.TokenLabel, PIN: pin, KEKLabel: c.KEKLabel, MaxSessions: c.MaxSessions,
+		ForceScheme: wrapScheme(c.WrapScheme)}
 }
 
 // initKEK creates KEK version 1 unless one exists ('vaultctl init').
@@ -72,4 +73,18 @@ func auditPublicKey(ctx context.Context, kr hsm.Keyring) (crypto.PublicKey, erro
 		return nil, fmt.Errorf("audit pubkey: the %T keyring cannot sign audit checkpoints", kr)
 	}
 	return s.AuditPublicKey(ctx)
+}
+
+// wrapScheme maps [hsm] wrap_scheme (checked by config) to the scheme the
+// backend pins; "" negotiates.
+func wrapScheme(name string) hsm.Scheme {
+	switch name {
+	case config.WrapSchemeGCM:
+		return hsm.SchemeAESGCM
+	case config.WrapSchemeKWP:
+		return hsm.SchemeAESKWP
+	case config.WrapSchemeCBCHMAC:
+		return hsm.SchemeAESCBCHMAC
+	}
+	return 0
 }

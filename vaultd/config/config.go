@@ -139,6 +139,13 @@ type ServerConfig struct {
 	OpsAllowNonLoopback bool `toml:"ops_allow_non_loopback"`
 }
 
+// The [hsm] wrap_scheme values; the hsm package owns their meaning.
+const (
+	WrapSchemeGCM     = "aes-gcm"
+	WrapSchemeKWP     = "aes-kwp"
+	WrapSchemeCBCHMAC = "aes-cbc-hmac"
+)
+
 // HSMConfig is [hsm].
 type HSMConfig struct {
 	Module      string `toml:"module"`
@@ -146,6 +153,12 @@ type HSMConfig struct {
 	PINFile     string `toml:"pin_file"` // may be "" when the PIN comes from $CREDENTIALS_DIRECTORY/hsm-pin
 	KEKLabel    string `toml:"kek_label"`
 	MaxSessions int    `toml:"max_sessions"`
+	// WrapScheme pins the wrapping scheme instead of negotiating the
+	// strongest the token offers: "" (negotiate), "aes-gcm", "aes-kwp" or
+	// "aes-cbc-hmac" (a token whose GCM is unusable for vaultd, such as
+	// one that insists on choosing the IV itself). A token without the
+	// pinned scheme's mechanisms is refused at start.
+	WrapScheme string `toml:"wrap_scheme"`
 	// HealthInterval is how often vaultd checks the HSM (and the store)
 	// on its own; a failed check evicts every cached plaintext DEK.
 	HealthInterval Duration `toml:"health_interval"`

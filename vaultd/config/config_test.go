@@ -416,7 +416,7 @@ func TestFullExample(t *testing.T) {
 			ShutdownTimeout: NewDuration(30 * time.Second),
 		},
 		HSM: HSMConfig{Module: softhsmModule, TokenLabel: "vaultd", PINFile: "/etc/vaultd/hsm.pin",
-			KEKLabel: "vaultd-kek", MaxSessions: 8, HealthInterval: NewDuration(10 * time.Second), file: "testdata/full.toml"},
+			KEKLabel: "vaultd-kek", MaxSessions: 8, WrapScheme: "aes-gcm", HealthInterval: NewDuration(10 * time.Second), file: "testdata/full.toml"},
 		Storage: StorageConfig{Backend: BackendBBolt, Path: "/var/lib/vaultd/vault.db", LockTimeout: NewDuration(2 * time.Second),
 			file: "testdata/full.toml"},
 		Audit: AuditConfig{File: "/var/log/vaultd/audit.jsonl", VerifyOnStart: true, CheckpointInterval: NewDuration(time.Minute),

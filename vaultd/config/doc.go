@@ -68,6 +68,9 @@
 //	                 an error.
 //	kek_label        required. CKA_LABEL of the key-encryption key objects.
 //	max_sessions     integer 1-1024, default 8: size of the PKCS#11 session pool.
+//	wrap_scheme      optional: "aes-gcm", "aes-kwp" or "aes-cbc-hmac" pins the wrapping
+//	                 scheme instead of negotiating the strongest the token offers
+//	                 (docs/hsm.md); a token without its mechanisms is refused at start.
 //	health_interval  duration 1s-5m, default "10s": how often vaultd checks the HSM (a
 //	                 round trip, the session's login, the current KEK object) and the
 //	                 store. A failed HSM check evicts every cached plaintext DEK, so

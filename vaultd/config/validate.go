@@ -146,6 +146,14 @@ func (v *validator) hsm() error {
 	if hi := h.HealthInterval.Duration(); hi < time.Second || hi > 5*time.Minute {
 		return v.fail("hsm.health_interval", "must be between 1s and 5m")
 	}
+	switch h.WrapScheme {
+	case "", WrapSchemeGCM, WrapSchemeKWP, WrapSchemeCBCHMAC:
+		if h.WrapScheme == "" && v.ix.has("hsm.wrap_scheme") {
+			return v.fail("hsm.wrap_scheme", "must not be empty (omit the key to negotiate)")
+		}
+	default:
+		return v.fail("hsm.wrap_scheme", "must be %q, %q or %q (omit the key to negotiate)", WrapSchemeGCM, WrapSchemeKWP, WrapSchemeCBCHMAC)
+	}
 	if v.mode == ModeSyntax {
 		return nil
 	}

@@ -74,3 +74,35 @@ func TestOpenCryptokiInit(t *testing.T) {
 		t.Fatalf("second init created something:\n%s", out)
 	}
 }
+
+// TestOpenCryptokiPinnedSchemeRefused: a token without the mechanisms of
+// the scheme [hsm] wrap_scheme pins (openCryptoki's soft token has no
+// AES-GCM) is refused before READY: vaultd exits 78 with one line naming
+// the token and what is missing, and never reports ready; vaultctl init
+// refuses the same way.
+func TestOpenCryptokiPinnedSchemeRefused(t *testing.T) {
+	e := New(t, Options{OpenCryptoki: true, NoStart: true})
+	text, err := os.ReadFile(e.ConfigPath)
+	must(t, err)
+	pinned := strings.Replace(string(text), "[hsm]\n", "[hsm]\nwrap_scheme = \"aes-gcm\"\n", 1)
+	if pinned == string(text) {
+		t.Fatal("no [hsm] table in the config")
+	}
+	must(t, os.WriteFile(e.ConfigPath, []byte(pinned), 0o600))
+	code, line := e.startExitLast(t)
+	if code != exitConfig {
+		t.Fatalf("exit %d, want %d: %s", code, exitConfig, line)
+	}
+	for _, w := range []string{e.Token.Label, "CKM_AES_GCM"} {
+		if !strings.Contains(line, w) {
+			t.Fatalf("refusal does not name %q: %s", w, line)
+		}
+	}
+	if strings.Contains(e.Logs(), "vaultd ready") {
+		t.Fatalf("vaultd reported ready on a token it cannot use:\n%s", e.Logs())
+	}
+	out, err := e.Ctl("init", "-config", e.ConfigPath)
+	if err == nil || !strings.Contains(out, "CKM_AES_GCM") {
+		t.Fatalf("vaultctl init with a pinned scheme the token lacks: %v\n%s", err, out)
+	}
+}
