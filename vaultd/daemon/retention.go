@@ -50,8 +50,13 @@ func newRetentionMetrics(reg prometheus.Registerer) *retentionMetrics {
 }
 
 // retentionLoop runs until ctx ends. A failed run is logged and counted
-// and retried at the next round; it never stops the daemon.
+// and retried at the next round; it never stops the daemon. Each run takes
+// the audit-retention lease (lease.go) first: one node of a cluster prunes
+// (and archives) the shared trail at a time.
 func (d *daemon) retentionLoop(ctx context.Context, m *retentionMetrics) {
+	l := d.newLeaser()
+	defer l.Close()
+	var failing bool
 	wait := retentionFirst
 	if r := d.cfg.Load().Audit.Retention.Duration(); r > 0 {
 		wait = min(wait, retentionInterval(r))
@@ -71,21 +76,26 @@ func (d *daemon) retentionLoop(ctx context.Context, m *retentionMetrics) {
 			continue
 		}
 		wait = retentionInterval(r)
-		before, ok := d.capRetention(ctx, time.Now().Add(-r))
-		if !ok {
-			continue
-		}
-		res, err := d.audit.Prune(ctx, audit.PruneOptions{Before: before, ArchiveDir: ac.ArchiveDir})
-		m.pruned.Add(float64(res.Pruned))
-		switch {
-		case err == nil:
-		case errors.Is(err, audit.ErrArchive):
-			m.archiveFailures.Inc()
-			d.log.Error("audit retention: archive failed, nothing pruned past the archive", "err", err)
-		case ctx.Err() != nil:
-			return
-		default:
-			d.log.Error("audit retention: prune failed", "err", err)
-		}
+		d.leased(ctx, l, leaseRetention, &failing, func() { d.retentionRound(ctx, m, ac.ArchiveDir, r) })
+	}
+}
+
+// retentionRound prunes (and archives) what is older than r, capped by the
+// webhook cursor.
+func (d *daemon) retentionRound(ctx context.Context, m *retentionMetrics, archiveDir string, r time.Duration) {
+	before, ok := d.capRetention(ctx, time.Now().Add(-r))
+	if !ok {
+		return
+	}
+	res, err := d.audit.Prune(ctx, audit.PruneOptions{Before: before, ArchiveDir: archiveDir})
+	m.pruned.Add(float64(res.Pruned))
+	switch {
+	case err == nil:
+	case errors.Is(err, audit.ErrArchive):
+		m.archiveFailures.Inc()
+		d.log.Error("audit retention: archive failed, nothing pruned past the archive", "err", err)
+	case ctx.Err() != nil:
+	default:
+		d.log.Error("audit retention: prune failed", "err", err)
 	}
 }

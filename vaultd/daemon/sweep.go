@@ -11,7 +11,8 @@ import (
 
 // The lifecycle sweep and the background refreshes (vault/sweep.go,
 // vault/refreshahead.go) run as two loops. Both read the live config on
-// every round, so a SIGHUP reload changes them without a restart.
+// every round, so a SIGHUP reload changes them without a restart. Each
+// round runs under its lease (lease.go): on one node of a cluster.
 
 // sweepSettings maps [lifecycle] to what the service's sweep and health
 // scores read.
@@ -33,6 +34,9 @@ func jitter(d time.Duration) time.Duration {
 // lifecycleSweep runs vault.Sweep every [lifecycle] sweep_interval. A
 // failed round is logged and retried at the next one.
 func (d *daemon) lifecycleSweep(ctx context.Context) {
+	l := d.newLeaser()
+	defer l.Close()
+	var failing bool
 	for {
 		t := time.NewTimer(jitter(d.cfg.Load().Lifecycle.SweepInterval.Duration()))
 		select {
@@ -41,18 +45,19 @@ func (d *daemon) lifecycleSweep(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		res, err := d.svc.Sweep(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
+		d.leased(ctx, l, leaseSweep, &failing, func() {
+			res, err := d.svc.Sweep(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					d.log.Warn("lifecycle sweep failed", "err", err)
+				}
 				return
 			}
-			d.log.Warn("lifecycle sweep failed", "err", err)
-			continue
-		}
-		if res.Disconnected+res.Purged+res.NewlyFlagged+res.Deferred > 0 {
-			d.log.Info("lifecycle sweep", "idle_disconnected", res.Disconnected, "reauth_purged", res.Purged,
-				"newly_flagged", res.NewlyFlagged, "flagged", res.Flagged, "deferred", res.Deferred)
-		}
+			if res.Disconnected+res.Purged+res.NewlyFlagged+res.Deferred > 0 {
+				d.log.Info("lifecycle sweep", "idle_disconnected", res.Disconnected, "reauth_purged", res.Purged,
+					"newly_flagged", res.NewlyFlagged, "flagged", res.Flagged, "deferred", res.Deferred)
+			}
+		})
 	}
 }
 
@@ -60,6 +65,9 @@ func (d *daemon) lifecycleSweep(ctx context.Context) {
 // vault.RefreshAheadInterval (jittered); a round over many due
 // integrations takes as long as the per-provider rate needs.
 func (d *daemon) refreshAhead(ctx context.Context) {
+	l := d.newLeaser()
+	defer l.Close()
+	var failing bool
 	for {
 		t := time.NewTimer(jitter(vault.RefreshAheadInterval))
 		select {
@@ -68,16 +76,17 @@ func (d *daemon) refreshAhead(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		res, err := d.svc.RefreshAheadRound(ctx, vault.RefreshAheadInterval)
-		if err != nil {
-			if ctx.Err() != nil {
+		d.leased(ctx, l, leaseRefreshAhead, &failing, func() {
+			res, err := d.svc.RefreshAheadRound(ctx, vault.RefreshAheadInterval)
+			if err != nil {
+				if ctx.Err() == nil {
+					d.log.Warn("background refresh round failed", "err", err)
+				}
 				return
 			}
-			d.log.Warn("background refresh round failed", "err", err)
-			continue
-		}
-		if res.Refreshed+res.Failed+res.Deferred > 0 {
-			d.log.Info("background refreshes", "refreshed", res.Refreshed, "failed", res.Failed, "skipped", res.Skipped, "deferred", res.Deferred)
-		}
+			if res.Refreshed+res.Failed+res.Deferred > 0 {
+				d.log.Info("background refreshes", "refreshed", res.Refreshed, "failed", res.Failed, "skipped", res.Skipped, "deferred", res.Deferred)
+			}
+		})
 	}
 }

@@ -34,7 +34,10 @@ func revocationRetryEvery(initial time.Duration) time.Duration {
 // revocations (vault.RetryRevocations at now()), sets
 // vaultd_revocations_pending, and retries a shred that failed since. It
 // reads [lifecycle] every round, so a reload applies. Failures are logged
-// and retried; they never stop the daemon.
+// and retried; they never stop the daemon. The retries run under the
+// revocations lease (lease.go): on one node of a cluster at a time, so a
+// queued revocation is sent by one node; vaultd_revocations_pending is
+// set by the node that ran the last round.
 func (d *daemon) revocationLoop(ctx context.Context, now func() time.Time) {
 	if n, err := d.svc.FinishShreds(ctx); err != nil {
 		d.log.Warn("offboarded tenants' keys: destroying failed; retried", "err", err)
@@ -47,21 +50,31 @@ func (d *daemon) revocationLoop(ctx context.Context, now func() time.Time) {
 	} else if n > 0 {
 		d.log.Info("tenant key migration done", "tenants", n, "duration_ms", now().Sub(start).Milliseconds())
 	}
+	l := d.newLeaser()
+	defer l.Close()
+	var failing bool
 	for {
 		lc := lifecycleSettings(d.cfg.Load())
 		d.svc.SetLifecycle(lc)
-		res, err := d.svc.RetryRevocations(ctx, now())
-		switch {
-		case ctx.Err() != nil:
-			return
-		case err != nil:
-			d.log.Warn("revocation retry round failed", "err", err)
-		default:
-			d.metrics.SetRevocationsPending(res.Pending)
-			if res.Revoked+res.Failed+res.Dropped > 0 {
-				d.log.Info("revocations retried", "revoked", res.Revoked, "failed", res.Failed, "dropped", res.Dropped, "pending", res.Pending)
+		d.leased(ctx, l, leaseRevocations, &failing, func() {
+			res, err := d.svc.RetryRevocations(ctx, now())
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
+				d.log.Warn("revocation retry round failed", "err", err)
+			default:
+				d.metrics.SetRevocationsPending(res.Pending)
+				if res.Revoked+res.Failed+res.Dropped > 0 {
+					d.log.Info("revocations retried", "revoked", res.Revoked, "failed", res.Failed, "dropped", res.Dropped, "pending", res.Pending)
+				}
 			}
+		})
+		if ctx.Err() != nil {
+			return
 		}
+		// A shred this node could not finish is its own (ShredPending is
+		// this process's memory): retried here, whoever has the lease.
 		if d.svc.ShredPending() {
 			if _, err := d.svc.FinishShreds(ctx); err != nil && ctx.Err() == nil {
 				d.log.Warn("offboarded tenants' keys: destroying failed; retried", "err", err)
