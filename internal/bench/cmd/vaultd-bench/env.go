@@ -169,17 +169,28 @@ type vaultd struct {
 	hsmModule, hsmLabel string
 	hsmPIN              secret.String
 	api, ops            string
-	cmd                 *exec.Cmd
-	exited              chan struct{}
-	logFile             *os.File
+	// configText and listen are kept so that node can derive another
+	// node's config; logName is the start-up log's file in dir.
+	configText, listen, audit string
+	logName                   string
+	cmd                       *exec.Cmd
+	exited                    chan struct{}
+	logFile                   *os.File
 }
 
 const refreshMargin = "60s"
 
 // setupVaultd makes a SoftHSM token, writes the config ([audit] sync =
-// syncMode), runs vaultctl init.
+// syncMode, bbolt in dir), runs vaultctl init.
 func setupVaultd(dir, binDir string, p *pki, up *upstream, syncMode string) (*vaultd, error) {
-	v := &vaultd{bin: filepath.Join(binDir, "vaultd"), ctl: filepath.Join(binDir, "vaultctl"), dir: dir}
+	return setupVaultdOn(dir, binDir, p, up, syncMode, "")
+}
+
+// setupVaultdOn is setupVaultd with the [storage] section's body given
+// ("" for bbolt in dir); vaultctl init then also creates the PostgreSQL
+// schema.
+func setupVaultdOn(dir, binDir string, p *pki, up *upstream, syncMode, storageSection string) (*vaultd, error) {
+	v := &vaultd{bin: filepath.Join(binDir, "vaultd"), ctl: filepath.Join(binDir, "vaultctl"), dir: dir, logName: "vaultd.log"}
 	module, err := softhsmtest.Module()
 	if err != nil {
 		return nil, err
@@ -218,9 +229,13 @@ func setupVaultd(dir, binDir string, p *pki, up *upstream, syncMode string) (*va
 	}
 	v.db = filepath.Join(dir, "vault.db")
 	v.config = filepath.Join(dir, "vaultd.toml")
+	v.listen, v.audit = "127.0.0.1:"+listenPort, filepath.Join(dir, "audit.jsonl")
+	if storageSection == "" {
+		storageSection = fmt.Sprintf("path = %q", v.db)
+	}
 	base := "https://localhost:" + port(up.addr)
 	cfg := fmt.Sprintf(`[server]
-listen     = "127.0.0.1:%s"
+listen     = %q
 http3      = true
 tls_cert   = %q
 tls_key    = %q
@@ -234,7 +249,7 @@ pin_file    = %q
 kek_label   = "vaultd-kek"
 
 [storage]
-path = %q
+%s
 
 [audit]
 file = %q
@@ -263,9 +278,10 @@ auth_style         = "basic"
 scopes             = ["contacts.read", "contacts.write"]
 refresh_margin     = %q
 ca_file            = %q
-`, listenPort, p.path("server.crt"), p.path("server.key"), p.path("ca.crt"),
-		module, label, pinPath, v.db, filepath.Join(dir, "audit.jsonl"), syncMode,
+`, v.listen, p.path("server.crt"), p.path("server.key"), p.path("ca.crt"),
+		module, label, pinPath, storageSection, v.audit, syncMode,
 		base+"/token", base+"/revoke", base+"/api", up.prov.ClientID(), secretPath, refreshMargin, p.path("ca.crt"))
+	v.configText = cfg
 	if err := os.WriteFile(v.config, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -277,10 +293,35 @@ ca_file            = %q
 	return v, nil
 }
 
+// node is another vaultd (not started) on v's database, HSM token, PKI and
+// provider, with a listener, an audit mirror and a log of its own: a
+// second node behind a load balancer. It only makes sense on a shared
+// (PostgreSQL) store.
+func (v *vaultd) node(i int) (*vaultd, error) {
+	pt, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	n := &vaultd{bin: v.bin, ctl: v.ctl, dir: v.dir, db: v.db, softhsmEnv: v.softhsmEnv,
+		hsmModule: v.hsmModule, hsmLabel: v.hsmLabel, hsmPIN: v.hsmPIN,
+		listen: "127.0.0.1:" + pt, audit: filepath.Join(v.dir, fmt.Sprintf("audit-node%d.jsonl", i)),
+		config: filepath.Join(v.dir, fmt.Sprintf("vaultd-node%d.toml", i)), logName: fmt.Sprintf("vaultd-node%d.log", i)}
+	txt := strings.Replace(v.configText, fmt.Sprintf("listen     = %q", v.listen), fmt.Sprintf("listen     = %q", n.listen), 1)
+	txt = strings.Replace(txt, fmt.Sprintf("file = %q", v.audit), fmt.Sprintf("file = %q", n.audit), 1)
+	if txt == v.configText {
+		return nil, errors.New("node: the config template changed")
+	}
+	n.configText = txt
+	if err := os.WriteFile(n.config, []byte(txt), 0o600); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
 // start runs vaultd (with pprof on its ops listener) and waits for its
 // "vaultd ready" line, bounded.
 func (v *vaultd) start() error {
-	lf, err := os.Create(filepath.Join(v.dir, "vaultd.log"))
+	lf, err := os.Create(filepath.Join(v.dir, v.logName))
 	if err != nil {
 		return err
 	}
