@@ -501,6 +501,19 @@ func (d *Dispatcher) DeliverDue(ctx context.Context) (int, error) {
 			if busy {
 				continue
 			}
+			// The page was read before this delivery was marked in
+			// flight: an attempt that finished in between (delivered, or
+			// rescheduled) must not be sent again. Read it anew.
+			if cur, err := d.store.GetDelivery(ctx, del.ID); err != nil || cur.Status != storage.DeliveryPending ||
+				cur.Revision != del.Revision || cur.NextAttemptAt.After(now) {
+				d.mu.Lock()
+				delete(d.inflight, del.ID)
+				if d.perKey[del.Webhook]--; d.perKey[del.Webhook] <= 0 {
+					delete(d.perKey, del.Webhook)
+				}
+				d.mu.Unlock()
+				continue
+			}
 			started++
 			d.wg.Add(1)
 			go d.attempt(ctx, h, del)

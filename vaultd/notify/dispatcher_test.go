@@ -479,6 +479,47 @@ func TestHangingBacklogDoesNotStarveOthers(t *testing.T) {
 	e.d.wait()
 }
 
+// staleList answers ListDeliveries with a page read earlier, as happens
+// when an attempt finishes between a round's listing and its start.
+type staleList struct {
+	fullStore
+	page []storage.Delivery
+}
+
+func (s *staleList) ListDeliveries(ctx context.Context, status string, limit int) ([]storage.Delivery, error) {
+	if s.page != nil {
+		return s.page, nil
+	}
+	return s.fullStore.ListDeliveries(ctx, status, limit)
+}
+
+// A delivery that was delivered after the round listed it is not sent
+// again (the receiver sees it once).
+func TestDeliveredSinceListingNotResent(t *testing.T) {
+	rcv := newReceiver(t)
+	key, _ := newKey(t)
+	st := &staleList{fullStore: inmem.New()}
+	e := newEnv(t, st, hookFor(t, rcv, key, time.Second))
+	e.connected("acme", "crm")
+	if n := e.tail(); n != 1 {
+		t.Fatalf("queued %d", n)
+	}
+	page, err := st.fullStore.ListDeliveries(e.ctx, storage.DeliveryPending, 10)
+	if err != nil || len(page) != 1 {
+		t.Fatalf("pending %v %v", page, err)
+	}
+	if n := e.deliver(); n != 1 {
+		t.Fatalf("first round started %d", n)
+	}
+	st.page = page // the stale listing: still pending there
+	if n := e.deliver(); n != 0 {
+		t.Fatalf("a delivered delivery was started again (%d)", n)
+	}
+	if got := len(rcv.requests()); got != 1 {
+		t.Fatalf("receiver got %d requests, want 1", got)
+	}
+}
+
 // An attempt that gets no answer in time is a failure like any other.
 func TestAttemptTimeout(t *testing.T) {
 	rcv := newReceiver(t)
