@@ -56,6 +56,7 @@ const (
 	DefaultShutdownTimeout   = 30 * time.Second
 	DefaultMaxSessions       = 8
 	DefaultLockTimeout       = 2 * time.Second
+	DefaultMaxConnections    = 16
 	DefaultHSMHealthInterval = 10 * time.Second
 	DefaultTenantClaim       = "tenant_id"
 	DefaultMaxLifetime       = 5 * time.Minute
@@ -183,6 +184,11 @@ type StorageConfig struct {
 	// LockTimeout bounds the wait for bbolt's file lock on open (unused
 	// with postgres).
 	LockTimeout Duration `toml:"lock_timeout"`
+	// MaxConnections bounds each node's PostgreSQL connection pool
+	// (MinMaxConnections to MaxMaxConnections, default
+	// DefaultMaxConnections; unused with bbolt). At most half of it is lent
+	// to refreshes waiting on their cross-node lock.
+	MaxConnections int `toml:"max_connections"`
 
 	file string // config file, for LoadDSN's messages
 }
@@ -194,6 +200,14 @@ const (
 	// BackendPostgres is a PostgreSQL database shared by every vaultd
 	// node (storage/postgres).
 	BackendPostgres = "postgres"
+)
+
+// Bounds of [storage] max_connections: a pool of one would leave no
+// connection for writes while a refresh holds its lock; the upper bound
+// catches typos (an extra zero), not policy.
+const (
+	MinMaxConnections = 2
+	MaxMaxConnections = 1000
 )
 
 // AuditConfig is [audit].
@@ -443,7 +457,7 @@ func defaults() *Config {
 			ShutdownTimeout: NewDuration(DefaultShutdownTimeout),
 		},
 		HSM:     HSMConfig{MaxSessions: DefaultMaxSessions, HealthInterval: NewDuration(DefaultHSMHealthInterval)},
-		Storage: StorageConfig{Backend: BackendBBolt, LockTimeout: NewDuration(DefaultLockTimeout)},
+		Storage: StorageConfig{Backend: BackendBBolt, LockTimeout: NewDuration(DefaultLockTimeout), MaxConnections: DefaultMaxConnections},
 		Audit: AuditConfig{VerifyOnStart: true, CheckpointInterval: NewDuration(DefaultCheckpointInterval),
 			Sync: SyncBatch, SyncInterval: NewDuration(DefaultSyncInterval)},
 		Harden:    HardenConfig{NoNewPrivs: true},

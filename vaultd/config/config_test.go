@@ -418,7 +418,7 @@ func TestFullExample(t *testing.T) {
 		HSM: HSMConfig{Module: softhsmModule, TokenLabel: "vaultd", PINFile: "/etc/vaultd/hsm.pin",
 			KEKLabel: "vaultd-kek", MaxSessions: 8, WrapScheme: "aes-gcm", HealthInterval: NewDuration(10 * time.Second), file: "testdata/full.toml"},
 		Storage: StorageConfig{Backend: BackendBBolt, Path: "/var/lib/vaultd/vault.db", LockTimeout: NewDuration(2 * time.Second),
-			file: "testdata/full.toml"},
+			MaxConnections: 16, file: "testdata/full.toml"},
 		Audit: AuditConfig{File: "/var/log/vaultd/audit.jsonl", VerifyOnStart: true, CheckpointInterval: NewDuration(time.Minute),
 			Sync: SyncBatch, SyncInterval: NewDuration(10 * time.Millisecond),
 			Retention: NewRetention(400 * 24 * time.Hour), ArchiveDir: "/var/lib/vaultd/audit-archive"},
@@ -576,7 +576,7 @@ func TestDefaults(t *testing.T) {
 		s.MaxBodyBytes != 10<<20 || s.ShutdownTimeout.Duration() != 30*time.Second {
 		t.Errorf("server defaults: %+v", s)
 	}
-	if cfg.HSM.MaxSessions != 8 || cfg.Storage.LockTimeout.Duration() != 2*time.Second || cfg.Audit.File != "" {
+	if cfg.HSM.MaxSessions != 8 || cfg.Storage.LockTimeout.Duration() != 2*time.Second || cfg.Storage.MaxConnections != 16 || cfg.Audit.File != "" {
 		t.Errorf("hsm/storage/audit defaults: %+v %+v %+v", cfg.HSM, cfg.Storage, cfg.Audit)
 	}
 	h := cfg.Harden

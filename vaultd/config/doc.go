@@ -95,6 +95,11 @@
 //	lock_timeout     duration, default "2s": wait for the database file lock on open (bbolt;
 //	                 unused with postgres, where a refresh waits for another node's refresh
 //	                 of the same integration as long as for one on its own node).
+//	max_connections  integer 2-1000, default 16: size of each node's PostgreSQL connection
+//	                 pool (postgres; unused with bbolt). At most half of it is ever lent to
+//	                 refreshes holding their cross-node lock, so writes always have
+//	                 connections. PostgreSQL's own max_connections must cover
+//	                 max_connections x nodes, plus five per node for the background leases.
 //
 // [audit]
 //

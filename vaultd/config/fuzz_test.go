@@ -25,6 +25,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("[server]\nlistn = 1\n"))
 	f.Add([]byte("[server]\nrequest_timeout = 5\n"))
 	f.Add([]byte("storage = { path = \"x\", lock_timeout = \"1s\" }\n[providers]\na = { timeout = 3 }\n"))
+	f.Add([]byte("storage = { path = \"x\", max_connections = 1001 }\n" + strings.Replace(base, "[storage]\npath = \"data/vault.db\"\n", "", 1)))
+	f.Add([]byte(strings.Replace(base, "[storage]\n", "[storage]\nmax_connections = 2\n", 1)))
 	f.Add([]byte("[[principals]]\nuri_san = \"a:b\"\nroles = [\"app\", \"app\"]\n[[principals]]\n"))
 	f.Add([]byte(base + connectBase))
 	f.Add([]byte(base + "[connect]\nlisten = \":1\"\npublic_url = \"https://a:1/\"\nreturn_to = [\"https://b\", \"https://b/\"]\n"))
@@ -45,7 +47,8 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if cfg.Server.Listen == "" || cfg.HSM.Module == "" || cfg.Storage.Path == "" || cfg.HSM.MaxSessions < 1 {
+		if cfg.Server.Listen == "" || cfg.HSM.Module == "" || cfg.Storage.Path == "" || cfg.HSM.MaxSessions < 1 ||
+			cfg.Storage.MaxConnections < MinMaxConnections || cfg.Storage.MaxConnections > MaxMaxConnections {
 			t.Fatalf("required keys missing in accepted config: %+v", cfg)
 		}
 		for _, d := range []Duration{cfg.Server.RequestTimeout, cfg.Server.ShutdownTimeout, cfg.Storage.LockTimeout} {

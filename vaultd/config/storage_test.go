@@ -175,3 +175,52 @@ func TestLoadDSNErrors(t *testing.T) {
 		}
 	})
 }
+
+// max_connections sizes each node's PostgreSQL pool: 16 when absent, the
+// written value when in range, refused at its key and line when out of it
+// (with either backend, like lock_timeout: a typo is a typo), and unused
+// but accepted with bbolt.
+func TestStorageMaxConnections(t *testing.T) {
+	t.Setenv(credentialsDirectoryEnv, "")
+	dir := env(t)
+	write(t, dir, "postgres.dsn", testDSN)
+	old := "[storage]\npath = \"data/vault.db\"\n"
+	for _, tc := range []struct {
+		name, storage string
+		want          int
+	}{
+		{"postgres default", pgStorage, DefaultMaxConnections},
+		{"postgres set", pgStorage + "max_connections = 40\n", 40},
+		{"postgres lowest", pgStorage + "max_connections = 2\n", 2},
+		{"postgres highest", pgStorage + "max_connections = 1000\n", 1000},
+		{"bbolt, unused", old + "max_connections = 64\n", 64},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Load(writeConfig(t, dir, edit(t, old, tc.storage)), ModeDaemon)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Storage.MaxConnections != tc.want {
+				t.Errorf("max_connections = %d, want %d", cfg.Storage.MaxConnections, tc.want)
+			}
+		})
+	}
+	for _, tc := range []struct{ name, storage, want string }{
+		{"one", pgStorage + "max_connections = 1\n", `line 16: storage.max_connections: must be between 2 and 1000`},
+		{"zero", pgStorage + "max_connections = 0\n", `storage.max_connections: must be between 2 and 1000`},
+		{"negative", pgStorage + "max_connections = -16\n", `storage.max_connections: must be between 2 and 1000`},
+		{"too many", pgStorage + "max_connections = 1001\n", `storage.max_connections: must be between 2 and 1000`},
+		{"bbolt too many", old + "max_connections = 16000\n", `storage.max_connections: must be between 2 and 1000`},
+		{"a string", pgStorage + "max_connections = \"16\"\n", `key "storage.max_connections": expected an integer, not string`},
+		{"a float", pgStorage + "max_connections = 16.5\n", `key "storage.max_connections": expected an integer`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeConfig(t, dir, edit(t, old, tc.storage))
+			_, err := Load(path, ModeSyntax)
+			checkErrShape(t, err, path)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -188,6 +188,11 @@ func (v *validator) label(key, s string, max int) error {
 
 func (v *validator) storage() error {
 	st := &v.cfg.Storage
+	// Checked with either backend, like lock_timeout: an out-of-range
+	// value is a typo even where it is unused.
+	if st.MaxConnections < MinMaxConnections || st.MaxConnections > MaxMaxConnections {
+		return v.fail("storage.max_connections", "must be between %d and %d", MinMaxConnections, MaxMaxConnections)
+	}
 	switch st.Backend {
 	case BackendBBolt:
 	case BackendPostgres:
