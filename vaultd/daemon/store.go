@@ -36,7 +36,7 @@ var (
 // every caller, waits on (and pins a connection of) the database.
 func (d *daemon) openStore(ctx context.Context, cfg *config.Config, dsn secret.String, cl *closers) (vault.Locker, error) {
 	if cfg.Storage.Backend == config.BackendPostgres {
-		st, err := postgres.Open(ctx, dsn, postgres.Options{Logger: d.log})
+		st, err := postgres.Open(ctx, dsn, postgres.Options{Logger: d.log, MaxConns: int32(cfg.Storage.MaxConnections)})
 		if err != nil {
 			return nil, fmt.Errorf("postgres: %w", err)
 		}
