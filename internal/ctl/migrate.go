@@ -101,11 +101,15 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	head, _ := dst.AuditHead(ctx)
 	fmt.Fprintf(stdout, "copied %d tenant(s), %d integration(s), %d connect session(s), %d offboarded id(s), %d pending revocation(s), %d webhook deliveries\n",
 		n.tenants, n.integrations, n.sessions, n.offboarded, n.revocations, n.deliveries)
-	fmt.Fprintf(stdout, "audit chain: %d event(s) copied byte for byte and verified; head seq %d hash %s\n", n.events, head.Seq, head.Hash)
+	anchor, _ := dst.AuditAnchor(ctx)
+	fmt.Fprintf(stdout, "audit chain: %d event(s) copied byte for byte and verified from anchor seq %d; head seq %d hash %s\n", n.events, anchor.Seq, head.Seq, head.Hash)
 	return nil
 }
 
 // migrate copies src into the empty dst and verifies the copied chain.
+// A source whose chain retention pruned is copied from its anchor: the
+// target's chain is started there (storage.AuditAnchorImporter), the
+// remaining events follow verbatim, and both are verified from it.
 // now dates the placeholder tenants that carry offboarded ids.
 func migrate(ctx context.Context, src migrateSource, dst migrateTarget, now func() time.Time) (migrateCounts, error) {
 	var n migrateCounts
@@ -116,16 +120,26 @@ func migrate(ctx context.Context, src migrateSource, dst migrateTarget, now func
 	if err != nil {
 		return n, fmt.Errorf("source audit anchor: %w", err)
 	}
+	// A pruned chain starts after genesis: its copy must start at the same
+	// anchor, which only a target with the optional importer can set.
+	var importer storage.AuditAnchorImporter
 	if anchor.Seq != 0 {
-		// The Store contract starts every chain at genesis; a pruned chain
-		// would need its anchor written first, which it cannot express.
-		return n, fmt.Errorf("the source audit chain was pruned (anchor seq %d): its copy cannot start after genesis; migrate a database whose trail was never pruned, or keep bbolt", anchor.Seq)
+		var ok bool
+		if importer, ok = dst.(storage.AuditAnchorImporter); !ok {
+			return n, fmt.Errorf("the source audit chain was pruned (anchor seq %d) and the target store cannot start a chain after genesis (no ImportAuditAnchor)", anchor.Seq)
+		}
 	}
-	// The chain first: verified at the source before anything is written,
-	// so a broken trail is never carried into the shared database.
+	// The chain first: verified at the source (from its anchor) before
+	// anything is written, so a broken trail is never carried into the
+	// shared database.
 	srcSum, srcHead, err := verifyChain(ctx, src, anchor)
 	if err != nil {
 		return n, fmt.Errorf("source audit chain: %w", err)
+	}
+	if importer != nil {
+		if err := importer.ImportAuditAnchor(ctx, anchor); err != nil {
+			return n, fmt.Errorf("target audit anchor seq %d: %w", anchor.Seq, err)
+		}
 	}
 	if n.events, err = copyAudit(ctx, src, dst); err != nil {
 		return n, err

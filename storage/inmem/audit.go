@@ -183,3 +183,22 @@ func (s *Store) PruneAudit(ctx context.Context, upToSeq uint64, max int) (int, e
 	s.anchor = storage.AuditHead{Seq: last.Seq, Hash: last.Hash}
 	return int(n), nil
 }
+
+// ImportAuditAnchor starts the empty chain at anchor: anchor and head both
+// become anchor, so the next event is anchor.Seq+1 chaining on anchor.Hash
+// (storage.AuditAnchorImporter).
+func (s *Store) ImportAuditAnchor(ctx context.Context, anchor storage.AuditHead) error {
+	if anchor.Seq == 0 || anchor.Hash == "" {
+		return fmt.Errorf("%w: audit anchor must have a seq > 0 and a hash", storage.ErrInvalidRecord)
+	}
+	unlock, err := s.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if s.head.Seq != 0 || s.anchor.Seq != 0 || len(s.audit) != 0 {
+		return fmt.Errorf("%w: the audit chain is not empty (head seq %d, anchor seq %d)", storage.ErrInvalidRecord, s.head.Seq, s.anchor.Seq)
+	}
+	s.anchor, s.head = anchor, anchor
+	return nil
+}

@@ -70,11 +70,12 @@ type Store struct {
 }
 
 var (
-	_ storage.Store           = (*Store)(nil)
-	_ storage.AuditPruner     = (*Store)(nil)
-	_ storage.Backuper        = (*Store)(nil)
-	_ storage.RevocationStore = (*Store)(nil)
-	_ storage.DeliveryStore   = (*Store)(nil)
+	_ storage.Store               = (*Store)(nil)
+	_ storage.AuditPruner         = (*Store)(nil)
+	_ storage.Backuper            = (*Store)(nil)
+	_ storage.RevocationStore     = (*Store)(nil)
+	_ storage.DeliveryStore       = (*Store)(nil)
+	_ storage.AuditAnchorImporter = (*Store)(nil)
 )
 
 // New returns an empty, open store.

@@ -197,3 +197,28 @@ func (s *Store) PruneAudit(ctx context.Context, upToSeq uint64, max int) (int, e
 	}
 	return n, nil
 }
+
+// ImportAuditAnchor starts the empty chain at anchor: one transaction,
+// holding the audit_meta lock, checks that no event was ever appended or
+// pruned and sets anchor and head both to anchor, so the next event is
+// anchor.Seq+1 chaining on anchor.Hash (storage.AuditAnchorImporter).
+func (s *Store) ImportAuditAnchor(ctx context.Context, anchor storage.AuditHead) error {
+	if anchor.Seq == 0 || anchor.Hash == "" || anchor.Seq > 1<<63-1 {
+		return fmt.Errorf("%w: audit anchor must have a seq > 0 and a hash", storage.ErrInvalidRecord)
+	}
+	return s.run(ctx, txOpts{}, func(tx pgx.Tx) error {
+		var head, pruned int64
+		var events bool
+		if err := tx.QueryRow(ctx, `SELECT head_seq, anchor_seq FROM audit_meta FOR UPDATE`).Scan(&head, &pruned); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM audit_events)`).Scan(&events); err != nil {
+			return err
+		}
+		if head != 0 || pruned != 0 || events {
+			return fmt.Errorf("%w: the audit chain is not empty (head seq %d, anchor seq %d)", storage.ErrInvalidRecord, head, pruned)
+		}
+		_, err := tx.Exec(ctx, `UPDATE audit_meta SET anchor_seq = $1, anchor_hash = $2, head_seq = $1, head_hash = $2`, int64(anchor.Seq), anchor.Hash)
+		return err
+	})
+}

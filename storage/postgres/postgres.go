@@ -104,10 +104,11 @@ type Store struct {
 }
 
 var (
-	_ storage.Store           = (*Store)(nil)
-	_ storage.AuditPruner     = (*Store)(nil)
-	_ storage.RevocationStore = (*Store)(nil)
-	_ storage.DeliveryStore   = (*Store)(nil)
+	_ storage.Store               = (*Store)(nil)
+	_ storage.AuditPruner         = (*Store)(nil)
+	_ storage.RevocationStore     = (*Store)(nil)
+	_ storage.DeliveryStore       = (*Store)(nil)
+	_ storage.AuditAnchorImporter = (*Store)(nil)
 )
 
 // Open connects to the database dsn names and checks its schema: a newer

@@ -43,6 +43,8 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"AuditConcurrent", testAuditConcurrent},
 		{"AuditPrune", testAuditPrune},
 		{"AuditPruneWhileAppending", testAuditPruneWhileAppending},
+		{"AuditAnchorImport", testAuditAnchorImport},
+		{"AuditAnchorImportNotEmpty", testAuditAnchorImportNotEmpty},
 		{"NoEventWrites", testNoEventWrites},
 		{"PutIntegrationAudited", testPutIntegrationAudited},
 		{"TenantAudited", testTenantAudited},
