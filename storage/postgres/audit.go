@@ -73,7 +73,7 @@ func (s *Store) AppendAudit(ctx context.Context, build storage.AuditFunc) (stora
 
 func (s *Store) auditMeta(ctx context.Context, cols string) (storage.AuditHead, error) {
 	var h storage.AuditHead
-	err := s.run(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
+	err := s.read(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
 		var seq int64
 		if err := tx.QueryRow(ctx, `SELECT `+cols+` FROM audit_meta`).Scan(&seq, &h.Hash); err != nil {
 			return err
@@ -106,7 +106,8 @@ func (s *Store) ScanAudit(ctx context.Context, afterSeq uint64, fn func(storage.
 	next := afterSeq
 	for next < head.Seq {
 		var chunk []storage.AuditRecord
-		err := s.run(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
+		err := s.read(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
+			chunk = chunk[:0] // a retried read starts over
 			rows, err := tx.Query(ctx, `SELECT m.anchor_seq, e.seq, e.hash, e.data FROM audit_meta m
 				LEFT JOIN LATERAL (SELECT seq, hash, data FROM audit_events
 					WHERE seq > GREATEST($1, m.anchor_seq) AND seq <= $2 ORDER BY seq LIMIT $3) e ON true`,

@@ -93,7 +93,7 @@ func (s *Store) GetConnectSession(ctx context.Context, tenantID, id string) (sto
 		return storage.ConnectSession{}, invalidID("connect session", id)
 	}
 	var out storage.ConnectSession
-	err := s.run(ctx, txOpts{tenant: tenantID, readOnly: true}, func(tx pgx.Tx) error {
+	err := s.read(ctx, txOpts{tenant: tenantID, readOnly: true}, func(tx pgx.Tx) error {
 		var err error
 		out, err = getSession(ctx, tx, tenantID, id)
 		return err
@@ -123,7 +123,7 @@ func (s *Store) FindConnectSession(ctx context.Context, digest []byte) (storage.
 		return storage.ConnectSession{}, err
 	}
 	var out storage.ConnectSession
-	err := s.run(ctx, txOpts{readOnly: true, repeatable: true}, func(tx pgx.Tx) error {
+	err := s.read(ctx, txOpts{readOnly: true, repeatable: true}, func(tx pgx.Tx) error {
 		var tenantID, id string
 		err := tx.QueryRow(ctx, `SELECT tenant_id, id FROM connect_digests WHERE digest = $1`, digest).Scan(&tenantID, &id)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -260,7 +260,8 @@ func (s *Store) ListConnectSessions(ctx context.Context, tenantID string) ([]sto
 		return nil, invalidID("tenant", tenantID)
 	}
 	out := []storage.ConnectSession{}
-	err := s.run(ctx, txOpts{tenant: tenantID, readOnly: true}, func(tx pgx.Tx) error {
+	err := s.read(ctx, txOpts{tenant: tenantID, readOnly: true}, func(tx pgx.Tx) error {
+		out = out[:0] // a retried read starts over
 		rows, err := tx.Query(ctx, `SELECT id, record, revision FROM connect_sessions WHERE tenant_id = $1 ORDER BY id`, tenantID)
 		if err != nil {
 			return err

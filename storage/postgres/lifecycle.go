@@ -47,7 +47,8 @@ func (s *Store) OffboardTenant(ctx context.Context, id string, build storage.Aud
 // ListOffboarded lists the offboarded tenant ids, sorted.
 func (s *Store) ListOffboarded(ctx context.Context) ([]string, error) {
 	out := []string{}
-	err := s.run(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
+	err := s.read(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
+		out = out[:0] // a retried read starts over
 		rows, err := tx.Query(ctx, `SELECT id FROM offboarded_tenants ORDER BY id`)
 		if err != nil {
 			return err
@@ -110,7 +111,8 @@ func (s *Store) PutRevocation(ctx context.Context, r storage.Revocation, build s
 // ListRevocations lists every pending revocation sorted by id.
 func (s *Store) ListRevocations(ctx context.Context) ([]storage.Revocation, error) {
 	out := []storage.Revocation{}
-	err := s.run(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
+	err := s.read(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
+		out = out[:0] // a retried read starts over
 		rows, err := tx.Query(ctx, `SELECT id, record, revision FROM revocations ORDER BY id`)
 		if err != nil {
 			return err
@@ -255,7 +257,7 @@ func (s *Store) EnqueueDeliveries(ctx context.Context, cursor uint64, ds []stora
 // WebhookCursor returns the stored cursor (0 when never set).
 func (s *Store) WebhookCursor(ctx context.Context) (uint64, error) {
 	var c int64
-	err := s.run(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
+	err := s.read(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
 		return tx.QueryRow(ctx, `SELECT cursor FROM webhook_meta`).Scan(&c)
 	})
 	return uint64(c), err
@@ -267,7 +269,7 @@ func (s *Store) GetDelivery(ctx context.Context, id string) (storage.Delivery, e
 		return storage.Delivery{}, invalidID("delivery", id)
 	}
 	var out storage.Delivery
-	err := s.run(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
+	err := s.read(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
 		var val []byte
 		var rev int64
 		err := tx.QueryRow(ctx, `SELECT record, revision FROM webhook_deliveries WHERE id = $1`, id).Scan(&val, &rev)
@@ -295,7 +297,8 @@ func (s *Store) ListDeliveries(ctx context.Context, status string, limit int) ([
 		lim = &l
 	}
 	out := []storage.Delivery{}
-	err := s.run(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
+	err := s.read(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
+		out = out[:0] // a retried read starts over
 		rows, err := tx.Query(ctx, `SELECT id, record, revision FROM webhook_deliveries
 			WHERE $1 = '' OR status = $1 ORDER BY next_attempt_s, next_attempt_ns, id LIMIT $2`, status, lim)
 		if err != nil {

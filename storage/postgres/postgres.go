@@ -16,6 +16,17 @@
 // implemented: an operator backs up PostgreSQL with its own tools
 // (pg_dump).
 //
+// Failover: a read (Get*, List*, Find*, ScanAudit's chunks, AuditHead,
+// AuditAnchor, Ping) runs READ ONLY and, if its connection is lost under
+// it (the session ended, a socket cut), once more on another connection:
+// it changed nothing, so running it again is safe. Writes are never
+// retried: a COMMIT whose answer was lost may have committed, so the write
+// answers ErrUnavailable and the caller's retry, or a compare-and-swap's
+// revision check, sorts it out. For a refresh that rules out a retry here
+// in any case: the rotated token's commit and the refresh lock decide
+// which node's answer stands, and a blind replay could store a token the
+// provider has already replaced.
+//
 // Errors map to the storage sentinels; a database that cannot be reached
 // in time is ErrUnavailable. No error or log line carries the DSN or its
 // password.
@@ -101,6 +112,10 @@ type Store struct {
 	password string // redacted from every error text
 	closed   atomic.Bool
 	close    sync.Once
+	// txHook, set only by tests (export_test.go), runs inside every
+	// transaction before its statements, with the backend's pid and
+	// whether it is a read.
+	txHook func(ctx context.Context, pid uint32, read bool)
 }
 
 var (
@@ -177,7 +192,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // does not exist yet.
 func (s *Store) schemaVersion(ctx context.Context) (int, error) {
 	var v *int32
-	err := s.run(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
+	err := s.read(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
 		var exists bool
 		if err := tx.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil || !exists {
 			return err
@@ -199,17 +214,43 @@ type txOpts struct {
 }
 
 // run runs fn in one transaction on a pooled connection and commits it;
-// any error rolls it back and is mapped (mapErr).
+// any error rolls it back and is mapped (mapErr). It never retries: a
+// write whose connection dropped may have committed (the answer to COMMIT
+// is what was lost), so only the caller can tell, by its own retry or a
+// compare-and-swap's revision check.
 func (s *Store) run(ctx context.Context, o txOpts, fn func(pgx.Tx) error) error {
+	err, _ := s.runTx(ctx, o, fn)
+	return err
+}
+
+// read runs fn in a READ ONLY transaction and, if the connection was lost
+// under it (the server ended the session, a failover, a cut socket),
+// once more on another pooled connection. A read-only transaction changes
+// nothing whether or not its COMMIT arrived, so running it again is safe;
+// fn must start over each time (reset what it collects). One retry only:
+// a database that is really down answers ErrUnavailable, quickly.
+func (s *Store) read(ctx context.Context, o txOpts, fn func(pgx.Tx) error) error {
+	o.readOnly = true
+	err, lost := s.runTx(ctx, o, fn)
+	if lost {
+		s.o.Logger.Debug("postgres: connection lost during a read; retrying once", "err", err)
+		err, _ = s.runTx(ctx, o, fn)
+	}
+	return err
+}
+
+// runTx is run; lost reports a connection lost after the transaction
+// began (connLost) while the caller's context and the store are live.
+func (s *Store) runTx(ctx context.Context, o txOpts, fn func(pgx.Tx) error) (error, bool) {
 	if s.closed.Load() {
-		return storage.ErrClosed
+		return storage.ErrClosed, false
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return err, false
 	}
 	conn, err := s.acquire(ctx)
 	if err != nil {
-		return err
+		return err, false
 	}
 	defer conn.Release()
 	to := pgx.TxOptions{IsoLevel: pgx.ReadCommitted}
@@ -221,13 +262,16 @@ func (s *Store) run(ctx context.Context, o txOpts, fn func(pgx.Tx) error) error 
 	}
 	tx, err := conn.BeginTx(ctx, to)
 	if err != nil {
-		return s.mapErr(ctx, err)
+		return s.mapErr(ctx, err), s.lost(ctx, err)
 	}
 	err = func() error {
 		if o.tenant != "" {
 			if _, err := tx.Exec(ctx, `SELECT set_config('vaultd.tenant', $1, true)`, o.tenant); err != nil {
 				return err
 			}
+		}
+		if s.txHook != nil {
+			s.txHook(ctx, conn.Conn().PgConn().PID(), o.readOnly)
 		}
 		if err := fn(tx); err != nil {
 			return err
@@ -240,9 +284,33 @@ func (s *Store) run(ctx context.Context, o txOpts, fn func(pgx.Tx) error) error 
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.AcquireTimeout)
 		_ = tx.Rollback(rctx)
 		cancel()
-		return s.mapErr(ctx, err)
+		return s.mapErr(ctx, err), s.lost(ctx, err)
 	}
-	return nil
+	return nil, false
+}
+
+// lost reports whether err is the connection going away under a
+// transaction (not a timeout: retrying a slow server only doubles the
+// wait; not the caller's cancellation, nor a closed store).
+func (s *Store) lost(ctx context.Context, err error) bool {
+	if ctx.Err() != nil || s.closed.Load() || isStorageErr(err) {
+		return false
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		// admin_shutdown (pg_terminate_backend, a fast shutdown) and
+		// crash_shutdown end the session.
+		return pe.Code == "57P01" || pe.Code == "57P02"
+	}
+	if pgconn.Timeout(err) {
+		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false
+	}
+	return ne != nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "conn closed")
 }
 
 // acquire takes a pooled connection within AcquireTimeout.

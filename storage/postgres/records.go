@@ -157,7 +157,7 @@ func (s *Store) GetTenant(ctx context.Context, id string) (storage.Tenant, error
 		return storage.Tenant{}, invalidID("tenant", id)
 	}
 	var out storage.Tenant
-	err := s.run(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
+	err := s.read(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
 		var val []byte
 		var rev int64
 		err := tx.QueryRow(ctx, `SELECT record, revision FROM tenants WHERE id = $1`, id).Scan(&val, &rev)
@@ -176,7 +176,8 @@ func (s *Store) GetTenant(ctx context.Context, id string) (storage.Tenant, error
 // ListTenants lists every tenant sorted by id (byte order).
 func (s *Store) ListTenants(ctx context.Context) ([]storage.Tenant, error) {
 	out := []storage.Tenant{}
-	err := s.run(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
+	err := s.read(ctx, txOpts{readOnly: true}, func(tx pgx.Tx) error {
+		out = out[:0] // a retried read starts over
 		rows, err := tx.Query(ctx, `SELECT id, record, revision FROM tenants ORDER BY id`)
 		if err != nil {
 			return err
@@ -309,7 +310,7 @@ func (s *Store) GetIntegration(ctx context.Context, tenantID, id string) (storag
 		return storage.Integration{}, invalidID("integration", id)
 	}
 	var out storage.Integration
-	err := s.run(ctx, txOpts{tenant: tenantID, readOnly: true}, func(tx pgx.Tx) error {
+	err := s.read(ctx, txOpts{tenant: tenantID, readOnly: true}, func(tx pgx.Tx) error {
 		var val []byte
 		var rev int64
 		err := tx.QueryRow(ctx, `SELECT record, revision FROM integrations WHERE tenant_id = $1 AND id = $2`, tenantID, id).Scan(&val, &rev)
@@ -333,7 +334,8 @@ func (s *Store) ListIntegrations(ctx context.Context, tenantID string) ([]storag
 		return nil, invalidID("tenant", tenantID)
 	}
 	out := []storage.Integration{}
-	err := s.run(ctx, txOpts{tenant: tenantID, readOnly: true}, func(tx pgx.Tx) error {
+	err := s.read(ctx, txOpts{tenant: tenantID, readOnly: true}, func(tx pgx.Tx) error {
+		out = out[:0] // a retried read starts over
 		rows, err := tx.Query(ctx, `SELECT i.id, i.record, i.revision FROM tenants t
 			LEFT JOIN integrations i ON i.tenant_id = t.id WHERE t.id = $1 ORDER BY i.id`, tenantID)
 		if err != nil {
