@@ -46,6 +46,11 @@ func (s *Store) Locker() *Locker {
 // integration): PostgreSQL text cannot hold NUL, and ids cannot contain
 // "/", so "/" keeps the mapping injective. A 64-bit hash collision only
 // serialises two unrelated refreshes.
+// lockHoldBackstop bounds how long a refresh lock's session may sit idle
+// before the server ends it (and releases the lock): far above the longest
+// legitimate hold, a disconnect's two revocation calls plus its commit.
+const lockHoldBackstop = 15 * time.Minute
+
 func lockKey(key string) string {
 	return "vaultd/refresh/" + strings.ReplaceAll(key, "\x00", "/")
 }
@@ -104,6 +109,17 @@ func (l *Locker) lock(ctx context.Context, key string) (func(), error) {
 	// lock_timeout 0 would mean "wait forever": at least 1ms.
 	ms := strconv.FormatInt(max(1, wait.Milliseconds()), 10)
 	if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true)`, ms); err != nil {
+		end()
+		return nil, fmt.Errorf("storage/postgres: refresh lock: %w", s.mapErr(ctx, err))
+	}
+	// The lock's transaction is idle while its holder works (a provider
+	// call, sealing, the commit on another connection): the pool's
+	// idle-in-transaction timeout would end the session, and with it the
+	// lock, in the middle of a refresh. This transaction gets a backstop of
+	// its own, above the longest hold (provider timeouts plus the commit
+	// budget), for a holder that has really hung.
+	if _, err := tx.Exec(ctx, `SELECT set_config('idle_in_transaction_session_timeout', $1, true)`,
+		strconv.FormatInt(lockHoldBackstop.Milliseconds(), 10)); err != nil {
 		end()
 		return nil, fmt.Errorf("storage/postgres: refresh lock: %w", s.mapErr(ctx, err))
 	}

@@ -138,3 +138,20 @@ func TestLockerCancelledWait(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A refresh lock outlives the pool's idle-in-transaction timeout: its
+// transaction sits idle while the holder calls the provider, and the
+// server ending the session there would release the lock mid-refresh.
+func TestLockerSurvivesIdleTimeout(t *testing.T) {
+	nodes := lockNodes(t, 2, postgres.Options{LockTimeout: 100 * time.Millisecond, IdleInTransactionTimeout: 200 * time.Millisecond})
+	unlock, err := nodes[0].Locker().Lock(t.Context(), "t\x00i")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	// Setup, not a timing assertion: idle well past the pool's timeout.
+	time.Sleep(time.Second)
+	if _, err := nodes[1].Locker().Lock(t.Context(), "t\x00i"); !errors.Is(err, postgres.ErrUnavailable) {
+		t.Fatalf("second node got the lock after the holder idled: %v", err)
+	}
+}
