@@ -162,7 +162,25 @@ func Open(ctx context.Context, dsn secret.String, o Options) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
+	if !o.ForMigration {
+		s.warnIfRLSBypassed(ctx)
+	}
 	return s, nil
+}
+
+// warnIfRLSBypassed says loudly when vaultd's role skips row-level
+// security (a superuser or BYPASSRLS role): every query is still keyed by
+// tenant, but the second wall is down. A check that cannot run is logged
+// too: it is advice to the operator, not a gate.
+func (s *Store) warnIfRLSBypassed(ctx context.Context) {
+	var bypass bool
+	err := s.pool.QueryRow(ctx, `SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user`).Scan(&bypass)
+	switch {
+	case err != nil:
+		s.o.Logger.Warn("postgres: could not check whether row-level security applies to this role", "err", redact(err.Error(), s.password))
+	case bypass:
+		s.o.Logger.Warn("postgres: vaultd's database role is a superuser or has BYPASSRLS: row-level security does not apply to it; use a role without them (docs/operations.md)")
+	}
 }
 
 // Close closes the pool; later calls return nil, every other method then
@@ -233,7 +251,7 @@ func (s *Store) read(ctx context.Context, o txOpts, fn func(pgx.Tx) error) error
 	o.readOnly = true
 	err, lost := s.runTx(ctx, o, fn)
 	if lost {
-		s.o.Logger.Debug("postgres: connection lost during a read; retrying once", "err", err)
+		s.o.Logger.Debug("postgres: connection lost during a read; retrying once", "err", redact(err.Error(), s.password))
 		err, _ = s.runTx(ctx, o, fn)
 	}
 	return err
